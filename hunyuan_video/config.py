@@ -1,0 +1,116 @@
+"""Model configs as plain dataclasses with the official HunyuanVideo field names, and named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build `cls` from a dict, ignoring keys it does not know; lists become tuples where the field is a tuple."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in known:
+            continue
+        default = known[key].default
+        if isinstance(value, list) and isinstance(default, tuple):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write a config dataclass as JSON."""
+    Path(path).write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
+
+
+@dataclass
+class TransformerConfig:
+    """The HunyuanVideo diffusion transformer (official `HYVideoDiffusionTransformer` names)."""
+
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    in_channels: int = 16
+    out_channels: int = 16
+    hidden_size: int = 3072
+    heads_num: int = 24
+    mlp_width_ratio: float = 4.0
+    mlp_act_type: str = "gelu_tanh"
+    mm_double_blocks_depth: int = 20
+    mm_single_blocks_depth: int = 40
+    rope_dim_list: tuple[int, int, int] = (16, 56, 56)
+    rope_theta: float = 256.0
+    qkv_bias: bool = True
+    qk_norm: bool = True
+    qk_norm_type: str = "rms"
+    guidance_embed: bool = True
+    text_states_dim: int = 4096
+    text_states_dim_2: int = 768
+    refiner_depth: int = 2
+
+    def __post_init__(self) -> None:
+        self.patch_size = tuple(self.patch_size)
+        self.rope_dim_list = tuple(self.rope_dim_list)
+        if self.hidden_size % self.heads_num:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by heads_num {self.heads_num}")
+        head_dim = self.hidden_size // self.heads_num
+        if sum(self.rope_dim_list) != head_dim:
+            raise ValueError(f"rope_dim_list {self.rope_dim_list} must sum to the head dim {head_dim}")
+
+
+TRANSFORMER_PRESETS: dict[str, TransformerConfig] = {
+    # The released text-to-video model: CFG-distilled, with a guidance embedding.
+    "HYVideo-T/2-cfgdistill": TransformerConfig(guidance_embed=True),
+    "HYVideo-T/2": TransformerConfig(guidance_embed=False),
+    # Small configs for tests and benchmarks.
+    "test-tiny": TransformerConfig(
+        hidden_size=64, heads_num=4, mm_double_blocks_depth=2, mm_single_blocks_depth=2,
+        rope_dim_list=(4, 6, 6), text_states_dim=32, text_states_dim_2=24, refiner_depth=1,
+    ),
+    "bench-mid": TransformerConfig(
+        hidden_size=1024, heads_num=8, mm_double_blocks_depth=8, mm_single_blocks_depth=16,
+        rope_dim_list=(16, 56, 56), text_states_dim=4096, text_states_dim_2=768,
+    ),
+}
+
+
+@dataclass
+class VAEConfig:
+    """The 3D causal VAE (official `AutoencoderKLCausal3D` config.json names)."""
+
+    in_channels: int = 3
+    out_channels: int = 3
+    block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
+    layers_per_block: int = 2
+    latent_channels: int = 16
+    norm_num_groups: int = 32
+    act_fn: str = "silu"
+    scaling_factor: float = 0.476986
+    sample_size: int = 256
+    sample_tsize: int = 64
+    time_compression_ratio: int = 4
+    spatial_compression_ratio: int = 8
+    mid_block_add_attention: bool = True
+    down_block_types: tuple[str, ...] = field(default=("DownEncoderBlockCausal3D",) * 4)
+    up_block_types: tuple[str, ...] = field(default=("UpDecoderBlockCausal3D",) * 4)
+
+    def __post_init__(self) -> None:
+        self.block_out_channels = tuple(self.block_out_channels)
+        self.down_block_types = tuple(self.down_block_types)
+        self.up_block_types = tuple(self.up_block_types)
+
+
+VAE_PRESETS: dict[str, VAEConfig] = {
+    "884-16c-hy": VAEConfig(),
+    "test-tiny": VAEConfig(block_out_channels=(16, 32, 32, 32), layers_per_block=1, norm_num_groups=8),
+}
