@@ -1,0 +1,98 @@
+"""video_io: mp4 round trips (shape, count, values, fps), frame picking, GIF/PNG, clear errors."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hunyuan_video.video_io import (
+    read_image,
+    read_video,
+    to_uint8,
+    video_info,
+    write_frames_png,
+    write_gif,
+    write_video,
+)
+
+
+def _clip(t: int = 9, h: int = 32, w: int = 48) -> np.ndarray:
+    """Smooth moving gradients with a distinct colour per frame (H.264 keeps them close)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    frames = []
+    for i in range(t):
+        r = (xx * 255 / (w - 1) + i * 10) % 256
+        g = yy * 255 / (h - 1)
+        b = np.full_like(r, 20 * i + 30)
+        frames.append(np.stack([r, g, b], -1))
+    return np.stack(frames).astype(np.uint8)
+
+
+def test_mp4_round_trip(tmp_path):
+    frames = _clip()
+    path = write_video(tmp_path / "a.mp4", frames, fps=12)
+    back = read_video(path)
+    assert back.dtype == np.uint8 and back.shape == frames.shape
+    err = np.abs(back.astype(float) - frames.astype(float))
+    assert err.mean() < 4.0, err.mean()
+    # each frame is closer to its own source than to any other frame: order is kept
+    for i in range(len(frames)):
+        dists = [np.abs(back[i].astype(float) - f).mean() for f in frames]
+        assert int(np.argmin(dists)) == i
+    info = video_info(path)
+    assert (info.frames, info.height, info.width) == (9, 32, 48)
+    assert info.fps == pytest.approx(12)
+
+
+def test_fractional_fps_and_single_frame(tmp_path):
+    path = write_video(tmp_path / "b.mp4", _clip(t=1), fps=29.97)
+    assert read_video(path).shape == (1, 32, 48, 3)
+    assert video_info(path).fps == pytest.approx(29.97, abs=0.01)
+
+
+def test_read_picked_frames(tmp_path):
+    frames = _clip(t=10)
+    path = write_video(tmp_path / "c.mp4", frames)
+    full = read_video(path)
+    picked = read_video(path, indices=[6, 2, 2, 8])
+    np.testing.assert_array_equal(picked, full[[6, 2, 2, 8]])
+    with pytest.raises(ValueError, match="past the end"):
+        read_video(path, indices=[3, 10])
+    with pytest.raises(ValueError, match="empty"):
+        read_video(path, indices=[])
+
+
+def test_bad_frames_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="even height and width"):
+        write_video(tmp_path / "odd.mp4", _clip(h=31))
+    with pytest.raises(ValueError, match="uint8"):
+        write_video(tmp_path / "f.mp4", _clip().astype(np.float32))
+    with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
+        write_video(tmp_path / "g.mp4", _clip()[0])
+
+
+def test_unreadable_files_raise_value_error(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all" * 10)
+    good = write_video(tmp_path / "good.mp4", _clip())
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    for path in (bad, cut, tmp_path / "missing.mp4"):
+        with pytest.raises(ValueError, match="not a readable video|decoding failed|no video frames"):
+            read_video(path)
+        with pytest.raises(ValueError):
+            video_info(path)
+
+
+def test_to_uint8():
+    x = np.array([-2.0, -1.0, 0.0, 1.0, 3.0])
+    np.testing.assert_array_equal(to_uint8(x), [0, 0, 128, 255, 255])
+
+
+def test_gif_and_png(tmp_path):
+    frames = _clip(t=4, h=31, w=33)  # odd sizes are fine here
+    gif = write_gif(tmp_path / "a.gif", frames, fps=8)
+    with Image.open(gif) as im:
+        assert im.n_frames == 4 and im.size == (33, 31)
+    paths = write_frames_png(tmp_path / "png", frames)
+    assert [p.name for p in paths] == ["00000.png", "00001.png", "00002.png", "00003.png"]
+    np.testing.assert_array_equal(read_image(paths[2])[0], frames[2])  # PNG is lossless
