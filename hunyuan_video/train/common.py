@@ -1,0 +1,182 @@
+"""Pieces every trainer shares: EMA weights, RNG state, atomic checkpoints, a JSONL log and its plot, LR warm-up."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class EMA:
+    """An exponential moving average of a model's floating-point state: `shadow = decay * shadow + (1 - decay) * w`.
+
+    The shadow is kept in float32 on the model's device; integer buffers are copied as they are.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.shadow = {k: _to_shadow(v) for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Move the shadow one step towards the model's current weights."""
+        for key, value in model.state_dict().items():
+            shadow = self.shadow[key]
+            if shadow.is_floating_point():
+                shadow.lerp_(value.detach().float(), 1.0 - self.decay)
+            else:
+                shadow.copy_(value)
+
+    def copy_to(self, model: nn.Module) -> None:
+        """Load the averaged weights into `model` (cast to its dtypes)."""
+        model.load_state_dict(self.shadow)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The decay and the shadow tensors."""
+        return {"decay": self.decay, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned (tensors are copied onto the current shadow's device)."""
+        if state["shadow"].keys() != self.shadow.keys():
+            raise ValueError("EMA state does not match the model: the parameter names differ")
+        self.decay = state["decay"]
+        for key, value in state["shadow"].items():
+            self.shadow[key].copy_(value)
+
+
+def _to_shadow(value: torch.Tensor) -> torch.Tensor:
+    value = value.detach().clone()
+    return value.float() if value.is_floating_point() else value
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of the python, numpy, torch CPU and (if present) CUDA generators, in `torch.load`-safe types."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the generators from `rng_state()`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, **states: Any) -> Path:
+    """Write `states` (state dicts, ints, RNG state...) with `torch.save`, atomically (never half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(states, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint` onto the CPU (tensors only, no pickled code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} does not exist")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class JsonlLogger:
+    """Appends one JSON line per call: `{"step": ..., "time": ..., **scalars}`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, step: int, **scalars: float | torch.Tensor) -> None:
+        """Append the scalars of one step (tensors are turned into floats)."""
+        record = {"step": int(step), "time": round(time.time(), 3)}
+        record.update({k: float(v) for k, v in scalars.items()})
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSONL log; a later record for the same step (after a resume) replaces the earlier one."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            by_step.setdefault(record["step"], {}).update(record)
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def plot_losses(jsonl_path: str | Path, png_path: str | Path) -> Path:
+    """Plot every scalar of a JSONL log against the step, one panel per scalar, into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_jsonl(jsonl_path)
+    keys = sorted({k for r in records for k in r} - {"step", "time"})
+    if not keys:
+        raise ValueError(f"{jsonl_path} holds no scalars to plot")
+    cols = min(3, len(keys))
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        points = [(r["step"], r[key]) for r in records if key in r]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 50 else None)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return png_path
+
+
+def warmup_lambda(warmup_steps: int) -> Callable[[int], float]:
+    """A `LambdaLR` factor rising linearly from 1/warmup_steps to 1 over `warmup_steps` steps, then constant."""
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+
+
+def autocast_context(device: torch.device | str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; a no-op elsewhere (CPU training runs in float32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

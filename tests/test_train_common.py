@@ -1,0 +1,100 @@
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hunyuan_video.train.common import (
+    EMA,
+    JsonlLogger,
+    autocast_context,
+    load_checkpoint,
+    plot_losses,
+    read_jsonl,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    warmup_lambda,
+)
+
+
+def test_ema_follows_the_exponential_average_and_copies_back():
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    ema = EMA(model, decay=0.75)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    model[1].num_batches_tracked += 5
+    ema.update(model)
+    torch.testing.assert_close(ema.shadow["0.weight"], start["0.weight"] + 0.25)
+    assert ema.shadow["1.num_batches_tracked"].item() == 5
+
+    other = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    restored = EMA(other, decay=0.1)
+    restored.load_state_dict(ema.state_dict())
+    assert restored.decay == 0.75
+    restored.copy_to(other)
+    torch.testing.assert_close(other[0].weight, start["0.weight"] + 0.25)
+    with pytest.raises(ValueError, match="decay"):
+        EMA(model, decay=1.0)
+    with pytest.raises(ValueError, match="names differ"):
+        EMA(nn.Linear(3, 2)).load_state_dict(ema.state_dict())
+
+
+def _draw() -> tuple:
+    return random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist()
+
+
+def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    state = rng_state()
+    first = _draw()
+    save_checkpoint(tmp_path / "ck.pt", rng=state, step=7)
+    _draw()
+    loaded = load_checkpoint(tmp_path / "ck.pt")
+    set_rng_state(loaded["rng"])
+    assert _draw() == first
+    assert loaded["step"] == 7
+
+
+def test_checkpoint_is_atomic_and_round_trips_state_dicts(tmp_path):
+    model = nn.Linear(4, 4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    path = save_checkpoint(tmp_path / "sub" / "ck.pt", model=model.state_dict(), optimizer=opt.state_dict())
+    assert [p.name for p in path.parent.iterdir()] == ["ck.pt"]  # no temporary file left behind
+    loaded = load_checkpoint(path)
+    torch.testing.assert_close(loaded["model"]["weight"], model.weight.detach())
+    opt2 = torch.optim.AdamW(nn.Linear(4, 4).parameters(), lr=1e-3)
+    opt2.load_state_dict(loaded["optimizer"])
+    torch.testing.assert_close(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    with pytest.raises(ValueError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_jsonl_logger_and_plot(tmp_path):
+    log = JsonlLogger(tmp_path / "log.jsonl")
+    log.log(0, loss=torch.tensor(2.0), lr=1e-4)
+    log.log(1, loss=1.0)
+    log.log(1, loss=0.5)  # a resumed run rewrites step 1
+    lines = [json.loads(s) for s in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert lines[0]["loss"] == 2.0 and lines[0]["lr"] == 1e-4 and len(lines) == 3
+    assert [(r["step"], r["loss"]) for r in read_jsonl(tmp_path / "log.jsonl")] == [(0, 2.0), (1, 0.5)]
+    png = plot_losses(tmp_path / "log.jsonl", tmp_path / "loss.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_warmup_lambda_and_autocast():
+    f = warmup_lambda(4)
+    assert [f(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_lambda(0)(0) == 1.0
+    with pytest.raises(ValueError):
+        warmup_lambda(-1)
+    with autocast_context("cpu"):
+        y = nn.Linear(2, 2)(torch.randn(1, 2))
+    assert y.dtype == torch.float32
