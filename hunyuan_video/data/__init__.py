@@ -1,0 +1,1 @@
+"""Datasets: manifests, buckets, the synthetic world."""

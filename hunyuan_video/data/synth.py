@@ -1,0 +1,351 @@
+"""A synthetic world of captioned clips: coloured shapes moving on plain or gradient backgrounds.
+
+Every clip is drawn from a few named attributes (colour, shape, size, motion, speed, background) that its caption
+states and its manifest row keeps, with the per-frame position, scale and angle of each object, so that
+`hunyuan_video.eval` can check a generated video against its caption.
+
+The held-out split: a seed picks a set of (colour, shape, motion) combinations that never appear in the train split
+(not even on a second object); the test split's main object always uses one of them. Every single attribute and
+every pair of attributes still appears in training, so the test split measures composition, not new words.
+
+Each clip is a pure function of (seed, split, index): a folder can be regenerated, extended or sharded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+# Object colours: saturated and far apart in RGB, so a blurry generated pixel still has one nearest name.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (230, 30, 30),
+    "green": (40, 200, 50),
+    "blue": (40, 80, 255),
+    "yellow": (245, 230, 40),
+    "white": (250, 250, 250),
+    "orange": (255, 140, 0),
+    "purple": (160, 40, 220),
+    "cyan": (40, 225, 235),
+}
+# Background colours: dark or grey, each far from every object colour.
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "black": (0, 0, 0),
+    "dark blue": (15, 25, 90),
+    "dark green": (15, 75, 30),
+    "gray": (115, 115, 115),
+}
+SHAPES = ("circle", "square", "triangle", "star")
+# Circumradius of each size, as a fraction of the shorter frame side.
+SIZES: dict[str, float] = {"small": 0.09, "medium": 0.13, "large": 0.18}
+# Unit direction (x right, y down) of each straight motion.
+DIRECTIONS: dict[str, tuple[float, float]] = {
+    "left": (-1.0, 0.0),
+    "right": (1.0, 0.0),
+    "up": (0.0, -1.0),
+    "down": (0.0, 1.0),
+    "up_left": (-math.sqrt(0.5), -math.sqrt(0.5)),
+    "up_right": (math.sqrt(0.5), -math.sqrt(0.5)),
+    "down_left": (-math.sqrt(0.5), math.sqrt(0.5)),
+    "down_right": (math.sqrt(0.5), math.sqrt(0.5)),
+}
+MOTIONS = (*DIRECTIONS, "bounce", "grow", "shrink", "rotate", "still")
+# Distance travelled over the whole clip by a straight motion, as a fraction of the shorter frame side.
+SPEEDS: dict[str, float] = {"slow": 0.25, "fast": 0.5}
+GROW_SCALE = (0.55, 1.45)  # scale at the first and last frame of "grow" ("shrink" runs it backwards)
+BOUNCE_HEIGHT = 0.35  # of the frame height
+BOUNCES = 2  # floor-to-floor hops in a clip
+ROTATE_TURNS = 0.5  # turns over the clip
+
+# How captions say each motion; `{speed}` is filled by SPEED_WORDS for straight motions.
+MOTION_PHRASES: dict[str, tuple[str, ...]] = {
+    "left": ("moves{speed} to the left", "slides{speed} left"),
+    "right": ("moves{speed} to the right", "slides{speed} right"),
+    "up": ("moves{speed} up", "slides{speed} upward"),
+    "down": ("moves{speed} down", "slides{speed} downward"),
+    "up_left": ("moves{speed} up and to the left", "drifts{speed} diagonally up and left"),
+    "up_right": ("moves{speed} up and to the right", "drifts{speed} diagonally up and right"),
+    "down_left": ("moves{speed} down and to the left", "drifts{speed} diagonally down and left"),
+    "down_right": ("moves{speed} down and to the right", "drifts{speed} diagonally down and right"),
+    "bounce": ("bounces up and down", "is bouncing"),
+    "grow": ("grows", "gets bigger"),
+    "shrink": ("shrinks", "gets smaller"),
+    "rotate": ("rotates", "spins in place"),
+    "still": ("stays still", "does not move"),
+}
+SPEED_WORDS: dict[str, tuple[str, ...]] = {"slow": (" slowly",), "fast": (" quickly", " fast")}
+# Whole-caption templates: {objects} is one or two object phrases joined by "and".
+TEMPLATES = (
+    "{objects} on a {background} background",
+    "{objects} against a {background} background",
+    "on a {background} background {objects}",
+)
+OBJECT_TEMPLATE = "a {size} {colour} {shape} {motion}"
+GRADIENT_WORD = "gradient"  # "a dark blue gradient background": the named colour fading to black at the bottom
+
+SPLITS = ("train", "test")
+HELD_OUT_FRACTION = 0.1
+
+
+@dataclass
+class SynthConfig:
+    """Size and timing of the generated clips (defaults suit a tiny text-to-video model)."""
+
+    height: int = 64
+    width: int = 64
+    frames: int = 17
+    fps: float = 8.0
+    two_object_prob: float = 0.25
+    gradient_prob: float = 0.3
+    supersample: int = 4  # antialiasing: draw at this many times the size, then box-filter down
+
+    def __post_init__(self) -> None:
+        if self.height < 16 or self.width < 16 or self.height % 2 or self.width % 2:
+            raise ValueError(f"height and width must be even and >= 16, got {self.height}x{self.width}")
+        if self.frames < 5:
+            raise ValueError(f"frames must be >= 5 for motion to be visible, got {self.frames}")
+
+
+@dataclass
+class SynthObject:
+    """One object of a clip and its per-frame path (x, y in pixels; scale multiplies the size's radius)."""
+
+    colour: str
+    shape: str
+    size: str
+    motion: str
+    speed: str | None
+    x: list[float] = field(default_factory=list)
+    y: list[float] = field(default_factory=list)
+    scale: list[float] = field(default_factory=list)
+    angle: list[float] = field(default_factory=list)  # degrees
+
+
+@dataclass
+class SynthClip:
+    """Everything about one clip but its pixels: attributes, paths and caption."""
+
+    index: int
+    split: str
+    background: str
+    gradient: bool
+    objects: list[SynthObject]
+    caption: str
+
+
+def valid_combos() -> list[tuple[str, str, str]]:
+    """Every (colour, shape, motion) a clip can show: a rotating circle looks still, so it is left out."""
+    return [
+        (c, s, m) for c, s, m in itertools.product(COLOURS, SHAPES, MOTIONS) if not (s == "circle" and m == "rotate")
+    ]
+
+
+def held_out_combos(seed: int) -> set[tuple[str, str, str]]:
+    """The (colour, shape, motion) combinations of the test split: a deterministic function of `seed`.
+
+    Redrawn until every (colour, shape), (colour, motion) and (shape, motion) pair still occurs in training.
+    """
+    combos = valid_combos()
+    n = round(HELD_OUT_FRACTION * len(combos))
+    rng = np.random.default_rng([seed, 7919])
+    while True:
+        picked = {combos[i] for i in rng.choice(len(combos), size=n, replace=False)}
+        train = [c for c in combos if c not in picked]
+        if all(_pairs(picked, k) <= _pairs(train, k) for k in ((0, 1), (0, 2), (1, 2))):
+            return picked
+
+
+def _pairs(combos: Any, keep: tuple[int, int]) -> set[tuple[str, str]]:
+    return {(c[keep[0]], c[keep[1]]) for c in combos}
+
+
+def caption_vocabulary() -> list[str]:
+    """Every word any caption can use, sorted (for a tokenizer builder)."""
+    texts = [*TEMPLATES, OBJECT_TEMPLATE, "and", GRADIENT_WORD, *COLOURS, *SHAPES, *SIZES, *BACKGROUNDS]
+    texts += [p for phrases in MOTION_PHRASES.values() for p in phrases]
+    texts += [w for words in SPEED_WORDS.values() for w in words]
+    words = {w for t in texts for w in t.split() if not w.startswith("{")}
+    return sorted(w.replace("{speed}", "") for w in words)
+
+
+def _object_phrase(obj: SynthObject, rng: np.random.Generator) -> str:
+    motion = str(rng.choice(MOTION_PHRASES[obj.motion]))
+    speed = str(rng.choice(SPEED_WORDS[obj.speed])) if obj.speed else ""
+    return OBJECT_TEMPLATE.format(size=obj.size, colour=obj.colour, shape=obj.shape, motion=motion.format(speed=speed))
+
+
+def make_caption(objects: Sequence[SynthObject], background: str, gradient: bool, rng: np.random.Generator) -> str:
+    """A caption for the clip, in one of several phrasings picked by `rng`."""
+    bg = f"{background} {GRADIENT_WORD}" if gradient else background
+    objs = " and ".join(_object_phrase(o, rng) for o in objects)
+    return str(rng.choice(TEMPLATES)).format(objects=objs, background=bg)
+
+
+def _path(obj: SynthObject, cfg: SynthConfig, rng: np.random.Generator) -> None:
+    """Fill the object's per-frame x, y, scale, angle; the object stays inside the frame the whole clip."""
+    side = min(cfg.height, cfg.width)
+    r = SIZES[obj.size] * side
+    t = np.linspace(0.0, 1.0, cfg.frames)
+    scale = np.ones_like(t)
+    angle = np.full_like(t, rng.uniform(0, 360) if obj.shape != "circle" else 0.0)
+    if obj.motion == "grow" or obj.motion == "shrink":
+        lo, hi = GROW_SCALE
+        scale = lo + (hi - lo) * (t if obj.motion == "grow" else 1 - t)
+    reach = r * scale.max() + 1  # how far from the centre the object extends, plus a pixel of margin
+    if obj.motion in DIRECTIONS:
+        dx, dy = DIRECTIONS[obj.motion]
+        dist = SPEEDS[obj.speed] * side
+        x0 = rng.uniform(reach - min(dx, 0) * dist, cfg.width - reach - max(dx, 0) * dist)
+        y0 = rng.uniform(reach - min(dy, 0) * dist, cfg.height - reach - max(dy, 0) * dist)
+        x, y = x0 + dx * dist * t, y0 + dy * dist * t
+    elif obj.motion == "bounce":
+        floor = cfg.height - reach
+        x = np.full_like(t, rng.uniform(reach, cfg.width - reach))
+        y = floor - BOUNCE_HEIGHT * cfg.height * np.abs(np.sin(math.pi * BOUNCES * t))
+    else:
+        x = np.full_like(t, rng.uniform(reach, cfg.width - reach))
+        y = np.full_like(t, rng.uniform(reach, cfg.height - reach))
+        if obj.motion == "rotate":
+            angle = angle + 360 * ROTATE_TURNS * t
+    obj.x, obj.y = [round(float(v), 3) for v in x], [round(float(v), 3) for v in y]
+    obj.scale, obj.angle = [round(float(v), 4) for v in scale], [round(float(v), 3) for v in angle]
+
+
+def _random_object(combo: tuple[str, str, str], cfg: SynthConfig, rng: np.random.Generator) -> SynthObject:
+    colour, shape, motion = combo
+    speed = str(rng.choice(list(SPEEDS))) if motion in DIRECTIONS else None
+    obj = SynthObject(colour, shape, str(rng.choice(list(SIZES))), motion, speed)
+    _path(obj, cfg, rng)
+    return obj
+
+
+def _apart(a: SynthObject, b: SynthObject, side: int) -> bool:
+    """Whether two objects never touch during the clip."""
+    gap = [
+        math.hypot(xa - xb, ya - yb) - (SIZES[a.size] * sa + SIZES[b.size] * sb) * side
+        for xa, ya, sa, xb, yb, sb in zip(a.x, a.y, a.scale, b.x, b.y, b.scale)
+    ]
+    return min(gap) > 2
+
+
+def sample_clip(index: int, seed: int, split: str = "train", config: SynthConfig | None = None) -> SynthClip:
+    """The attributes, paths and caption of clip `index` of `split` for `seed` (no pixels yet)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    cfg = config or SynthConfig()
+    held = held_out_combos(seed)
+    train_combos = sorted(c for c in valid_combos() if c not in held)
+    rng = np.random.default_rng([seed, SPLITS.index(split), index])
+    pool = sorted(held) if split == "test" else train_combos
+    objects = [_random_object(pool[rng.integers(len(pool))], cfg, rng)]
+    if rng.random() < cfg.two_object_prob:
+        others = [c for c in train_combos if c[0] != objects[0].colour]
+        for _ in range(20):  # a second object that never overlaps the first, when one is found quickly
+            second = _random_object(others[rng.integers(len(others))], cfg, rng)
+            if _apart(objects[0], second, min(cfg.height, cfg.width)):
+                objects.append(second)
+                break
+    background = str(rng.choice(list(BACKGROUNDS)))
+    gradient = bool(rng.random() < cfg.gradient_prob)
+    return SynthClip(index, split, background, gradient, objects, make_caption(objects, background, gradient, rng))
+
+
+def _shape_points(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+    """Polygon vertices of a shape with circumradius r (angle in degrees, clockwise on screen)."""
+    if shape == "square":
+        corners = [45 + 90 * k for k in range(4)]
+        radii = [r] * 4
+    elif shape == "triangle":
+        corners = [-90 + 120 * k for k in range(3)]
+        radii = [r] * 3
+    elif shape == "star":
+        corners = [-90 + 36 * k for k in range(10)]
+        radii = [r if k % 2 == 0 else 0.45 * r for k in range(10)]
+    else:
+        raise ValueError(f"unknown polygon shape {shape!r}")
+    return [
+        (cx + rr * math.cos(math.radians(a + angle)), cy + rr * math.sin(math.radians(a + angle)))
+        for a, rr in zip(corners, radii)
+    ]
+
+
+def _background(name: str, gradient: bool, height: int, width: int) -> np.ndarray:
+    colour = np.array(BACKGROUNDS[name], dtype=np.float32)
+    if not gradient:
+        return np.broadcast_to(colour, (height, width, 3)).copy()
+    # The named colour at the top, fading to a darker (black: lighter) shade at the bottom.
+    end = colour * 0.35 if colour.max() > 0 else np.full(3, 70.0, dtype=np.float32)
+    w = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    return np.broadcast_to(colour * (1 - w) + end * w, (height, width, 3)).copy()
+
+
+def render_clip(clip: SynthClip, config: SynthConfig | None = None) -> np.ndarray:
+    """Draw a clip: uint8 (T, H, W, 3), antialiased by supersampling."""
+    cfg = config or SynthConfig()
+    s = cfg.supersample
+    big_h, big_w = cfg.height * s, cfg.width * s
+    side = min(cfg.height, cfg.width)
+    bg = Image.fromarray(_background(clip.background, clip.gradient, big_h, big_w).round().astype(np.uint8))
+    frames = []
+    for t in range(cfg.frames):
+        image = bg.copy()
+        draw = ImageDraw.Draw(image)
+        for obj in reversed(clip.objects):  # the main object is drawn last, on top
+            cx, cy = obj.x[t] * s, obj.y[t] * s
+            r = SIZES[obj.size] * side * obj.scale[t] * s
+            if obj.shape == "circle":
+                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=COLOURS[obj.colour])
+            else:
+                draw.polygon(_shape_points(obj.shape, cx, cy, r, obj.angle[t]), fill=COLOURS[obj.colour])
+        frames.append(np.asarray(image.resize((cfg.width, cfg.height), Image.Resampling.BOX)))
+    return np.stack(frames)
+
+
+def manifest_row(clip: SynthClip, file: str, config: SynthConfig) -> dict[str, Any]:
+    """The metadata.jsonl row of a clip: file, caption, size, timing, attributes and per-frame paths."""
+    return {
+        "file": file,
+        "caption": clip.caption,
+        "fps": config.fps,
+        "frames": config.frames,
+        "height": config.height,
+        "width": config.width,
+        "split": clip.split,
+        "background": clip.background,
+        "gradient": clip.gradient,
+        "objects": [asdict(o) for o in clip.objects],
+    }
+
+
+def generate(
+    out: str | Path, clips: int, seed: int = 0, split: str = "train", config: SynthConfig | None = None,
+    progress: bool = True,
+) -> Path:
+    """Write `clips` mp4 files and their `metadata.jsonl` (plus `world.json`: seed, config, held-out combos)."""
+    from tqdm import tqdm
+
+    from hunyuan_video.video_io import write_video
+
+    if clips < 1:
+        raise ValueError(f"clips must be >= 1, got {clips}")
+    cfg = config or SynthConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in tqdm(range(clips), desc=f"synth {split}", disable=not progress):
+        clip = sample_clip(i, seed, split, cfg)
+        file = f"{split}_{i:06d}.mp4"
+        write_video(out / file, render_clip(clip, cfg), fps=cfg.fps)
+        rows.append(manifest_row(clip, file, cfg))
+    (out / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    world = {"seed": seed, "split": split, "clips": clips, "config": asdict(cfg),
+             "held_out": sorted(list(c) for c in held_out_combos(seed))}
+    (out / "world.json").write_text(json.dumps(world, indent=1) + "\n")
+    return out
