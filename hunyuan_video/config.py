@@ -66,6 +66,8 @@ class TransformerConfig:
         head_dim = self.hidden_size // self.heads_num
         if sum(self.rope_dim_list) != head_dim:
             raise ValueError(f"rope_dim_list {self.rope_dim_list} must sum to the head dim {head_dim}")
+        if self.mlp_act_type != "gelu_tanh" or self.qk_norm_type != "rms":
+            raise ValueError("only mlp_act_type='gelu_tanh' and qk_norm_type='rms' (the released model's) are built")
 
 
 TRANSFORMER_PRESETS: dict[str, TransformerConfig] = {

@@ -1,0 +1,320 @@
+"""Model weights on disk: the official and diffusers layouts, safetensors, loading onto the meta device.
+
+Generic helpers (`read_state_dict`, `build_on_meta`, `check_state_dict`, `load_state_dict_into`,
+`save_state_dict`) work for any model; the transformer's loader and the official <-> diffusers key map follow.
+The official key names live in the model classes; the diffusers names live only here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from hunyuan_video.config import TransformerConfig, config_from_dict, config_to_dict
+from hunyuan_video.models.transformer import HunyuanVideoTransformer
+
+M = TypeVar("M", bound=nn.Module)
+
+# Keys under which training frameworks wrap a state dict in a `.pt` file (the official transformer uses `module`).
+_WRAPPER_KEYS = ("module", "state_dict")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generic helpers
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The tensors of a `.pt`/`.pth`/`.bin`/`.ckpt` file (unwrapping `module`/`state_dict`), of a `.safetensors`
+    file, or of every `*.safetensors` shard in a folder. Files are memory-mapped, not read whole."""
+    path = Path(path)
+    if path.is_dir():
+        shards = sorted(path.glob("*.safetensors"))
+        if not shards:
+            raise ValueError(f"{path} holds no *.safetensors files")
+        state_dict: dict[str, Tensor] = {}
+        for shard in shards:
+            part = load_file(shard)
+            if duplicates := state_dict.keys() & part.keys():
+                raise ValueError(f"{shard} repeats keys of another shard, e.g. {sorted(duplicates)[0]}")
+            state_dict.update(part)
+        return state_dict
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
+        obj = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        for key in _WRAPPER_KEYS:
+            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+                obj = obj[key]
+        return obj
+    raise ValueError(f"unsupported checkpoint {path}: expected .safetensors, .pt/.pth/.bin/.ckpt or a folder")
+
+
+def build_on_meta(factory: Callable[[], M]) -> M:
+    """Build a model on the meta device: no memory, no random init; fill it with `load_state_dict_into`."""
+    with torch.device("meta"):
+        return factory()
+
+
+def _listing(keys: Iterable[str], limit: int = 8) -> str:
+    keys = sorted(keys)
+    more = f" (and {len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def check_state_dict(model: nn.Module, state_dict: dict[str, Tensor]) -> None:
+    """Raise a ValueError naming every missing or unexpected key and every shape mismatch."""
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    problems = []
+    if missing := expected.keys() - state_dict.keys():
+        problems.append(f"missing keys: {_listing(missing)}")
+    if unexpected := state_dict.keys() - expected.keys():
+        problems.append(f"unexpected keys: {_listing(unexpected)}")
+    mismatched = [f"{key} {tuple(state_dict[key].shape)} vs model {shape}" for key, shape in expected.items()
+                  if key in state_dict and tuple(state_dict[key].shape) != shape]
+    if mismatched:
+        problems.append(f"shape mismatches: {_listing(mismatched)}")
+    if problems:
+        raise ValueError(f"checkpoint does not fit {type(model).__name__}: " + "; ".join(problems))
+
+
+def load_state_dict_into(model: M, state_dict: dict[str, Tensor], dtype: torch.dtype | None = None,
+                         device: torch.device | str | None = None) -> M:
+    """Strictly load `state_dict` into `model` (typically on meta) by assignment, casting floating tensors to
+    `dtype` and moving them to `device` one at a time; `state_dict` is emptied as it goes."""
+    check_state_dict(model, state_dict)
+    tensors = {}
+    for key in list(state_dict):
+        tensor = state_dict.pop(key)
+        tensors[key] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else None)
+    model.load_state_dict(tensors, strict=True, assign=True)
+    return model
+
+
+def save_state_dict(state_dict: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write tensors as one safetensors file."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: value.detach().cpu().contiguous() for key, value in state_dict.items()}, str(path), metadata)
+
+
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata stored in a safetensors file's header."""
+    with safe_open(str(path), framework="pt") as file:
+        return file.metadata() or {}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The transformer: official <-> diffusers layouts
+
+# Official module -> diffusers module, outside the repeated blocks.
+_DIFFUSERS_MODULES = {
+    "img_in.proj": "x_embedder.proj",
+    "txt_in.input_embedder": "context_embedder.proj_in",
+    "txt_in.t_embedder.mlp.0": "context_embedder.time_text_embed.timestep_embedder.linear_1",
+    "txt_in.t_embedder.mlp.2": "context_embedder.time_text_embed.timestep_embedder.linear_2",
+    "txt_in.c_embedder.linear_1": "context_embedder.time_text_embed.text_embedder.linear_1",
+    "txt_in.c_embedder.linear_2": "context_embedder.time_text_embed.text_embedder.linear_2",
+    "time_in.mlp.0": "time_text_embed.timestep_embedder.linear_1",
+    "time_in.mlp.2": "time_text_embed.timestep_embedder.linear_2",
+    "guidance_in.mlp.0": "time_text_embed.guidance_embedder.linear_1",
+    "guidance_in.mlp.2": "time_text_embed.guidance_embedder.linear_2",
+    "vector_in.in_layer": "time_text_embed.text_embedder.linear_1",
+    "vector_in.out_layer": "time_text_embed.text_embedder.linear_2",
+    "final_layer.linear": "proj_out",
+    "final_layer.adaLN_modulation.1": "norm_out.linear",
+}
+# diffusers' AdaLayerNormContinuous chunks (scale, shift); the official final layer chunks (shift, scale).
+_SWAPPED_HALVES = "final_layer.adaLN_modulation.1"
+
+# Official block list -> (diffusers block list, {official module in a block: diffusers modules}). Several diffusers
+# modules are concatenated along dim 0 into the official one (fused QKV, and QKV + MLP input in single blocks).
+_DIFFUSERS_BLOCKS = {
+    "double_blocks": ("transformer_blocks", {
+        "img_mod.linear": ["norm1.linear"],
+        "img_attn_qkv": ["attn.to_q", "attn.to_k", "attn.to_v"],
+        "img_attn_q_norm": ["attn.norm_q"],
+        "img_attn_k_norm": ["attn.norm_k"],
+        "img_attn_proj": ["attn.to_out.0"],
+        "img_mlp.fc1": ["ff.net.0.proj"],
+        "img_mlp.fc2": ["ff.net.2"],
+        "txt_mod.linear": ["norm1_context.linear"],
+        "txt_attn_qkv": ["attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"],
+        "txt_attn_q_norm": ["attn.norm_added_q"],
+        "txt_attn_k_norm": ["attn.norm_added_k"],
+        "txt_attn_proj": ["attn.to_add_out"],
+        "txt_mlp.fc1": ["ff_context.net.0.proj"],
+        "txt_mlp.fc2": ["ff_context.net.2"],
+    }),
+    "single_blocks": ("single_transformer_blocks", {
+        "linear1": ["attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"],
+        "linear2": ["proj_out"],
+        "q_norm": ["attn.norm_q"],
+        "k_norm": ["attn.norm_k"],
+        "modulation.linear": ["norm.linear"],
+    }),
+    "txt_in.individual_token_refiner.blocks": ("context_embedder.token_refiner.refiner_blocks", {
+        "norm1": ["norm1"],
+        "self_attn_qkv": ["attn.to_q", "attn.to_k", "attn.to_v"],
+        "self_attn_proj": ["attn.to_out.0"],
+        "norm2": ["norm2"],
+        "mlp.fc1": ["ff.net.0.proj"],
+        "mlp.fc2": ["ff.net.2"],
+        "adaLN_modulation.1": ["norm_out.linear"],
+    }),
+}
+_BLOCK_KEY = re.compile(r"^(" + "|".join(map(re.escape, _DIFFUSERS_BLOCKS)) + r")\.(\d+)\.(.+)$")
+
+
+def diffusers_names(key: str) -> list[str]:
+    """The diffusers keys whose concatenation along dim 0 is the official transformer key `key`."""
+    module, param = key.rsplit(".", 1)
+    if module in _DIFFUSERS_MODULES:
+        return [f"{_DIFFUSERS_MODULES[module]}.{param}"]
+    match = _BLOCK_KEY.match(module)
+    if match and match[3] in _DIFFUSERS_BLOCKS[match[1]][1]:
+        prefix, names = _DIFFUSERS_BLOCKS[match[1]]
+        return [f"{prefix}.{match[2]}.{name}.{param}" for name in names[match[3]]]
+    raise ValueError(f"no diffusers name for the transformer key {key}")
+
+
+def _swap_halves(tensor: Tensor) -> Tensor:
+    first, second = tensor.chunk(2, dim=0)
+    return torch.cat([second, first], dim=0)
+
+
+def transformer_from_diffusers(state_dict: dict[str, Tensor], official_keys: Iterable[str]) -> dict[str, Tensor]:
+    """A diffusers `HunyuanVideoTransformer3DModel` state dict in the official layout (`state_dict` is emptied)."""
+    out = {}
+    for key in official_keys:
+        names = diffusers_names(key)
+        if missing := [name for name in names if name not in state_dict]:
+            raise ValueError(f"diffusers checkpoint lacks {', '.join(missing)} (for the official key {key})")
+        parts = [state_dict.pop(name) for name in names]
+        tensor = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+        out[key] = _swap_halves(tensor) if key.startswith(_SWAPPED_HALVES + ".") else tensor
+    if state_dict:
+        raise ValueError(f"unexpected keys in the diffusers checkpoint: {_listing(state_dict)}")
+    return out
+
+
+def transformer_to_diffusers(state_dict: dict[str, Tensor], config: TransformerConfig) -> dict[str, Tensor]:
+    """An official-layout state dict in diffusers' layout (fused tensors split, final scale/shift swapped)."""
+    out = {}
+    for key, tensor in state_dict.items():
+        names = diffusers_names(key)
+        if key.startswith(_SWAPPED_HALVES + "."):
+            tensor = _swap_halves(tensor)
+        if len(names) == 1:
+            out[names[0]] = tensor
+            continue
+        # Q, K, V are hidden_size rows each; a fourth part (single blocks' MLP input) takes the rest.
+        sizes = [config.hidden_size] * 3 + [tensor.shape[0] - 3 * config.hidden_size] * (len(names) - 3)
+        out.update(zip(names, tensor.split(sizes, dim=0)))
+    return out
+
+
+def transformer_config_from_diffusers(cfg: dict) -> TransformerConfig:
+    """The `TransformerConfig` of a diffusers `HunyuanVideoTransformer3DModel` config.json."""
+    if cfg.get("image_condition_type") is not None:
+        raise ValueError(f"image_condition_type={cfg['image_condition_type']!r} (image-to-video) is not supported")
+    if cfg.get("qk_norm", "rms_norm") != "rms_norm":
+        raise ValueError(f"qk_norm={cfg['qk_norm']!r} is not supported; HunyuanVideo uses 'rms_norm'")
+    heads = cfg.get("num_attention_heads", 24)
+    patch = cfg.get("patch_size", 2)
+    return TransformerConfig(
+        patch_size=(cfg.get("patch_size_t", 1), patch, patch),
+        in_channels=cfg.get("in_channels", 16),
+        out_channels=cfg.get("out_channels", 16),
+        hidden_size=heads * cfg.get("attention_head_dim", 128),
+        heads_num=heads,
+        mlp_width_ratio=cfg.get("mlp_ratio", 4.0),
+        mm_double_blocks_depth=cfg.get("num_layers", 20),
+        mm_single_blocks_depth=cfg.get("num_single_layers", 40),
+        rope_dim_list=tuple(cfg.get("rope_axes_dim", (16, 56, 56))),
+        rope_theta=cfg.get("rope_theta", 256.0),
+        guidance_embed=cfg.get("guidance_embeds", True),
+        text_states_dim=cfg.get("text_embed_dim", 4096),
+        text_states_dim_2=cfg.get("pooled_projection_dim", 768),
+        refiner_depth=cfg.get("num_refiner_layers", 2),
+    )
+
+
+def transformer_config_to_diffusers(config: TransformerConfig) -> dict:
+    """The diffusers `HunyuanVideoTransformer3DModel` constructor arguments of `config`."""
+    pt, ph, pw = config.patch_size
+    if ph != pw or not (config.qkv_bias and config.qk_norm) or config.mlp_act_type != "gelu_tanh":
+        raise ValueError("diffusers supports square patches, qkv_bias=True, qk_norm=True and gelu_tanh only")
+    return dict(
+        in_channels=config.in_channels, out_channels=config.out_channels, num_attention_heads=config.heads_num,
+        attention_head_dim=config.hidden_size // config.heads_num, num_layers=config.mm_double_blocks_depth,
+        num_single_layers=config.mm_single_blocks_depth, num_refiner_layers=config.refiner_depth,
+        mlp_ratio=config.mlp_width_ratio, patch_size=ph, patch_size_t=pt, qk_norm="rms_norm",
+        guidance_embeds=config.guidance_embed, text_embed_dim=config.text_states_dim,
+        pooled_projection_dim=config.text_states_dim_2, rope_theta=config.rope_theta,
+        rope_axes_dim=tuple(config.rope_dim_list),
+    )
+
+
+def infer_transformer_config(state_dict: dict[str, Tensor]) -> TransformerConfig:
+    """The config of an official-layout state dict, read from its shapes; the head dim is taken to be 128 with
+    rope_dim_list (16, 56, 56), as in every released HunyuanVideo model (pass a config otherwise)."""
+    if "img_in.proj.weight" not in state_dict:
+        raise ValueError("not an official HunyuanVideo transformer state dict: no img_in.proj.weight")
+
+    def depth(prefix: str) -> int:
+        return len({key[len(prefix):].split(".")[0] for key in state_dict if key.startswith(prefix)})
+
+    hidden, in_channels, *patch = state_dict["img_in.proj.weight"].shape
+    return TransformerConfig(
+        patch_size=tuple(patch),
+        in_channels=in_channels,
+        out_channels=state_dict["final_layer.linear.weight"].shape[0] // math.prod(patch),
+        hidden_size=hidden,
+        heads_num=hidden // 128,
+        mlp_width_ratio=state_dict["double_blocks.0.img_mlp.fc1.weight"].shape[0] / hidden,
+        mm_double_blocks_depth=depth("double_blocks."),
+        mm_single_blocks_depth=depth("single_blocks."),
+        qkv_bias="double_blocks.0.img_attn_qkv.bias" in state_dict,
+        qk_norm="double_blocks.0.img_attn_q_norm.weight" in state_dict,
+        guidance_embed="guidance_in.mlp.0.weight" in state_dict,
+        text_states_dim=state_dict["txt_in.input_embedder.weight"].shape[1],
+        text_states_dim_2=state_dict["vector_in.in_layer.weight"].shape[1],
+        refiner_depth=depth("txt_in.individual_token_refiner.blocks."),
+    )
+
+
+def load_transformer(path: str | Path, config: TransformerConfig | None = None, dtype: torch.dtype | None = None,
+                     device: torch.device | str | None = None) -> HunyuanVideoTransformer:
+    """Load a transformer from the official `.pt` (with or without `module`), a `.safetensors` file in the official
+    layout, or a diffusers folder (config.json + safetensors shards). Without `config`, it comes from the file:
+    `save_transformer`'s metadata, diffusers' config.json, or else the official checkpoint's shapes."""
+    path = Path(path)
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.exists():
+            raise ValueError(f"{path} is a folder without config.json: not a diffusers transformer folder")
+        config = config or transformer_config_from_diffusers(json.loads(config_file.read_text()))
+        model = build_on_meta(lambda: HunyuanVideoTransformer(config))
+        state_dict = transformer_from_diffusers(read_state_dict(path), model.state_dict().keys())
+    else:
+        state_dict = read_state_dict(path)
+        if config is None and path.suffix == ".safetensors" and "config" in safetensors_metadata(path):
+            config = config_from_dict(TransformerConfig, json.loads(safetensors_metadata(path)["config"]))
+        config = config or infer_transformer_config(state_dict)
+        model = build_on_meta(lambda: HunyuanVideoTransformer(config))
+    return load_state_dict_into(model, state_dict, dtype, device)
+
+
+def save_transformer(model: HunyuanVideoTransformer, path: str | Path) -> None:
+    """Write the transformer as safetensors in the official layout, with its config in the file's metadata."""
+    save_state_dict(model.state_dict(), path, metadata={"config": json.dumps(config_to_dict(model.config))})
