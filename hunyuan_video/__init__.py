@@ -1,13 +1,31 @@
 """hunyuan-video: a fast, trainable PyTorch implementation of HunyuanVideo."""
 
+import importlib
+
 from hunyuan_video.config import TRANSFORMER_PRESETS, VAE_PRESETS, TransformerConfig, VAEConfig
 
 __version__ = "0.1.0"
 
+# Names that need torch load on first use, so that importing the package (and `hunyuan-video --help`) stays light.
+_LAZY = {
+    "HunyuanVideoTransformer": "hunyuan_video.models.transformer",
+    "load_transformer": "hunyuan_video.checkpoint",
+    "save_transformer": "hunyuan_video.checkpoint",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hunyuan_video' has no attribute {name!r}")
+
 __all__ = [
+    "HunyuanVideoTransformer",
     "TRANSFORMER_PRESETS",
     "VAE_PRESETS",
     "TransformerConfig",
     "VAEConfig",
     "__version__",
+    "load_transformer",
+    "save_transformer",
 ]
