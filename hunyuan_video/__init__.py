@@ -11,6 +11,8 @@ _LAZY = {
     "HunyuanVideoTransformer": "hunyuan_video.models.transformer",
     "load_transformer": "hunyuan_video.checkpoint",
     "save_transformer": "hunyuan_video.checkpoint",
+    "LLMTextEncoder": "hunyuan_video.text_encoder",
+    "CLIPTextEncoder": "hunyuan_video.text_encoder",
 }
 
 
@@ -20,6 +22,8 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'hunyuan_video' has no attribute {name!r}")
 
 __all__ = [
+    "CLIPTextEncoder",
+    "LLMTextEncoder",
     "HunyuanVideoTransformer",
     "TRANSFORMER_PRESETS",
     "VAE_PRESETS",
