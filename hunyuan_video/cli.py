@@ -11,7 +11,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hunyuan-video", description=__doc__)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_info, _add_data):
+    for add in (_add_generate, _add_info, _add_data):
         add(sub)
     return parser
 
@@ -26,7 +26,87 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    raise SystemExit("hunyuan-video info: not implemented yet")
+    from hunyuan_video.pipeline import describe_model_folder
+
+    try:
+        info = describe_model_folder(args.model)
+    except ValueError as error:
+        raise SystemExit(f"hunyuan-video info: {error}") from None
+    print(f"{info['root']}: {info['layout']} layout")
+    for name, part in info["parts"].items():
+        total = sum(part["parameters"].values())
+        dtypes = ", ".join(f"{dtype} {count:,}" for dtype, count in part["parameters"].items())
+        print(f"\n{name}: {part['path']}\n  parameters: {total:,} ({dtypes or 'no weight files'})")
+        for key, value in (part["config"] or {}).items():
+            if not isinstance(value, dict):
+                print(f"  {key}: {value}")
+    return 0
+
+
+TINY_MODEL = "assets/tiny"  # the embedded tiny model, inside the package, in the layout of a real model
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="make a video from a prompt",
+                       description="Sample a video with HunyuanVideo and write it as mp4 (or .gif, or a folder of png "
+                                   "frames when the output has no .mp4/.gif suffix).")
+    p.add_argument("prompt", help="what the video shows")
+    p.add_argument("-o", "--output", default="outputs/video.mp4", help="out.mp4, out.gif or a folder for png frames")
+    p.add_argument("--model", help="model folder (official ckpts/ or diffusers layout); default: the embedded tiny one")
+    p.add_argument("--height", type=int, default=720, help="pixels, a multiple of 16")
+    p.add_argument("--width", type=int, default=1280, help="pixels, a multiple of 16")
+    p.add_argument("--frames", type=int, default=129, help="number of frames, 4k + 1")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps")
+    p.add_argument("--guidance", type=float, default=6.0, help="embedded guidance scale (CFG-distilled model)")
+    p.add_argument("--cfg-scale", type=float, default=1.0, help="true classifier-free guidance when > 1 (2x compute)")
+    p.add_argument("--negative-prompt", default=None, help="what to steer away from with --cfg-scale > 1")
+    p.add_argument("--shift", type=float, default=7.0, help="flow shift of the sigmas (17 for few steps)")
+    p.add_argument("--seed", type=int, default=None, help="noise seed (random when omitted; printed at the end)")
+    p.add_argument("--fps", type=float, default=24.0, help="frames per second of the written video")
+    p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16", help="weights dtype")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: cuda when present)")
+    p.add_argument("--offload", action="store_true",
+                   help="keep the weights on the CPU and move each part to the GPU only while it works")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from hunyuan_video.pipeline import HunyuanVideoPipeline
+    from hunyuan_video.video_io import write_frames_png, write_gif, write_video
+
+    model = args.model or Path(__file__).parent / TINY_MODEL
+    if not Path(model).is_dir():
+        raise SystemExit("hunyuan-video generate: no --model given and this package holds no embedded tiny model "
+                         f"({TINY_MODEL}): pass --model PATH, a folder in the official ckpts/ or diffusers layout")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    start = time.perf_counter()
+    try:
+        pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=getattr(torch, args.dtype),
+                                                    device="cpu" if args.offload else device)
+        if args.offload:
+            pipe.enable_model_cpu_offload(device)
+        load_s = time.perf_counter() - start
+        out = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
+                   num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                   cfg_scale=args.cfg_scale, flow_shift=args.shift, seed=args.seed)
+    except ValueError as error:
+        raise SystemExit(f"hunyuan-video generate: {error}") from None
+    frames, path = out.frames[0], Path(args.output)
+    if path.suffix == ".mp4":
+        write_video(path, frames, fps=args.fps)
+    elif path.suffix == ".gif":
+        write_gif(path, frames, fps=args.fps)
+    else:
+        write_frames_png(path, frames)
+    times = ", ".join(f"{k.removesuffix('_s')} {v:.1f}s" for k, v in {"load_s": load_s, **out.timings}.items())
+    print(f"wrote {path} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]})\nseed: {out.seed}\n"
+          f"time: {times}")
+    return 0
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
