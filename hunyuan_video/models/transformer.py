@@ -168,7 +168,10 @@ class HunyuanVideoTransformer(nn.Module):
         return self.unpatchify(img, grid)
 
     def rope(self, grid: tuple[int, int, int], text_len: int, device: torch.device) -> Rope:
-        """The RoPE tables of a latent token grid followed by `text_len` text tokens, cached per shape."""
+        """The RoPE tables of a latent token grid followed by `text_len` text tokens, cached per shape in eager
+        mode; under torch.compile they are computed in the graph (a cache lookup would cost a recompile)."""
+        if torch.compiler.is_compiling():
+            return rope_tables(grid, self.config.rope_dim_list, self.config.rope_theta, text_len, device)
         key = (grid, text_len, device)
         if key not in self._rope_cache:
             self._rope_cache[key] = rope_tables(grid, self.config.rope_dim_list, self.config.rope_theta, text_len,

@@ -1,0 +1,197 @@
+"""The transformer against diffusers' HunyuanVideoTransformer3DModel, its padding semantics, training/compile hooks.
+
+diffusers and the official code differ in one place only: what a *padding* query attends to. The official model
+runs flash-attention varlen with each sample split into [video + real text] and [padding] segments, so padding
+tokens attend only to each other; diffusers masks padding keys, so padding queries attend to all real tokens.
+Neither lets padding reach a real token, so video outputs agree; we follow the official layout (varlen path) or drop
+the padding (batch 1 / equal lengths), and test that padding content and batch composition never change the output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch._dynamo.testing
+import torch.nn.functional as F
+from diffusers import HunyuanVideoTransformer3DModel
+
+import hunyuan_video.models.attention as attention_module
+from hunyuan_video import TRANSFORMER_PRESETS, HunyuanVideoTransformer, TransformerConfig, load_transformer
+from hunyuan_video.checkpoint import transformer_config_to_diffusers
+from hunyuan_video.models.attention import drop_text_padding
+
+TINY = TRANSFORMER_PRESETS["test-tiny"]
+GRID = (5, 6, 4)  # latent T, H, W: odd frames, 3 x 2 patches
+LENGTHS = (7, 4)  # real text tokens per sample; both padded to 9
+
+
+def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Draw every parameter afresh (norm scales around 1), so no zero-initialised gate hides a bug."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=gen) * 0.1
+            p.copy_(noise + 1 if "norm" in name and name.endswith("weight") else noise)
+    return module
+
+
+def make_inputs(config: TransformerConfig, lengths=LENGTHS, grid=GRID, pad_to: int = 9, seed: int = 1) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    b = len(lengths)
+    mask = (torch.arange(pad_to)[None] < torch.tensor(lengths)[:, None]).long()
+    return dict(
+        x=torch.randn(b, config.in_channels, *grid, generator=gen),
+        t=torch.rand(b, generator=gen) * 1000,
+        text_states=torch.randn(b, pad_to, config.text_states_dim, generator=gen),
+        text_mask=mask,
+        text_states_2=torch.randn(b, config.text_states_dim_2, generator=gen),
+        guidance=torch.rand(b, generator=gen) * 8000 if config.guidance_embed else None,
+    )
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.fixture(scope="module")
+def model() -> HunyuanVideoTransformer:
+    return randomize_(HunyuanVideoTransformer(TINY)).eval()
+
+
+def test_released_preset_has_the_official_parameter_count():
+    with torch.device("meta"):
+        distilled = HunyuanVideoTransformer(TRANSFORMER_PRESETS["HYVideo-T/2-cfgdistill"])
+        plain = HunyuanVideoTransformer(TRANSFORMER_PRESETS["HYVideo-T/2"])
+    count = sum(p.numel() for p in distilled.parameters())
+    assert count == 12_821_012_544
+    guidance = (256 * 3072 + 3072) + (3072 * 3072 + 3072)
+    assert sum(p.numel() for p in plain.parameters()) == count - guidance
+
+
+def test_state_dict_keys_are_the_official_ones(model):
+    keys = set(model.state_dict())
+    suffixes = lambda prefix: {k[len(prefix):].rsplit(".", 1)[0] for k in keys if k.startswith(prefix)}
+    assert suffixes("double_blocks.0.") == {
+        f"{s}_{name}" for s in ("img", "txt") for name in
+        ("mod.linear", "attn_qkv", "attn_q_norm", "attn_k_norm", "attn_proj", "mlp.fc1", "mlp.fc2")}
+    assert suffixes("single_blocks.0.") == {"linear1", "linear2", "q_norm", "k_norm", "modulation.linear"}
+    assert suffixes("txt_in.individual_token_refiner.blocks.0.") == {
+        "norm1", "self_attn_qkv", "self_attn_proj", "norm2", "mlp.fc1", "mlp.fc2", "adaLN_modulation.1"}
+    top = {k.rsplit(".", 1)[0] for k in keys if not k.startswith(("double_blocks", "single_blocks", "txt_in.ind"))}
+    assert top == {"img_in.proj", "txt_in.input_embedder", "txt_in.t_embedder.mlp.0", "txt_in.t_embedder.mlp.2",
+                   "txt_in.c_embedder.linear_1", "txt_in.c_embedder.linear_2", "time_in.mlp.0", "time_in.mlp.2",
+                   "vector_in.in_layer", "vector_in.out_layer", "guidance_in.mlp.0", "guidance_in.mlp.2",
+                   "final_layer.linear", "final_layer.adaLN_modulation.1"}
+
+
+@pytest.mark.parametrize("guidance_embed", [True, False])
+def test_matches_diffusers(tmp_path, guidance_embed):
+    config = dataclasses.replace(TINY, guidance_embed=guidance_embed)
+    reference = randomize_(HunyuanVideoTransformer3DModel(**transformer_config_to_diffusers(config)), seed=3).eval()
+    reference.save_pretrained(tmp_path)
+    model = load_transformer(tmp_path)
+    assert model.config == config
+    inputs = make_inputs(config)
+    with torch.no_grad():
+        ours = model(**inputs)
+        theirs = reference(inputs["x"], inputs["t"], inputs["text_states"], inputs["text_mask"],
+                           inputs["text_states_2"], inputs["guidance"], return_dict=False)[0]
+    assert ours.shape == inputs["x"].shape
+    assert rel_err(ours, theirs) < 1e-5
+
+
+def test_padding_content_and_batch_composition_do_not_matter(model):
+    inputs = make_inputs(TINY)
+    with torch.no_grad():
+        batched = model(**inputs)
+        garbage = inputs["text_states"].clone()
+        garbage[1, LENGTHS[1]:] = 1e3 * torch.randn_like(garbage[1, LENGTHS[1]:])
+        assert rel_err(model(**{**inputs, "text_states": garbage}), batched) < 1e-6
+        for i in range(2):  # each sample alone: batch 1, padding dropped, unmasked attention
+            alone = {k: None if v is None else v[i : i + 1] for k, v in inputs.items()}
+            assert rel_err(model(**alone), batched[i : i + 1]) < 1e-5
+        # No mask at all means every token is real; an all-ones mask says the same.
+        full = {**inputs, "text_mask": torch.ones_like(inputs["text_mask"])}
+        assert torch.equal(model(**full), model(**{**full, "text_mask": None}))
+
+
+def _reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k):
+    """flash_attn_varlen_func in plain torch: independent attention within each [start, end) segment."""
+    out = torch.zeros_like(q)
+    bounds = cu_q.tolist()
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        if end > start:
+            seg = [x[start:end].transpose(0, 1) for x in (q, k, v)]
+            out[start:end] = F.scaled_dot_product_attention(*seg).transpose(0, 1)
+    return out
+
+
+def test_varlen_path_follows_the_official_segments(model, monkeypatch):
+    inputs = make_inputs(TINY)
+    with torch.no_grad():
+        masked = model(**inputs)
+    calls = []
+    monkeypatch.setattr(attention_module, "flash_attn_varlen_func",
+                        lambda *args: calls.append(args[3]) or _reference_varlen(*args))
+    monkeypatch.setattr(attention_module, "_varlen_supported", lambda q: True)
+    with torch.no_grad():
+        varlen = model(**inputs)
+    # Padding is trimmed to the longest text (7): sample 0 has no padding segment, sample 1 has 3 padding tokens.
+    video = 5 * 3 * 2
+    assert calls[-1].tolist() == [0, video + 7, video + 7, 2 * (video + 7) - 3, 2 * (video + 7)]
+    assert len(calls) == TINY.refiner_depth + TINY.mm_double_blocks_depth + TINY.mm_single_blocks_depth
+    assert rel_err(varlen, masked) < 1e-5
+
+
+def test_drop_text_padding():
+    states = torch.randn(2, 6, 3)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]])
+    trimmed, trimmed_mask = drop_text_padding(states, mask)
+    assert torch.equal(trimmed, states[:, :3]) and trimmed_mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+    trimmed, trimmed_mask = drop_text_padding(states, torch.tensor([[1, 1, 0, 0, 0, 0]] * 2))
+    assert trimmed.shape == (2, 2, 3) and trimmed_mask is None
+    with pytest.raises(ValueError, match="right-padded"):
+        drop_text_padding(states, torch.tensor([[0, 1, 1, 0, 0, 0]] * 2))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = randomize_(HunyuanVideoTransformer(TINY))
+    inputs = make_inputs(TINY)
+    calls = []
+    model.double_blocks[0].register_forward_pre_hook(lambda *_: calls.append(1))
+    grads = []
+    for checkpointing in (False, True):
+        model.gradient_checkpointing = checkpointing
+        model.zero_grad()
+        model(**inputs).square().mean().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert len(calls) == 1 + 2  # the checkpointed block ran again in the backward pass
+    for plain, checkpointed in zip(*grads):
+        assert torch.allclose(plain, checkpointed, rtol=1e-5, atol=1e-7)
+
+
+def test_compiles_as_one_graph_without_recompiling_per_step():
+    config = dataclasses.replace(TINY, mm_double_blocks_depth=1, mm_single_blocks_depth=1)
+    model = randomize_(HunyuanVideoTransformer(config)).eval()
+    counter = torch._dynamo.testing.CompileCounter()
+    compiled = torch.compile(model, fullgraph=True, backend=counter)
+    inputs = {**make_inputs(config, lengths=(5,)), "text_mask": None}
+    with torch.no_grad():
+        for t in (900.0, 500.0, 100.0):
+            step = {**inputs, "t": torch.tensor([t])}
+            assert torch.allclose(compiled(**step), model(**step), rtol=1e-5, atol=1e-6)
+    assert counter.frame_count == 1
+
+
+def test_bad_inputs_raise_clear_errors(model):
+    inputs = make_inputs(TINY)
+    with pytest.raises(ValueError, match="divisible by the patch size"):
+        model(**{**inputs, "x": inputs["x"][..., :3]})
+    with pytest.raises(ValueError, match="pass guidance"):
+        model(**{**inputs, "guidance": None})
+    with pytest.raises(ValueError, match="text_states must be"):
+        model(**{**inputs, "text_states": inputs["text_states"][..., :5]})
+    with pytest.raises(ValueError, match="t must have shape"):
+        model(**{**inputs, "t": inputs["t"][0]})
