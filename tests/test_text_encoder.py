@@ -3,7 +3,7 @@ import warnings
 import pytest
 import torch
 from tiny_models import WORDS, tiny_clip, tiny_llm, tiny_tokenizers
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, LlamaForCausalLM
 
 from hunyuan_video.text_encoder import (
     VIDEO_TEMPLATE,
@@ -104,11 +104,14 @@ def test_crop_check_rejects_a_wrong_llama3_tokenizer():
 
 def test_from_pretrained_official_and_diffusers_folders(encoders, tmp_path):
     llm, tok, clip, tok2 = encoders
-    llm.save_pretrained(tmp_path / "text_encoder")
+    causal = LlamaForCausalLM(llm.config)  # the official text_encoder/ is llava's language model, with its lm_head
+    causal.model.load_state_dict(llm.state_dict())
+    causal.save_pretrained(tmp_path / "text_encoder")
     tok.save_pretrained(tmp_path / "text_encoder")  # official: the tokenizer lives with the model
     clip.save_pretrained(tmp_path / "text_encoder_2")
     tok2.save_pretrained(tmp_path / "tokenizer_2")  # diffusers: a folder of its own
     enc = LLMTextEncoder.from_pretrained(tmp_path / "text_encoder")
+    assert type(enc.model).__name__ == "LlamaModel"
     enc2 = CLIPTextEncoder.from_pretrained(tmp_path / "text_encoder_2", tmp_path / "tokenizer_2", dtype=torch.float64)
     assert enc2.dtype == torch.float64
     torch.testing.assert_close(enc(PROMPTS[:2])[0], LLMTextEncoder(llm, tok)(PROMPTS[:2])[0])

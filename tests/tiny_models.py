@@ -1,10 +1,13 @@
-"""Tiny random components for tests: text encoders with word tokenizers, and helpers to randomise weights.
+"""Tiny random components for tests: text encoders with word tokenizers, transformers and VAEs (ours and diffusers'),
+a tiny model folder in the official layout, and a helper to randomise weights.
 
 Import from tests as `from tiny_models import ...` (pytest puts tests/ on the path). Sizes match the "test-tiny"
 TransformerConfig preset: LLM states 32 wide, CLIP pooled 24 wide.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -54,3 +57,65 @@ def tiny_clip(tokenizer: PreTrainedTokenizerFast, hidden: int = 24, layers: int 
     )
     torch.manual_seed(seed)
     return randomize_(CLIPTextModel(config), seed).eval()
+
+
+def tiny_transformer(seed: int = 2):
+    """Our HunyuanVideoTransformer in the "test-tiny" preset, every weight random."""
+    from hunyuan_video.config import TRANSFORMER_PRESETS
+    from hunyuan_video.models.transformer import HunyuanVideoTransformer
+
+    return randomize_(HunyuanVideoTransformer(TRANSFORMER_PRESETS["test-tiny"]), seed).eval()
+
+
+def tiny_vae(seed: int = 3):
+    """Our CausalVAE in the "test-tiny" preset, every weight random."""
+    from hunyuan_video.config import VAE_PRESETS
+    from hunyuan_video.models.vae import CausalVAE
+
+    return randomize_(CausalVAE(VAE_PRESETS["test-tiny"]), seed).eval()
+
+
+def diffusers_tiny_transformer(seed: int = 2):
+    """diffusers' HunyuanVideoTransformer3DModel in the "test-tiny" preset, every weight random (test-only)."""
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    from hunyuan_video.checkpoint import transformer_config_to_diffusers
+    from hunyuan_video.config import TRANSFORMER_PRESETS
+
+    config = transformer_config_to_diffusers(TRANSFORMER_PRESETS["test-tiny"])
+    return randomize_(HunyuanVideoTransformer3DModel(**config), seed).eval()
+
+
+def diffusers_tiny_vae(seed: int = 3):
+    """diffusers' AutoencoderKLHunyuanVideo in the "test-tiny" VAE preset, every weight random (test-only)."""
+    from diffusers import AutoencoderKLHunyuanVideo
+
+    from hunyuan_video.config import VAE_PRESETS
+
+    c = VAE_PRESETS["test-tiny"]
+    vae = AutoencoderKLHunyuanVideo(
+        latent_channels=c.latent_channels, block_out_channels=c.block_out_channels,
+        layers_per_block=c.layers_per_block, norm_num_groups=c.norm_num_groups, scaling_factor=c.scaling_factor,
+        mid_block_add_attention=c.mid_block_add_attention,
+    )
+    return randomize_(vae, seed).eval()
+
+
+def write_official_model(root: Path) -> Path:
+    """A tiny random model folder in the official `ckpts/` layout (what `hunyuan-video generate --model` takes)."""
+    from hunyuan_video.config import save_config
+
+    model = root / "hunyuan-video-t2v-720p"
+    (model / "transformers").mkdir(parents=True)
+    transformer = tiny_transformer()
+    torch.save({"module": transformer.state_dict()}, model / "transformers" / "mp_rank_00_model_states.pt")
+    save_config(transformer.config, model / "transformers" / "config.json")  # head dim 16: shapes can't tell it
+    (model / "vae").mkdir()
+    vae = tiny_vae()
+    torch.save(vae.state_dict(), model / "vae" / "pytorch_model.pt")
+    save_config(vae.config, model / "vae" / "config.json")
+    tok, tok2 = tiny_tokenizers()
+    for folder, encoder, tokenizer in (("text_encoder", tiny_llm(tok), tok), ("text_encoder_2", tiny_clip(tok2), tok2)):
+        encoder.save_pretrained(root / folder)
+        tokenizer.save_pretrained(root / folder)
+    return root
