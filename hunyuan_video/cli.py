@@ -11,7 +11,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hunyuan-video", description=__doc__)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_generate, _add_info, _add_data):
+    for add in (_add_generate, _add_info, _add_data, _add_train_vae):
         add(sub)
     return parser
 
@@ -122,6 +122,11 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--frames", type=int, default=17, help="frames per clip")
     s.add_argument("--fps", type=float, default=8.0, help="frames per second")
     s.set_defaults(func=_run_data_synth)
+    e = data_sub.add_parser("eval", help="score videos against their captions (colour and motion of the main object)")
+    e.add_argument("videos", help="folder of videos")
+    e.add_argument("--manifest", help="metadata.jsonl naming the videos and captions (default: the folder's own)")
+    e.add_argument("--out", help="where to write the JSON report (default: VIDEOS/eval.json)")
+    e.set_defaults(func=_run_data_eval)
 
 
 def _run_data_synth(args: argparse.Namespace) -> int:
@@ -136,6 +141,44 @@ def _run_data_synth(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise SystemExit(f"hunyuan-video data synth: {e}") from e
     print(f"wrote {args.clips} {args.split} clips to {out} (manifest: {out / 'metadata.jsonl'})")
+    return 0
+
+
+def _add_train_vae(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-vae", help="train or fine-tune the 3D causal VAE from a JSON config",
+                       description="Train the VAE (L1 + KL + LPIPS + GAN, progressive stages, tiling-aware fine-tune). "
+                                   "Writes checkpoint.pt, log.jsonl, loss.png, val/*.mp4 and vae/ to the out_dir.")
+    p.add_argument("config", help="a JSON file with the fields of hunyuan_video.train.vae.VAETrainConfig")
+    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
+    p.add_argument("--out-dir", default=None, help="override the config's out_dir")
+    p.set_defaults(func=_run_train_vae)
+
+
+def _run_train_vae(args: argparse.Namespace) -> int:
+    from hunyuan_video.train.vae import load_train_config, train_vae
+
+    try:
+        cfg = load_train_config(args.config)
+        if args.out_dir:
+            cfg.out_dir = args.out_dir
+        out = train_vae(cfg, resume=args.resume, max_steps=args.max_steps)
+    except ValueError as e:
+        raise SystemExit(f"hunyuan-video train-vae: {e}") from e
+    print(f"done: {out} (log.jsonl, loss.png, checkpoint.pt; the final EMA weights in {out / 'vae'})")
+    return 0
+
+
+def _run_data_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hunyuan_video.eval import evaluate_folder
+
+    out = Path(args.out or Path(args.videos) / "eval.json")
+    report = evaluate_folder(args.videos, args.manifest, out)
+    speed = report["speed_accuracy"]
+    print(f"{report['n']} videos: colour {report['colour_accuracy']:.1%}, motion {report['motion_accuracy']:.1%}"
+          + (f", speed {speed:.1%}" if speed is not None else "") + f" (report: {out})")
     return 0
 
 
