@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 from diffusers import HunyuanVideoTransformer3DModel
-from test_transformer import TINY, make_inputs, randomize_
+from test_transformer import TINY, make_inputs, one_thread, randomize_  # noqa: F401 (one_thread: autouse fixture)
 
 from hunyuan_video import HunyuanVideoTransformer, TransformerConfig, load_transformer, save_transformer
 from hunyuan_video.checkpoint import (

@@ -27,6 +27,15 @@ GRID = (5, 6, 4)  # latent T, H, W: odd frames, 3 x 2 patches
 LENGTHS = (7, 4)  # real text tokens per sample; both padded to 9
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run far faster on one intra-op thread on a shared, oversubscribed CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Draw every parameter afresh (norm scales around 1), so no zero-initialised gate hides a bug."""
     gen = torch.Generator().manual_seed(seed)
