@@ -1,0 +1,426 @@
+"""Train the 3D causal VAE: `hunyuan-video train-vae CONFIG`.
+
+The loss is the paper's: L1 reconstruction + `kl_weight` KL + `lpips_weight` LPIPS + a hinge GAN loss from a 3D
+patch discriminator, switched on at `disc_start` and scaled by the adaptive weight. Training runs through `stages`
+(low resolution and short clips first); each batch is a video batch or, one time in `1 + video_per_image`, an image
+batch (single frames); clips are read with a random frame stride. A stage with `tiled_prob > 0` encodes and decodes
+with the model's tiles at random (the tiling-aware fine-tune), so tiled inference sees what training saw.
+
+Everything a run needs to continue bit-exactly (model, EMA, optimisers, discriminator, data position, RNG) is in
+`OUT_DIR/checkpoint.pt`; `OUT_DIR/log.jsonl` and `loss.png` record the losses, `OUT_DIR/val/` the validation
+reconstructions (original | reconstruction, side by side), `OUT_DIR/vae/` the final EMA weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hunyuan_video.config import VAEConfig, config_from_dict, config_to_dict, save_config
+from hunyuan_video.models.vae import CausalVAE
+from hunyuan_video.train.common import (
+    EMA,
+    JsonlLogger,
+    autocast_context,
+    load_checkpoint,
+    plot_losses,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+    warmup_lambda,
+)
+from hunyuan_video.train.losses import PatchDiscriminator3D, adaptive_weight, hinge_d_loss, load_lpips, psnr, ssim
+
+
+@dataclass
+class VAEStage:
+    """One stage of the progressive schedule: `steps` steps on `size`x`size` crops of `frames` frames."""
+
+    steps: int
+    size: int
+    frames: int
+    batch_size: int = 1
+    image_batch_size: int = 4
+    tiled_prob: float = 0.0  # chance per step to encode and decode with the model's tiles
+
+
+@dataclass
+class VAETrainConfig:
+    """Everything a VAE training run needs; paths are relative to the working directory."""
+
+    train_dir: str  # a folder with metadata.jsonl (a "file" per row) and the videos it names
+    stages: list[VAEStage]
+    note: str = ""  # free text kept with the run (why the recipe is what it is)
+    val_dir: str = ""  # held-out clips in the same layout ("" = no validation)
+    out_dir: str = "runs/vae"
+    vae: dict[str, Any] = field(default_factory=dict)  # VAEConfig fields (from scratch)
+    init_from: str = ""  # VAE weights to fine-tune (a file or model folder); "" = from scratch
+    # data
+    video_per_image: int = 4  # video:image batches 4:1, as in the paper
+    max_frame_stride: int = 8
+    # loss
+    kl_weight: float = 1e-6
+    lpips_weight: float = 0.1
+    lpips_vgg_path: str = ""  # torchvision vgg16-397923af.pth
+    lpips_lin_path: str = ""  # lpips weights/v0.1/vgg.pth
+    disc_weight: float = 0.05
+    disc_start: int = 5000
+    disc_channels: int = 64
+    disc_layers: int = 3
+    # optimisation
+    lr: float = 1e-4
+    disc_lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    gradient_checkpointing: bool = False
+    device: str = "auto"  # "auto": CUDA when available, else CPU
+    seed: int = 0
+    # bookkeeping
+    log_every: int = 10
+    checkpoint_every: int = 500
+    val_every: int = 500
+    val_clips: int = 8
+    val_size: int = 64
+    val_frames: int = 17
+    val_samples: int = 2  # reconstructions saved as mp4 at each validation
+
+    def __post_init__(self) -> None:
+        self.stages = [s if isinstance(s, VAEStage) else VAEStage(**s) for s in self.stages]
+        self.betas = tuple(self.betas)
+        if not self.stages:
+            raise ValueError("stages is empty: give at least one {steps, size, frames} stage")
+        for i, s in enumerate(self.stages):
+            if s.steps < 1 or s.batch_size < 1 or s.image_batch_size < 1:
+                raise ValueError(f"stage {i}: steps, batch_size and image_batch_size must be >= 1, got {s}")
+            if (s.frames - 1) % 4 or s.size % 8:
+                raise ValueError(f"stage {i}: frames must be 1 + 4k and size a multiple of 8, got {s.frames}, {s.size}")
+            if not 0.0 <= s.tiled_prob <= 1.0:
+                raise ValueError(f"stage {i}: tiled_prob must be in [0, 1], got {s.tiled_prob}")
+        if self.lpips_weight > 0 and not (self.lpips_vgg_path and self.lpips_lin_path):
+            raise ValueError(
+                f"lpips_weight is {self.lpips_weight} but lpips_vgg_path / lpips_lin_path are not set: LPIPS needs the "
+                "pretrained VGG16 (torchvision vgg16-397923af.pth) and the LPIPS v0.1 linear layers (lpips "
+                "weights/v0.1/vgg.pth) as local files; set both paths, or set lpips_weight to 0"
+            )
+        if self.video_per_image < 1 or self.max_frame_stride < 1:
+            raise ValueError("video_per_image and max_frame_stride must be >= 1")
+        if self.val_dir and (self.val_size % 8 or (self.val_frames - 1) % 4):
+            raise ValueError(f"val_size must be a multiple of 8 and val_frames 1 + 4k, got {self.val_size}, "
+                             f"{self.val_frames}")
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.stages)
+
+    def stage_at(self, step: int) -> VAEStage:
+        """The stage that step `step` (0-based) belongs to."""
+        for stage in self.stages:
+            if step < stage.steps:
+                return stage
+            step -= stage.steps
+        return self.stages[-1]
+
+
+def load_train_config(path: str | Path) -> VAETrainConfig:
+    """Read a VAE training config from JSON; unknown keys are an error (a typo would silently change the run)."""
+    data = json.loads(Path(path).read_text())
+    unknown = set(data) - set(VAETrainConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; see hunyuan_video.train.vae.VAETrainConfig")
+    return VAETrainConfig(**data)
+
+
+def read_manifest(folder: str | Path) -> list[Path]:
+    """The video files listed in `folder/metadata.jsonl`."""
+    folder = Path(folder)
+    manifest = folder / "metadata.jsonl"
+    if not manifest.is_file():
+        raise ValueError(f"{folder} has no metadata.jsonl: make clips with `hunyuan-video data synth {folder}`")
+    files = [folder / json.loads(line)["file"] for line in manifest.read_text().splitlines() if line.strip()]
+    if not files:
+        raise ValueError(f"{manifest} lists no clips")
+    return files
+
+
+def _to_tensor(frames: np.ndarray) -> Tensor:
+    """uint8 (T, H, W, 3) -> float (3, T, H, W) in [-1, 1]."""
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+
+
+def _resize_short_side(video: Tensor, short: int) -> Tensor:
+    """Resize (3, T, H, W) so that its shorter side is `short` (antialiased bilinear)."""
+    h, w = video.shape[-2:]
+    if min(h, w) == short:
+        return video
+    size = (round(h * short / min(h, w)), round(w * short / min(h, w)))
+    return F.interpolate(video.transpose(0, 1), size=size, mode="bilinear", antialias=True).transpose(0, 1)
+
+
+class ClipSampler:
+    """Draws training batches from a folder of clips, in epochs of a seeded shuffle.
+
+    A video sample is `frames` frames at a random stride (1 .. `max_stride`, as the clip's length allows) from a
+    random start; an image sample is one random frame. Each sample is resized so its shorter side is a random
+    length between the crop size and its own, then randomly cropped square. Its state (generator, order,
+    position) is part of the checkpoint, so a resumed run draws the same batches.
+    """
+
+    def __init__(self, folder: str | Path, max_stride: int, seed: int) -> None:
+        from hunyuan_video.video_io import video_info
+
+        self.files = read_manifest(folder)
+        self.lengths = [video_info(f).frames for f in self.files]
+        self.max_stride = max_stride
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = torch.randperm(len(self.files), generator=self.generator)
+        self.position = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "order": self.order, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.order, self.position = state["order"], state["position"]
+
+    def _next_index(self) -> int:
+        if self.position == len(self.order):
+            self.order = torch.randperm(len(self.files), generator=self.generator)
+            self.position = 0
+        self.position += 1
+        return int(self.order[self.position - 1])
+
+    def _randint(self, low: int, high: int) -> int:
+        """A uniform integer in [low, high]."""
+        return int(torch.randint(low, high + 1, (), generator=self.generator))
+
+    def sample(self, frames: int, size: int) -> Tensor:
+        """One (3, frames, size, size) sample in [-1, 1]."""
+        from hunyuan_video.video_io import read_video
+
+        i = self._next_index()
+        length = self.lengths[i]
+        if length < frames:
+            raise ValueError(f"{self.files[i]} has {length} frames, fewer than the {frames} a stage asks for")
+        stride = self._randint(1, min(self.max_stride, (length - 1) // max(frames - 1, 1)))
+        start = self._randint(0, length - 1 - (frames - 1) * stride)
+        video = _to_tensor(read_video(self.files[i], range(start, start + (frames - 1) * stride + 1, stride)))
+        short = min(video.shape[-2:])
+        if short < size:
+            raise ValueError(f"{self.files[i]} is {tuple(video.shape[-2:])}, smaller than the {size}px crop")
+        video = _resize_short_side(video, self._randint(size, short))
+        top = self._randint(0, video.shape[-2] - size)
+        left = self._randint(0, video.shape[-1] - size)
+        return video[:, :, top : top + size, left : left + size]
+
+    def batch(self, stage: VAEStage, video_per_image: int) -> Tensor:
+        """A video batch (B, 3, frames, size, size), or one time in `1 + video_per_image` an image batch
+        (B', 3, 1, size, size)."""
+        image = self._randint(0, video_per_image) == 0
+        frames, n = (1, stage.image_batch_size) if image else (stage.frames, stage.batch_size)
+        return torch.stack([self.sample(frames, stage.size) for _ in range(n)])
+
+
+def load_val_clips(folder: str | Path, count: int, size: int, frames: int) -> Tensor:
+    """The first `count` clips of a folder: the first `frames` frames, shorter side resized to `size`, centre crop."""
+    from hunyuan_video.video_io import read_video
+
+    clips = []
+    for file in read_manifest(folder)[:count]:
+        video = _resize_short_side(_to_tensor(read_video(file, range(frames))), size)
+        top, left = (video.shape[-2] - size) // 2, (video.shape[-1] - size) // 2
+        clips.append(video[:, :, top : top + size, left : left + size])
+    return torch.stack(clips)
+
+
+@torch.no_grad()
+def reconstruct(model: CausalVAE, video: Tensor, tiling: bool) -> Tensor:
+    """Encode to the posterior mean and decode, with or without the model's tiles, clamped to [-1, 1]."""
+    return model.decode(model.encode(video, tiling=tiling).mode(), tiling=tiling).float().clamp(-1, 1)
+
+
+@torch.no_grad()
+def evaluate(model: CausalVAE, clips: Tensor, batch_size: int = 4) -> dict[str, float]:
+    """Mean PSNR (dB) and SSIM of reconstructions of `clips` (N, 3, T, H, W), un-tiled and tiled."""
+    device = next(model.parameters()).device
+    scores: dict[str, list[Tensor]] = {"psnr": [], "ssim": [], "psnr_tiled": [], "ssim_tiled": []}
+    for chunk in clips.split(batch_size):
+        chunk = chunk.to(device)
+        for suffix, tiling in (("", False), ("_tiled", True)):
+            rec = reconstruct(model, chunk, tiling)
+            scores["psnr" + suffix].append(psnr(rec, chunk).cpu())
+            scores["ssim" + suffix].append(ssim(rec, chunk).cpu())
+    return {k: torch.cat(v).mean().item() for k, v in scores.items()}
+
+
+def save_side_by_side(path: Path, original: Tensor, reconstruction: Tensor, fps: float = 8) -> None:
+    """Write original | reconstruction (3, T, H, W) in [-1, 1] as one mp4."""
+    from hunyuan_video.video_io import to_uint8, write_video
+
+    both = torch.cat([original, reconstruction], dim=-1).permute(1, 2, 3, 0).cpu().numpy()
+    write_video(path, to_uint8(both), fps=fps)
+
+
+def build_vae(cfg: VAETrainConfig) -> CausalVAE:
+    """The model to train: `init_from` weights (fine-tune), or a fresh `VAEConfig(**cfg.vae)`."""
+    if cfg.init_from:
+        from hunyuan_video.checkpoint import load_vae
+
+        return load_vae(cfg.init_from)
+    return CausalVAE(config_from_dict(VAEConfig, cfg.vae))
+
+
+@torch.no_grad()
+def latent_scaling_factor(model: CausalVAE, videos: Tensor) -> float:
+    """1 / std of the posterior means of `videos`: the factor that gives the diffusion model unit-variance latents."""
+    device = next(model.parameters()).device
+    means = torch.cat([model.encode(v.to(device), tiling=False).mode().float().flatten() for v in videos.split(4)])
+    return 1.0 / means.std().item()
+
+
+def export_vae(model: CausalVAE, folder: str | Path) -> Path:
+    """Write a VAE model folder: `diffusion_pytorch_model.safetensors` (official keys) and `config.json`, which
+    `hunyuan_video.checkpoint.load_vae(folder)` reads."""
+    from hunyuan_video.checkpoint import save_vae
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_vae(model, folder / "diffusion_pytorch_model.safetensors")
+    save_config(model.config, folder / "config.json")
+    return folder
+
+
+def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None = None) -> Path:
+    """Run (or with `resume`, continue) a training run; returns `cfg.out_dir`.
+
+    `max_steps` stops early after that many total steps (the schedule is still that of the whole config), leaving
+    a checkpoint to resume from.
+    """
+    from tqdm import tqdm
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)
+    seed_everything(cfg.seed)
+
+    vae = build_vae(cfg).to(device).train()
+    vae.set_gradient_checkpointing(cfg.gradient_checkpointing)
+    if any(s.tiled_prob for s in cfg.stages) or cfg.val_dir:  # a bad tile size fails now, not hours in
+        vae.official_tiling().check(vae.config.spatial_compression_ratio, vae.config.time_compression_ratio)
+    ema = EMA(vae, cfg.ema_decay)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_lambda(cfg.warmup_steps))
+    disc, opt_d = None, None
+    if cfg.disc_weight > 0:
+        disc = PatchDiscriminator3D(vae.config.out_channels, cfg.disc_channels, cfg.disc_layers).to(device).train()
+        opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9), weight_decay=cfg.weight_decay)
+    lpips = load_lpips(cfg.lpips_vgg_path, cfg.lpips_lin_path).to(device) if cfg.lpips_weight > 0 else None
+    sampler = ClipSampler(cfg.train_dir, cfg.max_frame_stride, cfg.seed)
+    val_clips = load_val_clips(cfg.val_dir, cfg.val_clips, cfg.val_size, cfg.val_frames) if cfg.val_dir else None
+    (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
+
+    step = 0
+    ckpt_path = out / "checkpoint.pt"
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        vae.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if disc is not None:
+            disc.load_state_dict(state["disc"])
+            opt_d.load_state_dict(state["disc_optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        set_rng_state(state["rng"])
+        step = state["step"]
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            ckpt_path, step=step, model=vae.state_dict(), ema=ema.state_dict(), optimizer=opt.state_dict(),
+            scheduler=sched.state_dict(), disc=disc.state_dict() if disc else None,
+            disc_optimizer=opt_d.state_dict() if opt_d else None, sampler=sampler.state_dict(), rng=rng_state(),
+        )
+
+    def validate() -> dict[str, float]:
+        model = copy.deepcopy(vae).eval()
+        ema.copy_to(model)
+        scores = evaluate(model, val_clips)
+        for i in range(min(cfg.val_samples, len(val_clips))):
+            clip = val_clips[i : i + 1].to(device)
+            save_side_by_side(out / "val" / f"step{step:07d}_clip{i}.mp4", clip[0], reconstruct(model, clip, False)[0])
+        return scores
+
+    logger = JsonlLogger(out / "log.jsonl")
+    end = min(cfg.total_steps, max_steps or cfg.total_steps)
+    bar = tqdm(total=end, initial=step, desc="train-vae", dynamic_ncols=True)
+    while step < end:
+        stage = cfg.stage_at(step)
+        x = sampler.batch(stage, cfg.video_per_image).to(device)
+        tiling = vae.official_tiling() if stage.tiled_prob and torch.rand(()) < stage.tiled_prob else False
+        use_gan = disc is not None and step >= cfg.disc_start
+
+        with autocast_context(device):
+            posterior = vae.encode(x, tiling=tiling)
+            y = vae.decode(posterior.sample(), tiling=tiling)
+            rec = (y.float() - x).abs().mean()
+            if lpips is not None:
+                frames = lambda v: v.transpose(1, 2).flatten(0, 1)  # (B, C, T, H, W) -> (B*T, C, H, W)
+                rec = rec + cfg.lpips_weight * lpips(frames(y.float()), frames(x)).mean()
+            kl = posterior.kl().sum() / x.numel()  # per pixel, like the L1 term: kl_weight keeps its usual meaning
+            loss = rec + cfg.kl_weight * kl
+            scalars = {"rec": rec.detach(), "kl": kl.detach()}
+            if use_gan:
+                g_loss = -disc(y).float().mean()
+                weight = cfg.disc_weight * adaptive_weight(rec, g_loss, vae.last_layer)
+                loss = loss + weight * g_loss
+                scalars.update(g=g_loss.detach(), gan_weight=weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        scalars["grad_norm"] = torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        ema.update(vae)
+        if use_gan:
+            with autocast_context(device):
+                d_loss = hinge_d_loss(disc(x).float(), disc(y.detach()).float())
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            scalars["d"] = d_loss.detach()
+        step += 1
+        bar.update(1)
+
+        if step % cfg.log_every == 0 or step == end:
+            logger.log(step, loss=loss.detach(), lr=sched.get_last_lr()[0], **scalars)
+            bar.set_postfix(loss=f"{loss.item():.4f}", size=stage.size, frames=x.shape[2])
+        if val_clips is not None and (step % cfg.val_every == 0 or step == end):
+            scores = validate()
+            logger.log(step, **{f"val_{k}": v for k, v in scores.items()})
+            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+        if step % cfg.checkpoint_every == 0 or step == end:
+            checkpoint()
+    bar.close()
+    plot_losses(out / "log.jsonl", out / "loss.png")
+    if step == cfg.total_steps:
+        final = copy.deepcopy(vae).eval()
+        ema.copy_to(final)
+        if not cfg.init_from:  # a new latent space needs its own scale; a fine-tune keeps the one it started from
+            last = cfg.stages[-1]
+            probe = ClipSampler(cfg.train_dir, cfg.max_frame_stride, cfg.seed + 1)
+            videos = torch.stack([probe.sample(last.frames, last.size) for _ in range(16)])
+            final.config = dataclasses.replace(final.config, scaling_factor=latent_scaling_factor(final, videos))
+        export_vae(final, out / "vae")
+    return out
