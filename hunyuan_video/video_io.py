@@ -91,23 +91,25 @@ def read_video(path: str | Path, indices: Sequence[int] | None = None) -> np.nda
     wanted = None if indices is None else set(indices)
     last = -1 if wanted is None else max(wanted)
     out: dict[int, np.ndarray] = {}
+    decoded = 0
     with _open_for_reading(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         try:
             for i, frame in enumerate(container.decode(stream)):
+                decoded += 1
                 if wanted is None or i in wanted:
                     out[i] = frame.to_ndarray(format="rgb24")
                 if wanted is not None and i >= last:
                     break
         except av.FFmpegError as e:
-            raise ValueError(f"{path}: decoding failed after {len(out)} frames: {e}") from e
-    if not out:
+            raise ValueError(f"{path}: decoding failed after {decoded} frames: {e}") from e
+    if not decoded:
         raise ValueError(f"{path}: no video frames could be decoded")
     if wanted is not None:
         missing = sorted(wanted - out.keys())
         if missing:
-            raise ValueError(f"{path}: frame {missing[0]} asked for is past the end of the video")
+            raise ValueError(f"{path}: frame {missing[0]} asked for is past the end of the video ({decoded} frames)")
         return np.stack([out[i] for i in indices])
     return np.stack([out[i] for i in sorted(out)])
 

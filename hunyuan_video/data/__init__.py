@@ -1,1 +1,6 @@
-"""Datasets: manifests, buckets, the synthetic world."""
+"""Datasets: manifests, buckets, batches for training, and the synthetic world."""
+
+from hunyuan_video.data.buckets import Bucket, assign_bucket, parse_buckets
+from hunyuan_video.data.manifest import DataWarning, Sample, SkipReport, read_dataset
+
+__all__ = ["Bucket", "DataWarning", "Sample", "SkipReport", "assign_bucket", "parse_buckets", "read_dataset"]

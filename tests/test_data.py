@@ -1,0 +1,212 @@
+"""Datasets: manifest and .txt captions, bad files (skipped, counted, reported), buckets, stride, resume."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hunyuan_video.data import Bucket, DataWarning, SkipReport, assign_bucket, parse_buckets, read_dataset
+from hunyuan_video.data.dataset import BucketBatchSampler, Request, VideoDataset, make_loader, resize_crop
+from hunyuan_video.video_io import write_video
+
+
+def _counting(t: int, h: int = 32, w: int = 32) -> np.ndarray:
+    """A clip whose frame i is flat grey 20 + 5 i: the loaded values tell which frames were read."""
+    return np.broadcast_to((20 + 5 * np.arange(t, dtype=np.uint8))[:, None, None, None], (t, h, w, 3)).copy()
+
+
+def _grey_level(video: torch.Tensor) -> np.ndarray:
+    """Per frame of (3, T, H, W) in [-1, 1]: the source frame index it came from."""
+    return ((video.mean((0, 2, 3)).numpy() + 1) * 127.5 - 20) / 5
+
+
+def _write_manifest(root, rows):
+    """metadata.jsonl from dicts (and raw strings, for broken lines)."""
+    (root / "metadata.jsonl").write_text("".join((json.dumps(r) if isinstance(r, dict) else r) + "\n" for r in rows))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Source clips written once: a long one (40 frames), a 9-frame one, a 5-frame one, a wide one, a truncated one."""
+    root = tmp_path_factory.mktemp("clips")
+    write_video(root / "long.mp4", _counting(40))
+    write_video(root / "nine.mp4", _counting(9))
+    write_video(root / "five.mp4", _counting(5))
+    write_video(root / "wide.mp4", _counting(9, 32, 64))
+    data = (root / "long.mp4").read_bytes()
+    (root / "cut.mp4").write_bytes(data[: len(data) // 2])
+    Image.fromarray(_counting(1, 24, 24)[0]).save(root / "still.png")
+    return root
+
+
+def _folder(tmp_path, clips, names):
+    for name in names:
+        shutil.copy(clips / name, tmp_path / name)
+    return tmp_path
+
+
+def test_manifest_reader_skips_and_reports_bad_rows(tmp_path, clips):
+    _folder(tmp_path, clips, ["long.mp4", "nine.mp4", "cut.mp4", "still.png"])
+    (tmp_path / "notes.pdf").write_bytes(b"%PDF")
+    _write_manifest(tmp_path, [
+        {"file": "long.mp4", "caption": "a long clip", "objects": [{"colour": "red"}]},
+        {"file": "nine.mp4", "caption": "nine frames", "fps": 24, "frames": 9, "height": 32, "width": 32},
+        {"file": "still.png", "caption": "an image"},
+        {"file": "cut.mp4", "caption": "truncated"},
+        {"file": "gone.mp4", "caption": "missing"},
+        {"file": "long.mp4", "caption": "   "},
+        {"file": "notes.pdf", "caption": "not media"},
+        "{not json",
+    ])
+    with pytest.warns(DataWarning) as caught:
+        samples, report = read_dataset(tmp_path)
+    assert [(s.file.name, s.caption, s.frames, s.height, s.width, s.is_image) for s in samples] == [
+        ("long.mp4", "a long clip", 40, 32, 32, False), ("nine.mp4", "nine frames", 9, 32, 32, False),
+        ("still.png", "an image", 1, 24, 24, True)]
+    assert samples[0].meta == {"objects": [{"colour": "red"}]} and samples[0].fps == pytest.approx(24)
+    reasons = {f.split("/")[-1]: r.split(":")[0] for f, r in report.skipped}
+    assert reasons == {"cut.mp4": "unreadable", "gone.mp4": "missing file", "long.mp4": "empty caption",
+                       "notes.pdf": "unsupported type", "metadata.jsonl:8": "bad manifest line"}
+    assert len(caught) == len(report) == 5 and "(5 skipped so far)" in str(caught[-1].message)
+    assert report.summary().startswith("5 files skipped: ")
+    report.save(tmp_path / "skipped.json")
+    assert len(json.loads((tmp_path / "skipped.json").read_text())) == 5
+
+
+def test_txt_captions_when_there_is_no_manifest(tmp_path, clips):
+    (tmp_path / "sub").mkdir()
+    _folder(tmp_path, clips, ["nine.mp4", "five.mp4", "long.mp4"])
+    shutil.copy(clips / "still.png", tmp_path / "sub" / "still.png")
+    (tmp_path / "nine.txt").write_text("nine frames\n")
+    (tmp_path / "sub" / "still.txt").write_text("an image")
+    (tmp_path / "five.txt").write_text("\n")  # empty caption; long.mp4 has no caption file
+    with pytest.warns(DataWarning):
+        samples, report = read_dataset(tmp_path)
+    assert [(s.file.name, s.caption) for s in samples] == [("nine.mp4", "nine frames"), ("still.png", "an image")]
+    assert sorted(r.split(":")[0] for _, r in report.skipped) == ["empty caption", "no caption"]
+    with pytest.raises(ValueError, match="does not exist"):
+        read_dataset(tmp_path / "nowhere")
+
+
+def test_parse_and_assign_buckets():
+    assert parse_buckets("17x64x64, 1x64x64,17x64x64") == [Bucket(1, 64, 64), Bucket(17, 64, 64)]
+    assert parse_buckets([[9, 32, 48]]) == [Bucket(9, 32, 48)] and str(Bucket(9, 32, 48)) == "9x32x48"
+    for bad in ("17x64", "axbxc", "", "0x64x64"):
+        with pytest.raises(ValueError, match="FRAMESxHEIGHTxWIDTH"):
+            parse_buckets(bad)
+    buckets = parse_buckets("33x64x64,17x64x64,17x64x112,17x32x32,1x64x64,1x64x112")
+    assert assign_bucket(40, 480, 480, buckets, image=False) == Bucket(33, 64, 64)  # most frames that fit
+    assert assign_bucket(20, 480, 480, buckets, image=False) == Bucket(17, 64, 64)  # then the larger area
+    assert assign_bucket(40, 360, 640, buckets, image=False) == Bucket(17, 64, 112)  # nearest aspect first
+    assert assign_bucket(9, 480, 480, buckets, image=False) is None  # too short for every video bucket
+    assert assign_bucket(1, 720, 1280, buckets, image=True) == Bucket(1, 64, 112)
+
+
+def test_resize_crop_keeps_the_centre():
+    video = torch.zeros(3, 2, 20, 40)
+    video[:, :, :, 10:30] = 1.0  # the middle half is white
+    out = resize_crop(video, 10, 10)  # resized to 10 x 20, then the middle 10 columns
+    assert out.shape == (3, 2, 10, 10) and out[..., 1:-1].min() > 0.99 and out.mean() > 0.95
+    assert resize_crop(video, 10, 20).min() == 0.0  # the same size uncropped keeps the black sides
+    assert resize_crop(torch.rand(3, 1, 8, 8), 16, 24).shape == (3, 1, 16, 24)  # small inputs are upscaled
+
+
+def test_too_short_clips_are_skipped_and_images_fill_image_buckets(tmp_path, clips):
+    _folder(tmp_path, clips, ["long.mp4", "five.mp4", "still.png"])
+    _write_manifest(tmp_path, [{"file": n, "caption": n} for n in ("long.mp4", "five.mp4", "still.png")])
+    with pytest.warns(DataWarning, match="too short: 5 frames, the shortest video bucket has 9"):
+        ds = VideoDataset(tmp_path, parse_buckets("9x32x32,1x16x16"))
+    assert {str(b): [ds.samples[i].file.name for i in g] for b, g in ds.groups.items()} == {
+        "9x32x32": ["long.mp4"], "1x16x16": ["still.png"]}
+
+
+def test_stride_start_and_frames_read(tmp_path, clips):
+    _folder(tmp_path, clips, ["long.mp4", "nine.mp4"])
+    _write_manifest(tmp_path, [{"file": n, "caption": n} for n in ("long.mp4", "nine.mp4")])
+    ds = VideoDataset(tmp_path, parse_buckets("5x16x16"))
+    sampler = BucketBatchSampler(ds, batch_size=2, video_image_ratio=(1, 0), max_stride=8, seed=0)
+    strides = {"long.mp4": set(), "nine.mp4": set()}
+    for step in range(150):
+        for r in sampler.batch(step):
+            n = ds.samples[r.index].frames
+            assert 0 <= r.start and r.start + 4 * r.stride <= n - 1
+            strides[ds.samples[r.index].file.name].add(r.stride)
+    assert strides == {"long.mp4": set(range(1, 9)), "nine.mp4": {1, 2}}
+    r = next(r for s in range(50) for r in sampler.batch(s) if ds.samples[r.index].frames == 40 and r.stride > 2)
+    item = ds[r]
+    assert item["video"].shape == (3, 5, 16, 16) and item["caption"] == "long.mp4"
+    np.testing.assert_allclose(_grey_level(item["video"]), r.start + r.stride * np.arange(5), atol=0.5)
+
+
+def test_batches_mix_buckets_at_the_ratio_and_resume_exactly(tmp_path, clips):
+    names = ["long.mp4", "nine.mp4", "wide.mp4"]
+    _folder(tmp_path, clips, names)
+    _write_manifest(tmp_path, [{"file": n, "caption": n} for n in names])
+    ds = VideoDataset(tmp_path, parse_buckets("9x16x16,9x16x32,1x16x16"))
+    assert len(ds.groups[Bucket(9, 16, 32)]) == 1 and len(ds.groups[Bucket(1, 16, 16)]) == 3
+    sampler = BucketBatchSampler(ds, batch_size=2, image_batch_size=3, video_image_ratio=(4, 1), seed=5)
+    batches = [sampler.batch(s) for s in range(20)]
+    kinds = ["image" if b[0].bucket.frames == 1 else "video" for b in batches]
+    assert kinds == (["video"] * 4 + ["image"]) * 4
+    assert all(len({r.bucket for r in b}) == 1 for b in batches)
+    assert {len(b) for b in batches if b[0].bucket.frames == 1} == {3}
+    # one epoch of video batches shows every video: 9x16x16 holds 2 (one batch), 9x16x32 one (topped up to 2)
+    assert sampler.batches_per_epoch("video") == 2
+    assert {r.index for b in batches[:2] for r in b} == {0, 1, 2}
+    # pure in (seed, step): a fresh sampler resumed at step 7 continues identically; another seed differs
+    loader = iter(make_loader(ds, sampler))
+    first = [next(loader) for _ in range(9)]
+    resumed = BucketBatchSampler(ds, batch_size=2, image_batch_size=3, video_image_ratio=(4, 1), seed=5)
+    resumed.load_state_dict({"seed": 5, "step": 7, "samples": 3})
+    again = iter(make_loader(ds, resumed))
+    for want in first[7:]:
+        got = next(again)
+        assert got["file"] == want["file"] and torch.equal(got["video"], want["video"])
+    other = BucketBatchSampler(ds, batch_size=2, image_batch_size=3, seed=6)
+    assert [other.batch(s) for s in range(20)] != batches
+    with pytest.raises(ValueError, match="same data and seed"):
+        other.load_state_dict(sampler.state_dict())
+    with pytest.raises(ValueError, match="no sample fits a image bucket"):
+        BucketBatchSampler(VideoDataset(tmp_path, parse_buckets("9x16x16")), batch_size=2)
+
+
+def test_file_broken_at_load_time_is_replaced_and_reported(tmp_path, clips):
+    _folder(tmp_path, clips, ["long.mp4", "cut.mp4", "nine.mp4"])
+    rows = [{"file": "cut.mp4", "caption": "truncated", "frames": 40, "height": 32, "width": 32},
+            {"file": "nine.mp4", "caption": "lies about its length", "frames": 30, "height": 32, "width": 32},
+            {"file": "long.mp4", "caption": "fine", "frames": 40, "height": 32, "width": 32}]
+    _write_manifest(tmp_path, rows)
+    ds = VideoDataset(tmp_path, parse_buckets("17x16x16"))  # the manifest is trusted: nothing skipped yet
+    assert len(ds.groups[Bucket(17, 16, 16)]) == 3 and len(ds.report) == 0
+    sampler = BucketBatchSampler(ds, batch_size=3, video_image_ratio=(1, 0), seed=0)
+    loader = make_loader(ds, sampler, num_workers=1)  # through a worker process
+    for _, batch in zip(range(3), loader):
+        assert batch["video"].shape == (3, 3, 17, 16, 16) and set(batch["file"]) == {str(tmp_path / "long.mp4")}
+        with pytest.warns(DataWarning) if batch["skipped"] else _no_warning():
+            ds.report.add_all(batch["skipped"])
+    reasons = dict(ds.report.skipped)
+    assert set(reasons) == {str(tmp_path / "cut.mp4"), str(tmp_path / "nine.mp4")}
+    assert "past the end" in reasons[str(tmp_path / "nine.mp4")]
+    with pytest.warns(DataWarning):  # verify=True reads every header: both are caught before training
+        verified = VideoDataset(tmp_path, parse_buckets("17x16x16"), verify=True)
+    assert verified.groups == {Bucket(17, 16, 16): [1]}
+    assert sorted(r.split(":")[0] for _, r in verified.report.skipped) == ["too short", "unreadable"]
+    _write_manifest(tmp_path, rows[:2])  # nothing readable left: then, and only then, loading fails
+    with pytest.raises(RuntimeError, match="no readable sample left in bucket 17x16x16"):
+        VideoDataset(tmp_path, parse_buckets("17x16x16"))[Request(0, Bucket(17, 16, 16), 0, 1)]
+
+
+def _no_warning():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def test_report_counts_each_file_once():
+    report = SkipReport()
+    with pytest.warns(DataWarning):
+        report.add_all([("a.mp4", "decode failed: x"), ("a.mp4", "decode failed: x"), ("b.mp4", "too short: 3")])
+    assert len(report) == 2 and report.summary().splitlines()[0] == "2 files skipped: 1 decode failed, 1 too short"
