@@ -24,6 +24,7 @@ def __getattr__(name: str):
 __all__ = [
     "CLIPTextEncoder",
     "LLMTextEncoder",
+
     "HunyuanVideoTransformer",
     "TRANSFORMER_PRESETS",
     "VAE_PRESETS",
