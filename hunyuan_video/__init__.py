@@ -21,10 +21,10 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'hunyuan_video' has no attribute {name!r}")
 
+
 __all__ = [
     "CLIPTextEncoder",
     "LLMTextEncoder",
-
     "HunyuanVideoTransformer",
     "TRANSFORMER_PRESETS",
     "VAE_PRESETS",
