@@ -1,0 +1,135 @@
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import (
+    diffusers_tiny_transformer,
+    diffusers_tiny_vae,
+    tiny_clip,
+    tiny_llm,
+    tiny_tokenizers,
+    write_official_model,
+)
+
+from hunyuan_video.pipeline import HunyuanVideoPipeline, describe_model_folder, find_model_folder
+from hunyuan_video.text_encoder import VIDEO_TEMPLATE
+
+SIZE = dict(height=48, width=32, num_frames=9)  # latents (1, 16, 3, 6, 4)
+PROMPT, NEGATIVE = "a red ball rolls across the green floor", "bad quality video"
+
+
+@pytest.fixture(scope="module")
+def diffusers_folder(tmp_path_factory):
+    """diffusers' own pipeline over tiny random parts, saved by diffusers in its layout."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers import HunyuanVideoPipeline as DiffusersPipeline
+
+    tok, tok2 = tiny_tokenizers()
+    ref = DiffusersPipeline(text_encoder=tiny_llm(tok), tokenizer=tok, transformer=diffusers_tiny_transformer(),
+                            vae=diffusers_tiny_vae(), scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+                            text_encoder_2=tiny_clip(tok2), tokenizer_2=tok2)
+    ref.set_progress_bar_config(disable=True)
+    path = tmp_path_factory.mktemp("diffusers_model")
+    ref.save_pretrained(path)
+    return ref, path
+
+
+@pytest.fixture(scope="module")
+def pipe(diffusers_folder):
+    ours = HunyuanVideoPipeline.from_pretrained(diffusers_folder[1], dtype=torch.float32, device="cpu")
+    ours.progress = False
+    return ours
+
+
+def _final_latents(store: list):
+    """A diffusers step-end callback keeping the latents after the last step."""
+
+    def keep(pipe, i, t, tensors):
+        store[:] = [tensors["latents"]]
+        return {}
+
+    return keep
+
+
+@pytest.mark.parametrize("cfg", [1.0, 3.0])
+def test_video_matches_diffusers(diffusers_folder, pipe, cfg):
+    ref, _ = diffusers_folder
+    latents = torch.randn(1, 16, 3, 6, 4, generator=torch.Generator().manual_seed(0))
+    ref_cfg = dict(negative_prompt=NEGATIVE, true_cfg_scale=cfg) if cfg > 1 else {}
+    want_latents, got_latents = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = ref(PROMPT, **SIZE, num_inference_steps=3, latents=latents.clone(), output_type="np",
+                   prompt_template={"template": VIDEO_TEMPLATE, "crop_start": None},
+                   callback_on_step_end=_final_latents(want_latents), **ref_cfg).frames
+    want = torch.from_numpy(want)  # (B, T, H, W, 3) in [0, 1]
+    out = pipe(PROMPT, **SIZE, num_inference_steps=3, latents=latents, output_type="pt", negative_prompt=NEGATIVE,
+               cfg_scale=cfg, callback=lambda i, x: got_latents.append(x))
+    torch.testing.assert_close(got_latents[-1], want_latents[0], rtol=1e-4, atol=1e-5)
+    assert out.frames.shape == want.shape == (1, 9, 48, 32, 3) and out.seed is None
+    assert (out.frames - want).abs().max() / want.abs().max() < 1e-4
+    assert want.std() > 0.01  # a real video, not a constant
+    if cfg == 1.0:
+        frames = pipe(PROMPT, **SIZE, num_inference_steps=3, latents=latents).frames
+        assert frames.dtype == np.uint8 and np.abs(frames / 255.0 - want.numpy()).max() <= 0.5 / 255 + 1e-4
+
+
+def test_seed_gives_the_same_video_and_is_reported(pipe):
+    run = lambda **kw: pipe(PROMPT, **SIZE, num_inference_steps=1, output_type="latent", **kw)  # noqa: E731
+    a, b = run(seed=7), run(generator=torch.Generator().manual_seed(7))
+    assert a.seed == b.seed == 7 and torch.equal(a.frames, b.frames)
+    noise = torch.randn(1, 16, 3, 6, 4, generator=torch.Generator().manual_seed(7))  # CPU, float32
+    assert torch.equal(run(latents=noise).frames, a.frames)
+    c = run()
+    assert isinstance(c.seed, int) and torch.equal(run(seed=c.seed).frames, c.frames)
+
+
+def test_callback_sees_every_step(pipe):
+    steps = []
+    pipe(PROMPT, **SIZE, num_inference_steps=4, seed=0, output_type="latent",
+         callback=lambda i, latents: steps.append((i, tuple(latents.shape))))
+    assert steps == [(i, (1, 16, 3, 6, 4)) for i in range(4)]
+
+
+def test_bad_sizes_name_the_nearest_valid(pipe):
+    with pytest.raises(ValueError, match="4k \\+ 1.* 9 or 13"):
+        pipe(PROMPT, height=48, width=32, num_frames=11)
+    with pytest.raises(ValueError, match="height must be a multiple of 16.* 48 or 64"):
+        pipe(PROMPT, height=50, width=32, num_frames=9)
+    with pytest.raises(ValueError, match="width.* 16"):
+        pipe(PROMPT, height=48, width=8, num_frames=9)
+    with pytest.raises(ValueError, match="latents must be shaped"):
+        pipe(PROMPT, **SIZE, latents=torch.zeros(1, 16, 2, 6, 4))
+    with pytest.raises(ValueError, match="output_type"):
+        pipe(PROMPT, **SIZE, output_type="pil")
+
+
+def test_offload_gives_the_same_video_and_leaves_weights_on_the_cpu(pipe):
+    latents = torch.randn(1, 16, 3, 6, 4, generator=torch.Generator().manual_seed(1))
+    want = pipe(PROMPT, **SIZE, num_inference_steps=2, latents=latents, output_type="pt").frames
+    pipe.enable_model_cpu_offload("cpu")
+    try:
+        got = pipe(PROMPT, **SIZE, num_inference_steps=2, latents=latents, output_type="pt").frames
+    finally:
+        pipe.to("cpu")
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert all(not block._forward_pre_hooks and not block._forward_hooks for block in pipe.transformer.double_blocks)
+
+
+def test_layout_detection(diffusers_folder, tmp_path):
+    folder = find_model_folder(diffusers_folder[1])
+    assert folder.layout == "diffusers" and folder.tokenizer_2.name == "tokenizer_2"
+    official = find_model_folder(write_official_model(tmp_path / "ckpts").parent)  # the parent of ckpts/ works too
+    assert official.layout == "official" and official.tokenizer == official.text_encoder
+    assert official.transformer.name == "mp_rank_00_model_states.pt" and official.transformer_config is not None
+    info = describe_model_folder(tmp_path / "ckpts")
+    n = sum(p.numel() for p in HunyuanVideoPipeline.from_pretrained(tmp_path, torch.float32, "cpu").transformer
+            .parameters())
+    assert info["parts"]["transformer"]["parameters"] == {"float32": n}
+    assert info["parts"]["vae"]["config"]["latent_channels"] == 16
+    (tmp_path / "ckpts" / "text_encoder_2").rename(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="lacks text_encoder_2"):
+        find_model_folder(tmp_path)
+    with pytest.raises(ValueError, match="expected one of these layouts.*mp_rank_00_model_states.pt.*tokenizer_2"):
+        find_model_folder(tmp_path / "elsewhere")
