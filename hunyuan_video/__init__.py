@@ -13,6 +13,10 @@ _LAZY = {
     "save_transformer": "hunyuan_video.checkpoint",
     "LLMTextEncoder": "hunyuan_video.text_encoder",
     "CLIPTextEncoder": "hunyuan_video.text_encoder",
+    "HunyuanVideoPipeline": "hunyuan_video.pipeline",
+    "CausalVAE": "hunyuan_video.models.vae",
+    "load_vae": "hunyuan_video.checkpoint",
+    "save_vae": "hunyuan_video.checkpoint",
 }
 
 
@@ -23,8 +27,10 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "CausalVAE",
     "CLIPTextEncoder",
     "LLMTextEncoder",
+    "HunyuanVideoPipeline",
     "HunyuanVideoTransformer",
     "TRANSFORMER_PRESETS",
     "VAE_PRESETS",
@@ -32,5 +38,7 @@ __all__ = [
     "VAEConfig",
     "__version__",
     "load_transformer",
+    "load_vae",
     "save_transformer",
+    "save_vae",
 ]
