@@ -117,9 +117,13 @@ def test_offload_gives_the_same_video_and_leaves_weights_on_the_cpu(pipe):
     assert all(not block._forward_pre_hooks and not block._forward_hooks for block in pipe.transformer.double_blocks)
 
 
-def test_layout_detection(diffusers_folder, tmp_path):
+def test_layout_detection(diffusers_folder, pipe, tmp_path):
     folder = find_model_folder(diffusers_folder[1])
     assert folder.layout == "diffusers" and folder.tokenizer_2.name == "tokenizer_2"
+    info = describe_model_folder(diffusers_folder[1])
+    n = sum(p.numel() for p in pipe.transformer.parameters())
+    assert info["parts"]["transformer"]["parameters"] == {"float32": n}
+    assert info["parts"]["text_encoder"]["config"]["model_type"] == "llama"
     official = find_model_folder(write_official_model(tmp_path / "ckpts").parent)  # the parent of ckpts/ works too
     assert official.layout == "official" and official.tokenizer == official.text_encoder
     assert official.transformer.name == "mp_rank_00_model_states.pt" and official.transformer_config is not None
