@@ -137,6 +137,15 @@ def _nearest_valid(value: int, step: int, offset: int = 0) -> str:
     return f"{low} or {low + step}" if low >= max(offset, 1) else str(low + step)
 
 
+def _tensors(module: nn.Module) -> list[torch.Tensor]:
+    return [*module.parameters(), *module.buffers()]
+
+
+def _give_back(tensors: list[torch.Tensor], originals: list[torch.Tensor]) -> None:
+    for t, original in zip(tensors, originals):
+        t.data = original
+
+
 class HunyuanVideoPipeline:
     """HunyuanVideo text-to-video: `pipe(prompt) -> VideoOutput` with frames `(B, T, H, W, 3)` uint8."""
 
@@ -194,33 +203,43 @@ class HunyuanVideoPipeline:
     def _modules(self) -> tuple[nn.Module, ...]:
         return self.transformer, self.vae, self.text_encoder, self.text_encoder_2
 
+    def _borrow(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Point `tensors` at copies on the device; return their CPU data to point them back at afterwards."""
+        originals = [t.data for t in tensors]
+        for t in tensors:
+            t.data = t.data.to(self.device, non_blocking=True)
+        return originals
+
     @contextmanager
     def _working(self, module: nn.Module, stream_blocks: bool = False) -> Iterator[None]:
-        """With offload on: `module` on the device inside the block, back on the CPU after it; `stream_blocks`
-        leaves the entries of its ModuleLists on the CPU and moves each one in just for its own forward."""
+        """With offload on: `module`'s weights on the device inside the block, on the CPU again after it (the CPU
+        copies are kept, so nothing is copied back). `stream_blocks` brings the entries of its ModuleLists in one at
+        a time, each just for its own forward."""
         if not self.offload:
             yield
             return
+        blocks = [b for child in module.children() if isinstance(child, nn.ModuleList) for b in child]
+        blocks = blocks if stream_blocks else []
+        on_loan: dict[nn.Module, list[torch.Tensor]] = {}
 
         def bring(block: nn.Module, args: tuple) -> None:
-            block.to(self.device)
+            on_loan[block] = self._borrow(_tensors(block))
 
         def send_back(block: nn.Module, args: tuple, out: object) -> None:
-            block.to("cpu")
+            _give_back(_tensors(block), on_loan.pop(block))
 
-        blocks = [b for child in module.children() if isinstance(child, nn.ModuleList) for b in child]
-        hooks = []
-        for block in blocks if stream_blocks else []:
-            hooks += [block.register_forward_pre_hook(bring), block.register_forward_hook(send_back)]
-        resident = [m for m in module.children() if not (stream_blocks and isinstance(m, nn.ModuleList))]
+        streamed = {id(t) for block in blocks for t in _tensors(block)}
+        resident = [t for t in _tensors(module) if id(t) not in streamed]
+        hooks = [h for b in blocks for h in (b.register_forward_pre_hook(bring), b.register_forward_hook(send_back))]
+        originals = self._borrow(resident)
         try:
-            for m in resident if stream_blocks else [module]:
-                m.to(self.device)
             yield
         finally:
             for hook in hooks:
                 hook.remove()
-            module.to("cpu")
+            _give_back(resident, originals)
+            for block, block_originals in on_loan.items():  # left over when a forward failed
+                _give_back(_tensors(block), block_originals)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 

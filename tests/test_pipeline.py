@@ -76,7 +76,7 @@ def test_video_matches_diffusers(diffusers_folder, pipe, cfg):
 
 
 def test_seed_gives_the_same_video_and_is_reported(pipe):
-    run = lambda **kw: pipe(PROMPT, **SIZE, num_inference_steps=1, output_type="latent", **kw)  # noqa: E731
+    run = lambda **kw: pipe(PROMPT, **SIZE, num_inference_steps=1, output_type="latent", **kw)
     a, b = run(seed=7), run(generator=torch.Generator().manual_seed(7))
     assert a.seed == b.seed == 7 and torch.equal(a.frames, b.frames)
     noise = torch.randn(1, 16, 3, 6, 4, generator=torch.Generator().manual_seed(7))  # CPU, float32
@@ -105,16 +105,24 @@ def test_bad_sizes_name_the_nearest_valid(pipe):
         pipe(PROMPT, **SIZE, output_type="pil")
 
 
-def test_offload_gives_the_same_video_and_leaves_weights_on_the_cpu(pipe):
+def test_offload_gives_the_same_video_and_streams_the_blocks(pipe):
     latents = torch.randn(1, 16, 3, 6, 4, generator=torch.Generator().manual_seed(1))
     want = pipe(PROMPT, **SIZE, num_inference_steps=2, latents=latents, output_type="pt").frames
-    pipe.enable_model_cpu_offload("cpu")
+    pipe.enable_model_cpu_offload("cpu")  # no GPU here: record what is brought to the device, and when
+    loans, borrow = [], pipe._borrow
+    pipe._borrow = lambda tensors: loans.append({id(t) for t in tensors}) or borrow(tensors)
     try:
         got = pipe(PROMPT, **SIZE, num_inference_steps=2, latents=latents, output_type="pt").frames
     finally:
+        del pipe._borrow
         pipe.to("cpu")
     torch.testing.assert_close(got, want, rtol=0, atol=0)
-    assert all(not block._forward_pre_hooks and not block._forward_hooks for block in pipe.transformer.double_blocks)
+    ids = lambda module: {id(t) for t in [*module.parameters(), *module.buffers()]}
+    tr = pipe.transformer
+    blocks = [ids(b) for b in [*tr.double_blocks, *tr.single_blocks]]
+    rest = ids(tr) - set().union(*blocks)
+    assert loans == [ids(pipe.text_encoder), ids(pipe.text_encoder_2), rest, *blocks, *blocks, ids(pipe.vae)]
+    assert all(not b._forward_pre_hooks and not b._forward_hooks for b in tr.double_blocks)
 
 
 def test_layout_detection(diffusers_folder, pipe, tmp_path):
