@@ -127,6 +127,11 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--manifest", help="metadata.jsonl naming the videos and captions (default: the folder's own)")
     e.add_argument("--out", help="where to write the JSON report (default: VIDEOS/eval.json)")
     e.set_defaults(func=_run_data_eval)
+    c = data_sub.add_parser("check", help="decode every file; list the samples per bucket and what is skipped")
+    c.add_argument("root", help="dataset folder (metadata.jsonl or .txt captions)")
+    c.add_argument("--buckets", default="17x64x64,1x64x64", help="FRAMESxHEIGHTxWIDTH, comma separated")
+    c.add_argument("--out", help="write the skipped files as JSON here")
+    c.set_defaults(func=_run_data_check)
 
 
 def _run_data_synth(args: argparse.Namespace) -> int:
@@ -166,6 +171,38 @@ def _run_train_vae(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise SystemExit(f"hunyuan-video train-vae: {e}") from e
     print(f"done: {out} (log.jsonl, loss.png, checkpoint.pt; the final EMA weights in {out / 'vae'})")
+    return 0
+
+
+def _run_data_check(args: argparse.Namespace) -> int:
+    import warnings
+
+    from tqdm import tqdm
+
+    from hunyuan_video.data import DataWarning, parse_buckets
+    from hunyuan_video.data.dataset import VideoDataset
+    from hunyuan_video.video_io import read_video
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)  # the summary below lists them all
+        try:
+            dataset = VideoDataset(args.root, parse_buckets(args.buckets), verify=True)
+        except ValueError as e:
+            raise SystemExit(f"hunyuan-video data check: {e}") from e
+        for sample in tqdm(dataset.samples, desc="decoding"):
+            try:
+                frames = 1 if sample.is_image else len(read_video(sample.file))
+            except ValueError as e:
+                dataset.report.add(sample.file, f"decode failed: {e}")
+                continue
+            if frames < sample.frames:
+                dataset.report.add(sample.file, f"truncated: {frames} of {sample.frames} frames decode")
+    print(f"{len(dataset)} samples listed")
+    for bucket, group in sorted(dataset.groups.items()):
+        print(f"  bucket {bucket}: {len(group)}")
+    print(dataset.report.summary())
+    if args.out:
+        dataset.report.save(args.out)
     return 0
 
 

@@ -30,14 +30,17 @@ def _write_manifest(root, rows):
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    """Source clips written once: a long one (40 frames), a 9-frame one, a 5-frame one, a wide one, a truncated one."""
+    """Source clips written once: 40, 9 and 5 frames, a wide one, a truncated one (its header says 40 frames, about
+    half of them decode), a file that is no video at all, and an image."""
     root = tmp_path_factory.mktemp("clips")
     write_video(root / "long.mp4", _counting(40))
     write_video(root / "nine.mp4", _counting(9))
     write_video(root / "five.mp4", _counting(5))
     write_video(root / "wide.mp4", _counting(9, 32, 64))
-    data = (root / "long.mp4").read_bytes()
-    (root / "cut.mp4").write_bytes(data[: len(data) // 2])
+    noise = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    data = write_video(root / "noise.mp4", noise).read_bytes()
+    (root / "cut.mp4").write_bytes(data[: len(data) // 2])  # cut mid-stream: 16 frames decode, then it ends
+    (root / "broken.mp4").write_bytes(b"not a video " * 20)
     Image.fromarray(_counting(1, 24, 24)[0]).save(root / "still.png")
     return root
 
@@ -49,13 +52,13 @@ def _folder(tmp_path, clips, names):
 
 
 def test_manifest_reader_skips_and_reports_bad_rows(tmp_path, clips):
-    _folder(tmp_path, clips, ["long.mp4", "nine.mp4", "cut.mp4", "still.png"])
+    _folder(tmp_path, clips, ["long.mp4", "nine.mp4", "broken.mp4", "still.png"])
     (tmp_path / "notes.pdf").write_bytes(b"%PDF")
     _write_manifest(tmp_path, [
         {"file": "long.mp4", "caption": "a long clip", "objects": [{"colour": "red"}]},
         {"file": "nine.mp4", "caption": "nine frames", "fps": 24, "frames": 9, "height": 32, "width": 32},
         {"file": "still.png", "caption": "an image"},
-        {"file": "cut.mp4", "caption": "truncated"},
+        {"file": "broken.mp4", "caption": "no video"},
         {"file": "gone.mp4", "caption": "missing"},
         {"file": "long.mp4", "caption": "   "},
         {"file": "notes.pdf", "caption": "not media"},
@@ -68,7 +71,7 @@ def test_manifest_reader_skips_and_reports_bad_rows(tmp_path, clips):
         ("still.png", "an image", 1, 24, 24, True)]
     assert samples[0].meta == {"objects": [{"colour": "red"}]} and samples[0].fps == pytest.approx(24)
     reasons = {f.split("/")[-1]: r.split(":")[0] for f, r in report.skipped}
-    assert reasons == {"cut.mp4": "unreadable", "gone.mp4": "missing file", "long.mp4": "empty caption",
+    assert reasons == {"broken.mp4": "unreadable", "gone.mp4": "missing file", "long.mp4": "empty caption",
                        "notes.pdf": "unsupported type", "metadata.jsonl:8": "bad manifest line"}
     assert len(caught) == len(report) == 5 and "(5 skipped so far)" in str(caught[-1].message)
     assert report.summary().startswith("5 files skipped: ")
@@ -174,29 +177,31 @@ def test_batches_mix_buckets_at_the_ratio_and_resume_exactly(tmp_path, clips):
 
 
 def test_file_broken_at_load_time_is_replaced_and_reported(tmp_path, clips):
-    _folder(tmp_path, clips, ["long.mp4", "cut.mp4", "nine.mp4"])
-    rows = [{"file": "cut.mp4", "caption": "truncated", "frames": 40, "height": 32, "width": 32},
-            {"file": "nine.mp4", "caption": "lies about its length", "frames": 30, "height": 32, "width": 32},
-            {"file": "long.mp4", "caption": "fine", "frames": 40, "height": 32, "width": 32}]
+    _folder(tmp_path, clips, ["long.mp4", "cut.mp4", "nine.mp4", "broken.mp4"])
+    rows = [{"file": "cut.mp4", "caption": "truncated"},  # its header is fine: only decoding finds it short
+            {"file": "nine.mp4", "caption": "lies about its length", "frames": 40, "height": 32, "width": 32},
+            {"file": "broken.mp4", "caption": "no video", "frames": 40, "height": 32, "width": 32},
+            {"file": "long.mp4", "caption": "fine"}]
     _write_manifest(tmp_path, rows)
-    ds = VideoDataset(tmp_path, parse_buckets("17x16x16"))  # the manifest is trusted: nothing skipped yet
-    assert len(ds.groups[Bucket(17, 16, 16)]) == 3 and len(ds.report) == 0
-    sampler = BucketBatchSampler(ds, batch_size=3, video_image_ratio=(1, 0), seed=0)
+    ds = VideoDataset(tmp_path, parse_buckets("33x16x16"))  # the manifest is trusted: nothing skipped yet
+    assert len(ds.groups[Bucket(33, 16, 16)]) == 4 and len(ds.report) == 0
+    sampler = BucketBatchSampler(ds, batch_size=4, video_image_ratio=(1, 0), seed=0)
     loader = make_loader(ds, sampler, num_workers=1)  # through a worker process
     for _, batch in zip(range(3), loader):
-        assert batch["video"].shape == (3, 3, 17, 16, 16) and set(batch["file"]) == {str(tmp_path / "long.mp4")}
+        assert batch["video"].shape == (4, 3, 33, 16, 16) and set(batch["file"]) == {str(tmp_path / "long.mp4")}
         with pytest.warns(DataWarning) if batch["skipped"] else _no_warning():
             ds.report.add_all(batch["skipped"])
-    reasons = dict(ds.report.skipped)
-    assert set(reasons) == {str(tmp_path / "cut.mp4"), str(tmp_path / "nine.mp4")}
-    assert "past the end" in reasons[str(tmp_path / "nine.mp4")]
-    with pytest.warns(DataWarning):  # verify=True reads every header: both are caught before training
-        verified = VideoDataset(tmp_path, parse_buckets("17x16x16"), verify=True)
-    assert verified.groups == {Bucket(17, 16, 16): [1]}
+    reasons = {f.split("/")[-1]: r for f, r in ds.report.skipped}
+    assert reasons.keys() == {"cut.mp4", "nine.mp4", "broken.mp4"}
+    assert "past the end" in reasons["cut.mp4"] and "past the end" in reasons["nine.mp4"]
+    assert "not a readable video" in reasons["broken.mp4"]
+    with pytest.warns(DataWarning):  # verify=True reads every header: two of the three are caught before training
+        verified = VideoDataset(tmp_path, parse_buckets("33x16x16"), verify=True)
+    assert [verified.samples[i].file.name for i in verified.groups[Bucket(33, 16, 16)]] == ["cut.mp4", "long.mp4"]
     assert sorted(r.split(":")[0] for _, r in verified.report.skipped) == ["too short", "unreadable"]
-    _write_manifest(tmp_path, rows[:2])  # nothing readable left: then, and only then, loading fails
-    with pytest.raises(RuntimeError, match="no readable sample left in bucket 17x16x16"):
-        VideoDataset(tmp_path, parse_buckets("17x16x16"))[Request(0, Bucket(17, 16, 16), 0, 1)]
+    _write_manifest(tmp_path, rows[:3])  # nothing readable left: then, and only then, loading fails
+    with pytest.raises(RuntimeError, match="no readable sample left in bucket 33x16x16"):
+        VideoDataset(tmp_path, parse_buckets("33x16x16"))[Request(0, Bucket(33, 16, 16), 0, 1)]
 
 
 def _no_warning():
@@ -210,3 +215,15 @@ def test_report_counts_each_file_once():
     with pytest.warns(DataWarning):
         report.add_all([("a.mp4", "decode failed: x"), ("a.mp4", "decode failed: x"), ("b.mp4", "too short: 3")])
     assert len(report) == 2 and report.summary().splitlines()[0] == "2 files skipped: 1 decode failed, 1 too short"
+
+
+def test_check_command_decodes_everything(tmp_path, clips, capsys):
+    from hunyuan_video.cli import main
+
+    _folder(tmp_path, clips, ["long.mp4", "nine.mp4", "cut.mp4", "broken.mp4"])
+    _write_manifest(tmp_path, [{"file": n, "caption": n} for n in ("long.mp4", "nine.mp4", "cut.mp4", "broken.mp4")])
+    assert main(["data", "check", str(tmp_path), "--buckets", "9x16x16", "--out", str(tmp_path / "bad.json")]) == 0
+    assert "bucket 9x16x16: 3" in capsys.readouterr().out
+    bad = {row["file"].split("/")[-1]: row["reason"] for row in json.loads((tmp_path / "bad.json").read_text())}
+    assert bad.keys() == {"cut.mp4", "broken.mp4"}
+    assert bad["cut.mp4"] == "truncated: 16 of 40 frames decode"
