@@ -89,7 +89,7 @@ class VideoDataset(Dataset):
             frames = read_image(sample.file)
         else:
             frames = read_video(sample.file, range(start, start + (bucket.frames - 1) * stride + 1, stride))
-        video = torch.from_numpy(frames).permute(3, 0, 1, 2).float().div_(127.5).sub_(1.0)
+        video = torch.from_numpy(frames.transpose(3, 0, 1, 2).astype(np.float32) / 127.5 - 1.0)
         return resize_crop(video, bucket.height, bucket.width)
 
     def __getitem__(self, request: Request) -> dict[str, Any]:
