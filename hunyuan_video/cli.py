@@ -212,7 +212,10 @@ def _run_data_eval(args: argparse.Namespace) -> int:
     from hunyuan_video.eval import evaluate_folder
 
     out = Path(args.out or Path(args.videos) / "eval.json")
-    report = evaluate_folder(args.videos, args.manifest, out)
+    try:
+        report = evaluate_folder(args.videos, args.manifest, out)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"hunyuan-video data eval: {e}") from e
     speed = report["speed_accuracy"]
     print(f"{report['n']} videos: colour {report['colour_accuracy']:.1%}, motion {report['motion_accuracy']:.1%}"
           + (f", speed {speed:.1%}" if speed is not None else "") + f" (report: {out})")
