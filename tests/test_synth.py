@@ -14,6 +14,7 @@ from hunyuan_video.data.synth import (
     SIZES,
     SynthConfig,
     caption_vocabulary,
+    generate,
     held_out_combos,
     render_clip,
     sample_clip,
@@ -107,5 +108,9 @@ def test_cli_writes_mp4s_and_manifest(tmp_path):
         info = video_info(out / row["file"])
         assert (info.frames, info.height, info.width) == (9, 32, 48) and info.fps == pytest.approx(12)
     assert read_video(out / rows[0]["file"]).shape == (9, 32, 48, 3)
+    again = tmp_path / "again"  # the same seed writes the same bytes
+    generate(again, 3, seed=7, split="test", config=SynthConfig(32, 48, 9, 12), progress=False)
+    for name in ["metadata.jsonl", "world.json"] + [r["file"] for r in rows]:
+        assert (again / name).read_bytes() == (out / name).read_bytes(), name
     with pytest.raises(SystemExit, match="even"):
         main(["data", "synth", str(out), "--clips", "1", "--size", "15"])
