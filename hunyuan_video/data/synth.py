@@ -107,6 +107,7 @@ class SynthConfig:
     supersample: int = 4  # antialiasing: draw at this many times the size, then box-filter down
 
     def __post_init__(self) -> None:
+        self.fps = float(self.fps)
         if self.height < 16 or self.width < 16 or self.height % 2 or self.width % 2:
             raise ValueError(f"height and width must be even and >= 16, got {self.height}x{self.width}")
         if self.frames < 5:
