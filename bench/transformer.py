@@ -6,7 +6,7 @@ token-wise linear layer plus attention's two matmuls) and, on a GPU, its share o
 
     python bench/transformer.py                                   # CPU, bench-mid preset, small grid
     python bench/transformer.py --device cuda --dtype bfloat16 --preset HYVideo-T/2-cfgdistill \\
-        --grid 33 68 120 --runs 5                                 # 129 frames at 544x960, the real config
+        --grid 33 68 120 --runs 5 --compile                       # 129 frames at 544x960, the real config
 
 Prints a markdown row for BENCHMARKS.md.
 """
@@ -92,11 +92,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile our blocks (fuses the elementwise ops)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the card's dense bf16 peak (H100 SXM: 989)")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config, dtype = TRANSFORMER_PRESETS[args.preset], getattr(torch, args.dtype)
     ours, theirs = build_pair(config, args.device, dtype)
+    if args.compile:
+        for block in [*ours.double_blocks, *ours.single_blocks]:
+            block.compile()
     inputs = make_inputs(config, args.grid, args.text_len, args.real_text, args.device, dtype)
     ref_inputs = {**inputs, "text_mask": inputs["text_mask"].to(args.device)}
     run_ours = lambda: ours(**inputs)
@@ -104,7 +111,8 @@ def main() -> None:
                                 ref_inputs["text_states_2"], ref_inputs["guidance"], return_dict=False)[0]
 
     with torch.no_grad():
-        err = ((run_ours().float() - run_theirs().float()).norm() / run_theirs().float().norm()).item()  # + warm-up
+        a, b = run_ours().float(), run_theirs().float()  # also the warm-up
+        err = ((a - b).norm() / b.norm()).item()
         times = {"ours": [], "diffusers": []}
         for _ in range(args.runs):
             times["ours"].append(timed(run_ours, args.device))
@@ -117,11 +125,12 @@ def main() -> None:
     achieved = flops / ours_s / 1e12
     peak = f"{100 * achieved / args.peak_tflops:.0f}% of {args.peak_tflops:g}" if args.device == "cuda" else "n/a"
     print(f"times ours {times['ours']} diffusers {times['diffusers']}; relative difference {err:.1e}")
+    print(f"compiled: {args.compile}; threads: {torch.get_num_threads()}")
     print("| device | preset | dtype | latent grid | video tokens | text (real/padded) | ours s | diffusers s "
           "| speed-up | ours TFLOP/s | % of bf16 peak |")
     print(f"| {args.device} | {args.preset} | {args.dtype} | {'x'.join(map(str, args.grid))} | {video_tokens} | "
           f"{args.real_text}/{args.text_len} | {ours_s:.3f} | {theirs_s:.3f} | {theirs_s / ours_s:.2f}x | "
-          f"{achieved:.3f} | {peak} |")
+          f"{achieved:.3g} | {peak} |")
 
 
 if __name__ == "__main__":
