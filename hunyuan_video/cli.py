@@ -11,7 +11,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hunyuan-video", description=__doc__)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_generate, _add_info, _add_data, _add_train_vae):
+    for add in (_add_generate, _add_info, _add_data, _add_train_vae, _add_cache, _add_train):
         add(sub)
     return parser
 
@@ -219,6 +219,49 @@ def _run_data_eval(args: argparse.Namespace) -> int:
     speed = report["speed_accuracy"]
     print(f"{report['n']} videos: colour {report['colour_accuracy']:.1%}, motion {report['motion_accuracy']:.1%}"
           + (f", speed {speed:.1%}" if speed is not None else "") + f" (report: {out})")
+    return 0
+
+
+def _add_cache(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cache", help="encode a dataset once for transformer training (VAE latents + text states)",
+                       description="Encode every clip of the config's dataset into every bucket of its curriculum "
+                                   "with the VAE, and every caption with both text encoders, into safetensors files "
+                                   "in the config's cache_dir. `train` refuses a cache built from other inputs.")
+    p.add_argument("config", help="a JSON file with the fields of hunyuan_video.train.dit.DiTTrainConfig")
+    p.set_defaults(func=_run_cache)
+
+
+def _run_cache(args: argparse.Namespace) -> int:
+    from hunyuan_video.train.cache import build_cache
+    from hunyuan_video.train.dit import load_train_config
+
+    try:
+        out = build_cache(load_train_config(args.config))
+    except ValueError as e:
+        raise SystemExit(f"hunyuan-video cache: {e}") from e
+    print(f"wrote the latent cache to {out}")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train or fine-tune the transformer (flow matching) from a JSON config",
+                       description="Flow-matching training over the latent cache (run `cache` first): progressive "
+                                   "stages of buckets, caption dropout, AdamW, warm-up, clipping, EMA. Writes "
+                                   "checkpoint.pt, log.jsonl, loss.png, samples/ and transformer_ema.safetensors.")
+    p.add_argument("config", help="a JSON file with the fields of hunyuan_video.train.dit.DiTTrainConfig")
+    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from hunyuan_video.train.dit import load_train_config, train
+
+    try:
+        out = train(load_train_config(args.config), resume=args.resume, max_steps=args.max_steps)
+    except ValueError as e:
+        raise SystemExit(f"hunyuan-video train: {e}") from e
+    print(f"training output in {out}")
     return 0
 
 

@@ -1,0 +1,216 @@
+"""The latent cache: clips encoded once by the VAE, captions once by the text encoders, into safetensors files.
+
+Layout of a cache folder:
+```
+cache.json                what built it (a fingerprint of VAE, encoders, data, buckets) and what it holds
+text.safetensors          states (N, L, D), mask (N, L), pooled (N, D2) per clip, and null_* for the empty caption
+FxHxW/00000.safetensors   per bucket, in shards: latent mean and std (n, C, t, h, w), already scaled, and clip (n,)
+```
+Training draws `x0 = mean + std * eps` (a sample of the VAE's posterior) and looks the text up by clip index, so
+a clip cached in several buckets (as a video and as an image) keeps one copy of its text states.
+A cache whose fingerprint differs from what the training config points at is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from hunyuan_video.data.buckets import Bucket
+from hunyuan_video.data.dataset import VideoDataset
+from hunyuan_video.data.manifest import read_dataset
+from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder
+
+if TYPE_CHECKING:
+    from hunyuan_video.train.dit import DiTTrainConfig
+
+CACHE_FORMAT = 1
+
+
+def bucket_name(bucket: tuple[int, int, int]) -> str:
+    """The folder name of a bucket: `FRAMESxHEIGHTxWIDTH`."""
+    return "x".join(str(v) for v in bucket)
+
+
+def hash_path(path: str | Path) -> str:
+    """sha256 over a file, or over every file of a folder (relative names and contents, in sorted order)."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path} does not exist")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        inner = hashlib.sha256()
+        with file.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                inner.update(chunk)
+        digest.update(inner.digest())
+    return digest.hexdigest()
+
+
+@dataclass
+class BucketLatents:
+    """The cached latents of one bucket: posterior mean and std (scaled) and the clip each row came from."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    clip: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.mean.shape[0]
+
+
+@dataclass
+class TextStates:
+    """Cached encoder outputs per clip, plus the empty caption's (used for caption dropout)."""
+
+    states: torch.Tensor
+    mask: torch.Tensor
+    pooled: torch.Tensor
+    null_states: torch.Tensor
+    null_mask: torch.Tensor
+    null_pooled: torch.Tensor
+
+
+@dataclass
+class LatentCache:
+    """A loaded cache: latents by bucket and text states by clip."""
+
+    buckets: dict[tuple[int, int, int], BucketLatents]
+    text: TextStates
+    meta: dict[str, Any]
+
+
+def write_cache(
+    cache_dir: str | Path,
+    fingerprint: dict[str, Any],
+    text: TextStates,
+    buckets: dict[tuple[int, int, int], BucketLatents],
+    shard_size: int = 1024,
+) -> Path:
+    """Write a cache folder; `cache.json` is written last, so a half-written cache is never read as complete."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    (cache_dir / "cache.json").unlink(missing_ok=True)
+    save_file({k: v.contiguous() for k, v in vars(text).items()}, cache_dir / "text.safetensors")
+    index = {}
+    for bucket, latents in buckets.items():
+        folder = cache_dir / bucket_name(bucket)
+        folder.mkdir(exist_ok=True)
+        for old in folder.glob("*.safetensors"):
+            old.unlink()
+        shards = []
+        for i, start in enumerate(range(0, len(latents), shard_size)):
+            part = {k: v[start : start + shard_size].contiguous() for k, v in vars(latents).items()}
+            save_file(part, folder / f"{i:05d}.safetensors")
+            shards.append(f"{bucket_name(bucket)}/{i:05d}.safetensors")
+        index[bucket_name(bucket)] = {"count": len(latents), "shards": shards}
+    meta = {"format": CACHE_FORMAT, "fingerprint": fingerprint, "clips": int(text.states.shape[0]), "buckets": index}
+    (cache_dir / "cache.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return cache_dir
+
+
+def read_cache(
+    cache_dir: str | Path, fingerprint: dict[str, Any], buckets: list[tuple[int, int, int]]
+) -> LatentCache:
+    """Load the `buckets` of a cache, refusing one that is missing, incomplete, built from other inputs than
+    `fingerprint`, or without (samples in) some of `buckets`."""
+    cache_dir = Path(cache_dir)
+    meta_path = cache_dir / "cache.json"
+    if not meta_path.is_file():
+        raise ValueError(f"no complete latent cache in {cache_dir}: run `hunyuan-video cache CONFIG` first")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != CACHE_FORMAT:
+        raise ValueError(f"latent cache {cache_dir} has format {meta.get('format')}, expected {CACHE_FORMAT}: "
+                         "rerun `hunyuan-video cache CONFIG`")
+    stale = [key for key in sorted(set(fingerprint) | set(meta["fingerprint"]))
+             if fingerprint.get(key) != meta["fingerprint"].get(key)]
+    if stale:
+        raise ValueError(
+            f"latent cache {cache_dir} is stale: {', '.join(stale)} changed since it was built; "
+            "rerun `hunyuan-video cache CONFIG`"
+        )
+    missing = [bucket_name(b) for b in buckets if not meta["buckets"].get(bucket_name(b), {}).get("count")]
+    if missing:
+        raise ValueError(f"latent cache {cache_dir} has no samples in buckets {missing}: "
+                         "rerun `hunyuan-video cache CONFIG` with the config that trains them")
+    text = TextStates(**load_file(cache_dir / "text.safetensors"))
+    latents = {}
+    for bucket in buckets:
+        parts = [load_file(cache_dir / shard) for shard in meta["buckets"][bucket_name(bucket)]["shards"]]
+        latents[bucket] = BucketLatents(**{k: torch.cat([p[k] for p in parts]) for k in ("mean", "std", "clip")})
+    return LatentCache(buckets=latents, text=text, meta=meta)
+
+
+def cache_fingerprint(config: DiTTrainConfig) -> dict[str, Any]:
+    """What a cache's contents depend on: the VAE, both encoders, the dataset's samples, the text length."""
+    samples, _ = read_dataset(config.data)
+    listing = [[str(s.file), s.caption, s.frames, s.height, s.width] for s in samples]
+    return {
+        "vae": hash_path(config.vae),
+        "text_encoder": hash_path(config.text_encoder),
+        "text_encoder_2": hash_path(config.text_encoder_2),
+        "data": hashlib.sha256(json.dumps(listing).encode()).hexdigest(),
+        "text_max_length": config.text_max_length,
+    }
+
+
+@torch.no_grad()
+def encode_captions(
+    captions: list[str], llm: LLMTextEncoder, clip: CLIPTextEncoder, batch_size: int = 64
+) -> TextStates:
+    """Text states of every caption and of the empty caption, cut to the longest real length among them."""
+    parts = [(*llm(captions[i : i + batch_size]), clip(captions[i : i + batch_size]))
+             for i in range(0, len(captions), batch_size)]
+    null_states, null_mask = llm([""])
+    states = torch.cat([p[0] for p in parts]).float()
+    mask = torch.cat([p[1] for p in parts]).cpu()
+    longest = int(torch.cat([mask, null_mask.cpu()]).sum(1).max())
+    return TextStates(
+        states=states[:, :longest].cpu(), mask=mask[:, :longest], pooled=torch.cat([p[2] for p in parts]).float().cpu(),
+        null_states=null_states[:, :longest].float().cpu(), null_mask=null_mask[:, :longest].cpu(),
+        null_pooled=clip([""]).float().cpu(),
+    )
+
+
+@torch.no_grad()
+def build_cache(config: DiTTrainConfig, batch_size: int = 8, progress: bool = True) -> Path:
+    """Encode every clip of `config.data` into its buckets of the curriculum, and every caption, once.
+
+    Which clip goes to which bucket is `VideoDataset`'s rule (a video to its best video bucket, and its first frame
+    to the image bucket); unreadable files are skipped and reported.
+    """
+    from hunyuan_video.checkpoint import load_vae
+
+    dataset = VideoDataset(config.data, [Bucket(*b) for b in config.buckets])
+    device = torch.device(config.device)
+    llm = LLMTextEncoder.from_pretrained(config.text_encoder, device=device, max_length=config.text_max_length)
+    clip = CLIPTextEncoder.from_pretrained(config.text_encoder_2, device=device)
+    text = encode_captions([s.caption for s in dataset.samples], llm, clip)
+    del llm, clip
+    vae = load_vae(config.vae, dtype=torch.float32, device=device)
+    scale = vae.config.scaling_factor
+    buckets = {}
+    for bucket in config.buckets:
+        group = dataset.groups.get(Bucket(*bucket), [])
+        means, stds = [], []
+        for start in tqdm(range(0, len(group), batch_size), desc=f"cache {bucket_name(bucket)}",
+                          disable=not progress):
+            video = torch.stack([dataset.load(i, Bucket(*bucket)) for i in group[start : start + batch_size]])
+            posterior = vae.encode(video.to(device))
+            means.append((posterior.mean * scale).cpu())
+            stds.append((posterior.std * scale).cpu())
+        if not means:
+            raise ValueError(f"no sample of {config.data} fits bucket {bucket_name(bucket)}: change the stages")
+        buckets[bucket] = BucketLatents(torch.cat(means), torch.cat(stds), torch.tensor(group, dtype=torch.int64))
+    if len(dataset.report):
+        print(dataset.report.summary())
+    return write_cache(config.cache_dir, cache_fingerprint(config), text, buckets)

@@ -1,0 +1,296 @@
+"""Text-to-video training of the HunyuanVideo transformer with flow matching, reading a latent cache.
+
+One step: pick a bucket of the current stage, draw a batch of cached latents and text states, drop some
+captions (classifier-free guidance), sample t, mix `x_t = (1 - t) x0 + t noise`, predict `noise - x0`, MSE.
+Every random draw of step `s` comes from a generator seeded with `(seed, s)`, so a resumed run replays
+exactly the batches, noise and times an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from hunyuan_video.checkpoint import load_transformer, save_transformer
+from hunyuan_video.config import TransformerConfig, config_from_dict, config_to_dict
+from hunyuan_video.models.transformer import HunyuanVideoTransformer
+from hunyuan_video.scheduler import TIME_SAMPLERS, add_noise, sample_time, velocity_target
+from hunyuan_video.train.cache import LatentCache, cache_fingerprint, read_cache
+from hunyuan_video.train.common import (
+    EMA,
+    JsonlLogger,
+    autocast_context,
+    load_checkpoint,
+    plot_losses,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    warmup_lambda,
+)
+
+
+@dataclass
+class Stage:
+    """One step of the curriculum: the buckets `(frames, height, width)` it trains, for how long, in what batch."""
+
+    name: str
+    steps: int
+    batch_size: int
+    buckets: tuple[tuple[int, int, int], ...]
+    bucket_weights: tuple[float, ...] | None = None  # how often each bucket is drawn; equal when None
+
+    def __post_init__(self) -> None:
+        self.buckets = tuple(tuple(int(v) for v in b) for b in self.buckets)
+        if self.steps <= 0 or self.batch_size <= 0:
+            raise ValueError(f"stage {self.name!r}: steps and batch_size must be positive")
+        if not self.buckets or any(len(b) != 3 for b in self.buckets):
+            raise ValueError(f"stage {self.name!r}: buckets must be a non-empty list of [frames, height, width]")
+        if self.bucket_weights is not None:
+            self.bucket_weights = tuple(float(w) for w in self.bucket_weights)
+            if len(self.bucket_weights) != len(self.buckets) or min(self.bucket_weights) < 0:
+                raise ValueError(f"stage {self.name!r}: give one non-negative weight per bucket")
+
+
+@dataclass
+class DiTTrainConfig:
+    """Everything `hunyuan-video cache` and `hunyuan-video train` read; paths are relative to the working directory."""
+
+    data: str  # dataset folder (its metadata.jsonl lists clips and captions)
+    vae: str  # the frozen parts: a VAE checkpoint or folder, and the two text encoder folders
+    text_encoder: str
+    text_encoder_2: str
+    cache_dir: str
+    out_dir: str
+    stages: list[Stage]
+    transformer: dict[str, Any] = field(default_factory=dict)  # TransformerConfig fields of a fresh model
+    init_from: str | None = None  # a transformer checkpoint to fine-tune instead of a fresh model
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    time_sampling: str = "logit_normal"
+    time_shift: float = 1.0  # for "shifted": t' = s t / (1 + (s - 1) t)
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    caption_dropout: float = 0.1
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    log_every: int = 10
+    checkpoint_every: int = 500
+    sample_every: int = 0  # 0: only at the end
+    sample_prompts: list[str] = field(default_factory=list)
+    sample_steps: int = 20
+    sample_guidance: float = 5.0
+    sample_size: tuple[int, int, int] = (17, 64, 64)  # frames, height, width
+    sample_shift: float = 7.0
+    embedded_guidance: float = 6.0  # fed to models with a guidance embedding (fine-tuning the released model)
+    text_max_length: int = 256  # LLM tokens after the template (the official 256)
+    export: str | None = None  # also write the final EMA transformer here (a .safetensors path)
+
+    def __post_init__(self) -> None:
+        self.stages = [s if isinstance(s, Stage) else config_from_dict(Stage, s) for s in self.stages]
+        self.betas = tuple(self.betas)
+        self.sample_size = tuple(self.sample_size)
+        if not self.stages:
+            raise ValueError("the config needs at least one stage")
+        if self.time_sampling not in TIME_SAMPLERS:
+            raise ValueError(f"time_sampling {self.time_sampling!r} is not one of {TIME_SAMPLERS}")
+        if not 0.0 <= self.caption_dropout < 1.0:
+            raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        if self.init_from is None and not self.transformer:
+            raise ValueError("give either `transformer` (the config of a fresh model) or `init_from` (weights)")
+
+    @property
+    def total_steps(self) -> int:
+        """The length of the whole curriculum."""
+        return sum(s.steps for s in self.stages)
+
+    @property
+    def buckets(self) -> list[tuple[int, int, int]]:
+        """Every bucket some stage trains, sorted (what the cache must hold)."""
+        return sorted({b for s in self.stages for b in s.buckets})
+
+    def stage_at(self, step: int) -> Stage:
+        """The stage that trains global step `step` (0-based)."""
+        for stage in self.stages:
+            if step < stage.steps:
+                return stage
+            step -= stage.steps
+        raise ValueError(f"step {step} is past the end of the curriculum")
+
+
+def load_train_config(path: str | Path) -> DiTTrainConfig:
+    """Read a training config from JSON; unknown keys are an error (a typo must not be silently ignored)."""
+    data = json.loads(Path(path).read_text())
+    known = set(DiTTrainConfig.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown config keys {unknown}; known keys are {sorted(known)}")
+    return config_from_dict(DiTTrainConfig, data)
+
+
+def draw_batch(cache: LatentCache, stage: Stage, caption_dropout: float, generator: torch.Generator) -> dict:
+    """A batch of one bucket of `stage`: `x0` sampled from the cached posterior and the clips' text states.
+
+    A caption is replaced by the empty caption with probability `caption_dropout` (for classifier-free guidance).
+    """
+    weights = torch.tensor(stage.bucket_weights or [1.0] * len(stage.buckets))
+    bucket = stage.buckets[int(torch.multinomial(weights, 1, generator=generator))]
+    latents = cache.buckets[bucket]
+    idx = torch.randint(len(latents), (stage.batch_size,), generator=generator)
+    mean, std = latents.mean[idx].float(), latents.std[idx].float()
+    x0 = mean + std * torch.randn(mean.shape, generator=generator)
+    text, clip = cache.text, latents.clip[idx]
+    drop = torch.rand(stage.batch_size, generator=generator) < caption_dropout
+    return {
+        "x0": x0,
+        "text_states": torch.where(drop[:, None, None], text.null_states, text.states[clip]).float(),
+        "text_mask": torch.where(drop[:, None], text.null_mask, text.mask[clip]),
+        "text_states_2": torch.where(drop[:, None], text.null_pooled, text.pooled[clip]).float(),
+    }
+
+
+def build_transformer(config: DiTTrainConfig) -> HunyuanVideoTransformer:
+    """A fresh transformer (seeded by `config.seed`) or the weights of `config.init_from`, in float32."""
+    if config.init_from:
+        return load_transformer(config.init_from, dtype=torch.float32)
+    torch.manual_seed(config.seed)
+    return HunyuanVideoTransformer(config_from_dict(TransformerConfig, config.transformer))
+
+
+def flow_matching_loss(
+    model: HunyuanVideoTransformer, batch: dict, config: DiTTrainConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """MSE between the predicted and the true velocity `noise - x0` at `x_t = (1 - t) x0 + t noise`."""
+    x0 = batch["x0"]
+    t = sample_time(x0.shape[0], config.time_sampling, config.time_shift, config.logit_mean, config.logit_std,
+                    generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    device = torch.device(config.device)
+    x_t, target = add_noise(x0, noise, t).to(device), velocity_target(x0, noise).to(device)
+    guidance = None
+    if model.config.guidance_embed:
+        guidance = torch.full((x0.shape[0],), config.embedded_guidance * 1000.0, device=device)
+    with autocast_context(device):
+        pred = model(x_t, (t * 1000.0).to(device), batch["text_states"].to(device), batch["text_mask"],
+                     batch["text_states_2"].to(device), guidance)
+    return F.mse_loss(pred.float(), target)
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = None, progress: bool = True) -> Path:
+    """Run (or with `resume`, continue) the curriculum; returns the output folder.
+
+    Writes `checkpoint.pt` (model, EMA, optimizer, LR schedule, step, RNG), `log.jsonl`, `loss.png`,
+    `samples/step_N/*.mp4` and `transformer_ema.safetensors` (the final averaged weights) to `out_dir`.
+    `max_steps` stops early (after that many steps in total) so that a later `resume` can go on.
+    """
+    out = Path(config.out_dir)
+    device = torch.device(config.device)
+    cache = read_cache(config.cache_dir, cache_fingerprint(config), config.buckets)
+    model = build_transformer(config).to(device).train()
+    model.gradient_checkpointing = config.gradient_checkpointing
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
+                                  weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(config.warmup_steps))
+    ema = EMA(model, config.ema_decay)
+    step = 0
+    checkpoint_path = out / "checkpoint.pt"
+    if resume:
+        state = load_checkpoint(checkpoint_path)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        set_rng_state(state["rng"])
+        step = state["step"]
+    elif checkpoint_path.exists():
+        raise ValueError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another out_dir")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
+    logger = JsonlLogger(out / "log.jsonl")
+    end = min(config.total_steps, max_steps or config.total_steps)
+
+    def save() -> None:
+        save_checkpoint(checkpoint_path, model=model.state_dict(), ema=ema.state_dict(),
+                        optimizer=optimizer.state_dict(), schedule=schedule.state_dict(), rng=rng_state(), step=step)
+
+    bar = tqdm(total=end, initial=step, desc="train", disable=not progress)
+    while step < end:
+        generator = _step_generator(config.seed, step)
+        stage = config.stage_at(step)
+        batch = draw_batch(cache, stage, config.caption_dropout, generator)
+        loss = flow_matching_loss(model, batch, config, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        schedule.step()
+        ema.update(model)
+        step += 1
+        bar.update()
+        bar.set_postfix(loss=f"{loss.item():.4f}", stage=stage.name)
+        if step % config.log_every == 0 or step == end:
+            logger.log(step, loss=loss.detach(), grad_norm=grad_norm, lr=schedule.get_last_lr()[0])
+        if step % config.checkpoint_every == 0 or step == end:
+            save()
+        if config.sample_prompts and (config.sample_every and step % config.sample_every == 0 or
+                                      step == config.total_steps):
+            write_samples(config, model, ema, step)
+    bar.close()
+    plot_losses(out / "log.jsonl", out / "loss.png")
+    if step == config.total_steps:
+        export_ema(model, ema, out / "transformer_ema.safetensors")
+        if config.export:
+            export_ema(model, ema, config.export)
+    return out
+
+
+def export_ema(model: HunyuanVideoTransformer, ema: EMA, path: str | Path) -> Path:
+    """Write the EMA weights as a transformer checkpoint (safetensors with its config) at `path`."""
+    averaged = HunyuanVideoTransformer(model.config)
+    ema.copy_to(averaged)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_transformer(averaged, path)
+    return path
+
+
+@torch.no_grad()
+def write_samples(config: DiTTrainConfig, model: HunyuanVideoTransformer, ema: EMA, step: int) -> list[Path]:
+    """Sample `config.sample_prompts` with the EMA weights (fixed seeds) into `out_dir/samples/step_N/i.mp4`."""
+    from hunyuan_video.checkpoint import load_vae
+    from hunyuan_video.pipeline import HunyuanVideoPipeline
+    from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder
+    from hunyuan_video.video_io import write_video
+
+    device = torch.device(config.device)
+    averaged = HunyuanVideoTransformer(model.config).to(device)
+    ema.copy_to(averaged)
+    pipe = HunyuanVideoPipeline(
+        averaged, load_vae(config.vae, dtype=torch.float32, device=device),
+        LLMTextEncoder.from_pretrained(config.text_encoder, device=device, max_length=config.text_max_length),
+        CLIPTextEncoder.from_pretrained(config.text_encoder_2, device=device),
+    )
+    pipe.progress = False
+    frames, height, width = config.sample_size
+    embedded = model.config.guidance_embed
+    paths = []
+    for i, prompt in enumerate(config.sample_prompts):
+        video = pipe(prompt, height=height, width=width, num_frames=frames, num_inference_steps=config.sample_steps,
+                     guidance_scale=config.embedded_guidance, cfg_scale=1.0 if embedded else config.sample_guidance,
+                     flow_shift=config.sample_shift, seed=i).frames[0]
+        paths.append(write_video(Path(config.out_dir) / "samples" / f"step_{step:06d}" / f"{i}.mp4", video, fps=8))
+    return paths

@@ -1,0 +1,187 @@
+"""The tiny text encoders of the embedded model: a small Llama and a small CLIP text model, given meaning cheaply.
+
+HunyuanVideo conditions on two frozen encoders; the tiny model keeps both, in the same `transformers` classes and
+through the same `text_encoder.py` code as the real ones, over a word-level vocabulary of the synthetic captions:
+- the Llama is pretrained as a language model on the captions wrapped in the video prompt template (loss on the
+  caption tokens only; the template is the same every time), so its states carry the words and their context;
+- the CLIP text model is trained to predict, from its pooled output, which words the caption holds (a linear
+  bag-of-words head, dropped afterwards), so the pooled vector sums up the whole caption.
+Both are then frozen and saved in the layout of a real model: `text_encoder/` and `text_encoder_2/`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from hunyuan_video.text_encoder import VIDEO_TEMPLATE, build_word_tokenizer, template_crop_start
+
+
+@dataclass
+class TinyTextEncoderConfig:
+    """Sizes and pretraining schedule of the tiny encoder pair."""
+
+    llm_hidden: int = 128
+    llm_layers: int = 4
+    llm_heads: int = 4
+    llm_steps: int = 800
+    clip_hidden: int = 64
+    clip_layers: int = 2
+    clip_heads: int = 2
+    clip_steps: int = 800
+    batch_size: int = 32
+    lr: float = 3e-3
+    seed: int = 0
+
+
+def build_tiny_llm(tokenizer: PreTrainedTokenizerFast, config: TinyTextEncoderConfig) -> LlamaForCausalLM:
+    """A randomly initialised small Llama language model over `tokenizer`'s vocabulary."""
+    llm_config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=config.llm_hidden, intermediate_size=3 * config.llm_hidden,
+        num_hidden_layers=config.llm_layers, num_attention_heads=config.llm_heads,
+        num_key_value_heads=config.llm_heads, max_position_embeddings=256, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(llm_config)
+
+
+def build_tiny_clip(tokenizer: PreTrainedTokenizerFast, config: TinyTextEncoderConfig) -> CLIPTextModel:
+    """A randomly initialised small CLIP text model over `tokenizer`'s vocabulary (pooled at the end-of-text token)."""
+    clip_config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=config.clip_hidden, intermediate_size=4 * config.clip_hidden,
+        num_hidden_layers=config.clip_layers, num_attention_heads=config.clip_heads, max_position_embeddings=77,
+        projection_dim=config.clip_hidden, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(clip_config)
+
+
+def _batches(n: int, batch_size: int, steps: int, generator: torch.Generator):
+    for _ in range(steps):
+        yield torch.randint(n, (batch_size,), generator=generator).tolist()
+
+
+def pretrain_llm(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, captions: list[str], config: TinyTextEncoderConfig
+) -> list[float]:
+    """Next-token training on `VIDEO_TEMPLATE.format(caption)`, the loss on the caption's tokens; returns the losses.
+
+    The template's prefix is the same for every caption, so each step runs it once (without gradient) and the
+    captions attend to its cached keys and values: about 8x less compute than running the whole template.
+    """
+    crop = template_crop_start(tokenizer)
+    enc = tokenizer([VIDEO_TEMPLATE.format(c) for c in captions], padding=True, return_tensors="pt")
+    prefix, ids, mask = enc["input_ids"][:1, :crop], enc["input_ids"][:, crop:], enc["attention_mask"][:, crop:]
+    positions = torch.arange(crop, crop + ids.shape[1])[None]
+
+    def loss(idx: list[int]) -> torch.Tensor:
+        with torch.no_grad():
+            cache = model.model(input_ids=prefix, use_cache=True).past_key_values
+        cache.batch_repeat_interleave(len(idx))
+        full_mask = torch.cat([torch.ones(len(idx), crop, dtype=mask.dtype), mask[idx]], dim=1)
+        logits = model(input_ids=ids[idx], attention_mask=full_mask, past_key_values=cache,
+                       position_ids=positions.expand(len(idx), -1)).logits
+        labels = ids[idx, 1:].masked_fill(mask[idx, 1:] == 0, -100)
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels.flatten())
+
+    return _train(model, config.llm_steps, config, loss, len(captions), "pretrain tiny Llama")
+
+
+def pretrain_clip(
+    model: CLIPTextModel, tokenizer: PreTrainedTokenizerFast, captions: list[str], config: TinyTextEncoderConfig
+) -> list[float]:
+    """Train the pooled output to tell, through a linear head, which words the caption holds; returns the losses."""
+    enc = tokenizer(captions, padding=True, return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    words = torch.zeros(len(captions), len(tokenizer))
+    words.scatter_(1, ids, 1.0)
+    words[:, tokenizer.all_special_ids] = 0.0
+    head = torch.nn.Linear(model.config.hidden_size, len(tokenizer))
+    model.add_module("bag_of_words_head", head)  # trained with the model, removed before saving
+
+    def loss(idx: list[int]) -> torch.Tensor:
+        pooled = model(input_ids=ids[idx], attention_mask=mask[idx]).pooler_output
+        return F.binary_cross_entropy_with_logits(head(pooled), words[idx])
+
+    try:
+        return _train(model, config.clip_steps, config, loss, len(captions), "pretrain tiny CLIP")
+    finally:
+        del model.bag_of_words_head
+
+
+def _train(model: torch.nn.Module, steps: int, config: TinyTextEncoderConfig, loss_fn, n: int, desc: str) -> list:
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
+    cosine = lambda s: 0.5 * (1 + math.cos(math.pi * s / steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+    model.train()
+    losses = []
+    bar = tqdm(_batches(n, config.batch_size, steps, generator), total=steps, desc=desc)
+    for idx in bar:
+        loss = loss_fn(idx)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    model.eval().requires_grad_(False)
+    return losses
+
+
+def make_tiny_text_encoders(
+    captions: list[str], out_dir: str | Path, config: TinyTextEncoderConfig | None = None,
+    extra_words: list[str] = (),
+) -> dict[str, list[float]]:
+    """Build, pretrain and save the tiny pair into `out_dir/text_encoder` and `out_dir/text_encoder_2`.
+
+    `captions` is the training corpus; the vocabulary is every word in it, in `extra_words` and in the template.
+    Returns the losses of both pretrainings.
+    """
+    config = config or TinyTextEncoderConfig()
+    if not captions:
+        raise ValueError("make_tiny_text_encoders needs a non-empty caption corpus")
+    torch.manual_seed(config.seed)
+    out_dir = Path(out_dir)
+    losses = {}
+    llm_tokenizer = build_word_tokenizer([*captions, *extra_words], kind="llm")
+    llm = build_tiny_llm(llm_tokenizer, config)
+    losses["llm"] = pretrain_llm(llm, llm_tokenizer, captions, config)
+    llm.save_pretrained(out_dir / "text_encoder")
+    llm_tokenizer.save_pretrained(out_dir / "text_encoder")
+    clip_tokenizer = build_word_tokenizer([*captions, *extra_words], kind="clip")
+    clip = build_tiny_clip(clip_tokenizer, config)
+    losses["clip"] = pretrain_clip(clip, clip_tokenizer, captions, config)
+    clip.save_pretrained(out_dir / "text_encoder_2")
+    clip_tokenizer.save_pretrained(out_dir / "text_encoder_2")
+    return losses
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m hunyuan_video.train.text_encoders OUT`: the tiny pair, pretrained on synthetic train captions."""
+    import argparse
+    import json
+
+    from hunyuan_video.data.synth import caption_vocabulary, sample_clip
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("out", help="model folder: writes OUT/text_encoder and OUT/text_encoder_2")
+    parser.add_argument("--captions", type=int, default=4000, help="train-split captions in the corpus")
+    parser.add_argument("--world-seed", type=int, default=0, help="seed of the synthetic world (its held-out split)")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation and batch order")
+    args = parser.parse_args(argv)
+    captions = [sample_clip(i, args.world_seed, "train").caption for i in range(args.captions)]
+    losses = make_tiny_text_encoders(captions, args.out, TinyTextEncoderConfig(seed=args.seed),
+                                     extra_words=caption_vocabulary())
+    summary = {k: {"first": v[0], "last": sum(v[-20:]) / len(v[-20:])} for k, v in losses.items()}
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Transformer training: the curriculum, caption dropout, a loss that goes down, an exact resume, clear errors."""
+
+import json
+
+import pytest
+import torch
+from test_cache import IMAGE, VIDEO, make_setup
+
+from hunyuan_video.train.cache import build_cache, cache_fingerprint, read_cache
+from hunyuan_video.train.common import load_checkpoint, read_jsonl
+from hunyuan_video.train.dit import (
+    DiTTrainConfig,
+    build_transformer,
+    draw_batch,
+    flow_matching_loss,
+    load_train_config,
+    train,
+)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dit")
+    fields = make_setup(root)
+    build_cache(DiTTrainConfig(**fields), progress=False)
+    return fields
+
+
+def test_stages_pick_their_buckets_and_dropout_uses_the_empty_caption(base):
+    config = DiTTrainConfig(**base, caption_dropout=0.5)
+    assert config.total_steps == 4 and config.buckets == [IMAGE, VIDEO]
+    assert [config.stage_at(s).name for s in range(4)] == ["images", "images", "video", "video"]
+    with pytest.raises(ValueError, match="past the end"):
+        config.stage_at(4)
+    cache = read_cache(config.cache_dir, cache_fingerprint(config), config.buckets)
+    gen = torch.Generator().manual_seed(0)
+    shapes = {tuple(draw_batch(cache, config.stage_at(0), 0.5, gen)["x0"].shape) for _ in range(5)}
+    assert shapes == {(2, 16, 1, 4, 4)}
+    shapes = [draw_batch(cache, config.stage_at(2), 0.5, gen)["x0"].shape[2] for _ in range(40)]
+    assert 20 < shapes.count(3) < 40 and shapes.count(1) > 0  # bucket weights 3:1
+    batches = [draw_batch(cache, config.stage_at(0), 0.5, gen) for _ in range(20)]
+    pooled = torch.cat([b["text_states_2"] for b in batches])
+    dropped = (pooled == cache.text.null_pooled).all(1)
+    assert 0.2 < dropped.float().mean() < 0.8
+    masks = torch.cat([b["text_mask"] for b in batches])
+    assert torch.equal(masks[dropped], cache.text.null_mask.expand(int(dropped.sum()), -1))
+
+
+def test_loss_decreases_on_a_tiny_run(base, tmp_path):
+    stages = [{"name": "video", "steps": 60, "batch_size": 4, "buckets": [VIDEO]}]
+    config = DiTTrainConfig(**{**base, "out_dir": str(tmp_path), "stages": stages}, lr=3e-3, warmup_steps=5,
+                            caption_dropout=0.0, ema_decay=0.9, log_every=1, checkpoint_every=1000,
+                            sample_prompts=["a red ball rolls"], sample_steps=2, sample_size=(9, 32, 32))
+    cache = read_cache(config.cache_dir, cache_fingerprint(config), config.buckets)
+
+    def held_out_loss(model) -> float:  # the same batches, times and noise before and after training
+        gen = torch.Generator().manual_seed(123)
+        with torch.no_grad():
+            return sum(float(flow_matching_loss(model, draw_batch(cache, config.stages[0], 0.0, gen), config, gen))
+                       for _ in range(8)) / 8
+
+    before = held_out_loss(build_transformer(config))
+    train(config, progress=False)
+    from hunyuan_video.checkpoint import load_transformer
+
+    after = held_out_loss(load_transformer(tmp_path / "transformer_ema.safetensors"))
+    assert after < 0.7 * before, (before, after)
+    log = read_jsonl(tmp_path / "log.jsonl")
+    assert len(log) == 60 and {"loss", "grad_norm", "lr"} <= set(log[0])
+    assert (tmp_path / "loss.png").stat().st_size > 0
+    from hunyuan_video.video_io import read_video
+
+    assert read_video(tmp_path / "samples" / "step_000060" / "0.mp4").shape == (9, 32, 32, 3)
+
+
+def test_resume_is_exact(base, tmp_path):
+    fields = {**base, "checkpoint_every": 2, "log_every": 1}
+    straight = DiTTrainConfig(**{**fields, "out_dir": str(tmp_path / "straight")})
+    train(straight, progress=False)
+    resumed = DiTTrainConfig(**{**fields, "out_dir": str(tmp_path / "resumed")})
+    train(resumed, max_steps=3, progress=False)  # stops in the second stage, after a checkpoint at step 2... and 3
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["step"] == 3
+    with pytest.raises(ValueError, match="--resume"):
+        train(resumed, progress=False)
+    train(resumed, resume=True, progress=False)
+    a, b = (load_checkpoint(tmp_path / name / "checkpoint.pt") for name in ("straight", "resumed"))
+    assert a["step"] == b["step"] == 4
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+        assert torch.equal(a["ema"]["shadow"][key], b["ema"]["shadow"][key]), key
+    log_a, log_b = (read_jsonl(tmp_path / name / "log.jsonl") for name in ("straight", "resumed"))
+    assert [r["loss"] for r in log_a] == [r["loss"] for r in log_b]
+
+
+def test_config_errors_are_clear(base, tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({**base, "learning_rate": 1}))
+    with pytest.raises(ValueError, match="unknown config keys \\['learning_rate'\\]"):
+        load_train_config(path)
+    path.write_text(json.dumps(base))
+    assert load_train_config(path).stages[1].buckets == (VIDEO, IMAGE)
+    with pytest.raises(ValueError, match="time_sampling"):
+        DiTTrainConfig(**base, time_sampling="cosine")
+    with pytest.raises(ValueError, match="one non-negative weight per bucket"):
+        DiTTrainConfig(**{**base, "stages": [{"name": "x", "steps": 1, "batch_size": 1, "buckets": [VIDEO],
+                                               "bucket_weights": [1, 2]}]})
+    with pytest.raises(ValueError, match="stale"):
+        train(DiTTrainConfig(**{**base, "text_max_length": 16}), progress=False)
