@@ -21,6 +21,7 @@ import hunyuan_video.models.attention as attention_module
 from hunyuan_video import TRANSFORMER_PRESETS, HunyuanVideoTransformer, TransformerConfig, load_transformer
 from hunyuan_video.checkpoint import transformer_config_to_diffusers
 from hunyuan_video.models.attention import drop_text_padding
+from hunyuan_video.models.rope import apply_rope, rope_tables, with_text_rows
 
 TINY = TRANSFORMER_PRESETS["test-tiny"]
 GRID = (5, 6, 4)  # latent T, H, W: odd frames, 3 x 2 patches
@@ -109,6 +110,20 @@ def test_matches_diffusers(tmp_path, guidance_embed):
                            inputs["text_states_2"], inputs["guidance"], return_dict=False)[0]
     assert ours.shape == inputs["x"].shape
     assert rel_err(ours, theirs) < 1e-5
+
+
+def test_rope_matches_diffusers_and_leaves_text_unrotated():
+    from diffusers.models.embeddings import apply_rotary_emb
+    from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoRotaryPosEmbed
+
+    grid, dims, text_len = (3, 5, 2), (4, 6, 6), 4
+    reference = HunyuanVideoRotaryPosEmbed(1, 1, list(dims), 256.0)(torch.zeros(1, 1, *grid))
+    cos, sin = with_text_rows(*rope_tables(grid, dims, 256.0), text_len)
+    x = torch.randn(2, 3 * 5 * 2 + text_len, 3, sum(dims))
+    rotated = apply_rope(x, cos, sin)
+    expected = apply_rotary_emb(x[:, :-text_len], reference, sequence_dim=1)
+    assert torch.allclose(rotated[:, :-text_len], expected, atol=1e-6)
+    assert torch.equal(rotated[:, -text_len:], x[:, -text_len:])
 
 
 def test_padding_content_and_batch_composition_do_not_matter(model):

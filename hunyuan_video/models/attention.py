@@ -61,7 +61,7 @@ def drop_text_padding(text_states: Tensor, text_mask: Tensor | None) -> tuple[Te
     text_states = text_states[:, :longest]
     if bool((lengths == longest).all()):
         return text_states, None
-    return text_states, mask[:, :longest].to(text_states.device)
+    return text_states, mask[:, :longest].to(text_states.device, non_blocking=True)
 
 
 def _varlen_supported(q: Tensor) -> bool:

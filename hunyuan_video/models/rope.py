@@ -8,6 +8,7 @@ tables are the identity (cos 1, sin 0), so one rotation covers a whole [video, t
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -15,10 +16,9 @@ def rope_tables(
     grid: tuple[int, int, int],
     rope_dim_list: tuple[int, int, int],
     theta: float,
-    text_len: int = 0,
     device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """`(cos, sin)` of shape (T*H*W + text_len, 1, head_dim), float32, for `apply_rope`.
+    """`(cos, sin)` of shape (T*H*W, 1, head_dim), float32, for `apply_rope`, tokens in t-major order.
 
     `sin` carries the rotation's sign: -sin on even channels, +sin on odd ones.
     """
@@ -31,10 +31,12 @@ def rope_tables(
     angles = torch.cat(angles, dim=1)  # (S, head_dim / 2)
     cos = angles.cos().repeat_interleave(2, dim=1)
     sin = torch.stack([-angles.sin(), angles.sin()], dim=-1).flatten(1)
-    if text_len:
-        cos = torch.cat([cos, cos.new_ones(text_len, cos.shape[1])])
-        sin = torch.cat([sin, sin.new_zeros(text_len, sin.shape[1])])
     return cos[:, None], sin[:, None]
+
+
+def with_text_rows(cos: Tensor, sin: Tensor, text_len: int) -> tuple[Tensor, Tensor]:
+    """The tables extended by `text_len` identity rows (cos 1, sin 0): text tokens are not rotated."""
+    return F.pad(cos, (0, 0, 0, 0, 0, text_len), value=1.0), F.pad(sin, (0, 0, 0, 0, 0, text_len))
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ from hunyuan_video.models.layers import (
     gated_residual,
     modulate,
 )
-from hunyuan_video.models.rope import apply_rope, rope_tables
+from hunyuan_video.models.rope import apply_rope, rope_tables, with_text_rows
 from hunyuan_video.models.token_refiner import SingleTokenRefiner
 
 Rope = tuple[Tensor, Tensor]
@@ -168,15 +168,15 @@ class HunyuanVideoTransformer(nn.Module):
         return self.unpatchify(img, grid)
 
     def rope(self, grid: tuple[int, int, int], text_len: int, device: torch.device) -> Rope:
-        """The RoPE tables of a latent token grid followed by `text_len` text tokens, cached per shape in eager
-        mode; under torch.compile they are computed in the graph (a cache lookup would cost a recompile)."""
+        """The RoPE tables of a latent token grid followed by `text_len` text tokens. The grid's tables are cached
+        per shape in eager mode; under torch.compile they are computed in the graph (a cache costs a recompile)."""
+        c = self.config
         if torch.compiler.is_compiling():
-            return rope_tables(grid, self.config.rope_dim_list, self.config.rope_theta, text_len, device)
-        key = (grid, text_len, device)
+            return with_text_rows(*rope_tables(grid, c.rope_dim_list, c.rope_theta, device), text_len)
+        key = (grid, device)
         if key not in self._rope_cache:
-            self._rope_cache[key] = rope_tables(grid, self.config.rope_dim_list, self.config.rope_theta, text_len,
-                                                device)
-        return self._rope_cache[key]
+            self._rope_cache[key] = rope_tables(grid, c.rope_dim_list, c.rope_theta, device)
+        return with_text_rows(*self._rope_cache[key], text_len)
 
     def unpatchify(self, x: Tensor, grid: tuple[int, int, int]) -> Tensor:
         """Tokens (B, T*H*W, C*pt*ph*pw) -> latents (B, C, T*pt, H*ph, W*pw)."""
