@@ -104,3 +104,18 @@ def test_guidance_preset_mismatch_is_reported(tmp_path, model):
     save_transformer(model, tmp_path / "model.safetensors")
     with pytest.raises(ValueError, match="unexpected keys: guidance_in"):
         load_transformer(tmp_path / "model.safetensors", config=dataclasses.replace(TINY, guidance_embed=False))
+
+
+def test_loading_builds_the_model_on_meta_without_random_weights(tmp_path, model, monkeypatch):
+    save_transformer(model, tmp_path / "model.safetensors")
+    built_on = []
+    build = HunyuanVideoTransformer.__init__
+
+    def spy(self, config):
+        build(self, config)
+        built_on.append(self.img_in.proj.weight.device.type)
+
+    monkeypatch.setattr(HunyuanVideoTransformer, "__init__", spy)
+    loaded = load_transformer(tmp_path / "model.safetensors")
+    assert built_on == ["meta"]
+    assert {p.device.type for p in loaded.parameters()} == {"cpu"}
