@@ -2,8 +2,9 @@
 
 How it looks at a video (uint8 frames, T H W 3):
 1. Background: the synthetic backgrounds only vary from top to bottom, so each row's background colour is the
-   median over time of that row's first and last column.
-2. Foreground: pixels farther than `FOREGROUND_DISTANCE` (RGB) from the background. Every object colour is at
+   median over time of that row's three first and three last columns.
+2. Foreground: pixels farther than `FOREGROUND_DISTANCE` (RGB) from the background, but for the outermost ring
+   of pixels (no object of the world reaches it; decoders put their artefacts there). Every object colour is at
    least ~130 away from every background colour, so blur and noise of a generated video stay on the right side.
 3. Colour: each foreground pixel is "unmixed": for every named colour c, the pixel is projected onto the segment
    background -> c, and the colour leaving the smallest residual wins. A blurred edge (half object, half
@@ -58,9 +59,10 @@ class Detection:
     area: np.ndarray  # (T,) pixels
 
 
-def estimate_background(frames: np.ndarray) -> np.ndarray:
-    """Per-row background colour (H, 3): the median over time of each row's first and last column."""
-    edges = np.concatenate([frames[:, :, :1], frames[:, :, -1:]], axis=2).astype(np.float32)  # T H 2 3
+def estimate_background(frames: np.ndarray, band: int = 3) -> np.ndarray:
+    """Per-row background colour (H, 3): the median over time of each row's `band` first and last columns
+    (a band, not one column, so that a decoder's artefact on the outermost pixels does not shift it)."""
+    edges = np.concatenate([frames[:, :, :band], frames[:, :, -band:]], axis=2).astype(np.float32)  # T H 2b 3
     return np.median(edges.transpose(1, 0, 2, 3).reshape(frames.shape[1], -1, 3), axis=1)
 
 
@@ -72,6 +74,7 @@ def label_pixels(frames: np.ndarray, background: np.ndarray) -> tuple[np.ndarray
     labels = np.full(dist.shape, -1, dtype=np.int64)
     coverage = np.zeros(dist.shape, dtype=np.float32)
     fg = dist > FOREGROUND_DISTANCE
+    fg[:, [0, -1]] = fg[:, :, [0, -1]] = False  # the outermost pixels: where decoders leave artefacts, no object is
     rows = np.nonzero(fg)[1]
     p = diff[fg]  # N 3, relative to the background
     d = _PALETTE[None] - background[rows][:, None]  # N K 3: segment from the background to each colour

@@ -59,6 +59,17 @@ def test_near_perfect_on_blurred_noisy_held_out_clips():
     assert summary["motion_accuracy"] >= 0.95, summary["motion_confusion"]
 
 
+def test_robust_to_faded_colours_and_border_artefacts():
+    results = []
+    for clip in _clips_covering_every_motion("train", per_motion=1, seed=2):
+        x = render_clip(clip).astype(np.float32)
+        x = 0.75 * x + 0.25 * x[:, :, :3].mean((0, 1, 2)) + 10  # washed out towards the background, brighter
+        x[:, :, 0], x[:, :, -1], x[:, 0] = 0, 255, 0  # a decoder's black and white lines at the borders
+        results.append(score(x.clip(0, 255).astype(np.uint8), _objects(clip)))
+    summary = summarize(results)
+    assert summary["colour_accuracy"] == 1.0 and summary["motion_accuracy"] == 1.0, summary["motion_confusion"]
+
+
 def test_wrong_captions_score_wrong():
     clip = next(c for c in (sample_clip(i, 0) for i in range(200))
                 if len(c.objects) == 1 and c.objects[0].motion == "left")
