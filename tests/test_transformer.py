@@ -178,6 +178,8 @@ def test_drop_text_padding():
     assert trimmed.shape == (2, 2, 3) and trimmed_mask is None
     with pytest.raises(ValueError, match="right-padded"):
         drop_text_padding(states, torch.tensor([[0, 1, 1, 0, 0, 0]] * 2))
+    with pytest.raises(ValueError, match="at least one real text token"):
+        drop_text_padding(states, torch.tensor([[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]]))
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

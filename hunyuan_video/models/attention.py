@@ -57,6 +57,8 @@ def drop_text_padding(text_states: Tensor, text_mask: Tensor | None) -> tuple[Te
     lengths = mask.sum(1)
     if not torch.equal(mask, torch.arange(mask.shape[1]) < lengths[:, None]):
         raise ValueError("text_mask must be right-padded (ones then zeros per row), as the official tokenizer gives it")
+    if not bool(lengths.all()):
+        raise ValueError("every sample needs at least one real text token (its text_mask row is all zeros)")
     longest = int(lengths.max())
     text_states = text_states[:, :longest]
     if bool((lengths == longest).all()):
