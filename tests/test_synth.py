@@ -112,5 +112,7 @@ def test_cli_writes_mp4s_and_manifest(tmp_path):
     generate(again, 3, seed=7, split="test", config=SynthConfig(32, 48, 9, 12), progress=False)
     for name in ["metadata.jsonl", "world.json"] + [r["file"] for r in rows]:
         assert (again / name).read_bytes() == (out / name).read_bytes(), name
+    with pytest.raises(SystemExit, match="already holds another split"):
+        main(["data", "synth", str(out), "--clips", "1", "--split", "train"])
     with pytest.raises(SystemExit, match="even"):
         main(["data", "synth", str(out), "--clips", "1", "--size", "15"])

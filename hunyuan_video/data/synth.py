@@ -338,6 +338,8 @@ def generate(
         raise ValueError(f"clips must be >= 1, got {clips}")
     cfg = config or SynthConfig()
     out = Path(out)
+    if (out / "world.json").exists() and json.loads((out / "world.json").read_text())["split"] != split:
+        raise ValueError(f"{out} already holds another split of the world: write the {split} split to its own folder")
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in tqdm(range(clips), desc=f"synth {split}", disable=not progress):
