@@ -15,7 +15,9 @@ from tiny_models import (
 from hunyuan_video.pipeline import HunyuanVideoPipeline, describe_model_folder, find_model_folder
 from hunyuan_video.text_encoder import VIDEO_TEMPLATE
 
-SIZE = dict(height=48, width=32, num_frames=9)  # latents (1, 16, 3, 6, 4)
+# latents (1, 16, 3, 6, 4): up to 4 latent frames diffusers' VAE decodes in one piece, as ours (and the official
+# enable_tiling(), 64-frame tiles) does; beyond that diffusers cuts 16-frame tiles by default.
+SIZE = dict(height=48, width=32, num_frames=9)
 PROMPT, NEGATIVE = "a red ball rolls across the green floor", "bad quality video"
 
 
