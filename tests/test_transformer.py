@@ -211,6 +211,21 @@ def test_compiles_as_one_graph_without_recompiling_per_step():
     assert counter.frame_count == 1
 
 
+def test_blocks_compile_as_one_graph_with_padding():
+    """Training compiles the blocks; a padded batch (masked attention) must not break their graphs."""
+    compiled = dataclasses.replace(TINY, mm_double_blocks_depth=1, mm_single_blocks_depth=1)
+    eager = randomize_(HunyuanVideoTransformer(compiled)).eval()
+    graph = HunyuanVideoTransformer(compiled).eval()
+    graph.load_state_dict(eager.state_dict())
+    counter = torch._dynamo.testing.CompileCounter()
+    for block in [*graph.double_blocks, *graph.single_blocks]:
+        block.compile(fullgraph=True, backend=counter)
+    inputs = make_inputs(compiled)
+    with torch.no_grad():
+        assert torch.allclose(graph(**inputs), eager(**inputs), rtol=1e-5, atol=1e-6)
+    assert counter.frame_count == 2
+
+
 def test_bad_inputs_raise_clear_errors(model):
     inputs = make_inputs(TINY)
     with pytest.raises(ValueError, match="divisible by the patch size"):
