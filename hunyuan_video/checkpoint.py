@@ -295,8 +295,8 @@ def infer_transformer_config(state_dict: dict[str, Tensor]) -> TransformerConfig
 
 def load_transformer(path: str | Path, config: TransformerConfig | None = None, dtype: torch.dtype | None = None,
                      device: torch.device | str | None = None) -> HunyuanVideoTransformer:
-    """Load a transformer from the official `.pt` (with or without `module`), a `.safetensors` file in the official
-    layout, or a diffusers folder (config.json + safetensors shards). Without `config`, it comes from the file:
+    """Load a transformer (eval mode) from the official `.pt` (with or without `module`), a `.safetensors` file in the
+    official layout, or a diffusers folder (config.json + safetensors shards). Without `config`, it comes from the file:
     `save_transformer`'s metadata, diffusers' config.json, or else the official checkpoint's shapes."""
     path = Path(path)
     if path.is_dir():
@@ -312,7 +312,7 @@ def load_transformer(path: str | Path, config: TransformerConfig | None = None, 
             config = config_from_dict(TransformerConfig, json.loads(safetensors_metadata(path)["config"]))
         config = config or infer_transformer_config(state_dict)
         model = build_on_meta(lambda: HunyuanVideoTransformer(config))
-    return load_state_dict_into(model, state_dict, dtype, device)
+    return load_state_dict_into(model, state_dict, dtype, device).eval()
 
 
 def save_transformer(model: HunyuanVideoTransformer, path: str | Path) -> None:
