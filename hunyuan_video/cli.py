@@ -84,6 +84,8 @@ def _run_generate(args: argparse.Namespace) -> int:
         raise SystemExit("hunyuan-video generate: no --model given and this package holds no embedded tiny model "
                          f"({TINY_MODEL}): pass --model PATH, a folder in the official ckpts/ or diffusers layout")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"hunyuan-video generate: --device {args.device} but torch sees no CUDA GPU: use --device cpu")
     start = time.perf_counter()
     try:
         pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=getattr(torch, args.dtype),
