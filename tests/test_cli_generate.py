@@ -3,6 +3,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from tiny_models import write_official_model
 
 from hunyuan_video import cli
@@ -49,6 +50,9 @@ def test_generate_rejects_bad_sizes_and_missing_model(model, tmp_path):
     if not (Path(cli.__file__).parent / cli.TINY_MODEL).is_dir():
         with pytest.raises(SystemExit, match="--model"):
             cli.main(["generate", "x", "-o", str(tmp_path / "a.mp4")])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA GPU"):
+            cli.main(["generate", "x", "-o", str(tmp_path / "a.mp4"), "--model", str(model), "--device", "cuda"])
     with pytest.raises(SystemExit, match="expected one of these layouts"):
         cli.main(["generate", "x", "-o", str(tmp_path / "a.mp4"), "--model", str(tmp_path), *ARGS])
 
