@@ -9,6 +9,7 @@ import json
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -299,11 +300,17 @@ class HunyuanVideoPipeline:
         final latents. `callback(step, latents)` runs after every step.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise ValueError("no prompt given: pass a string or a non-empty list of strings")
         if output_type not in ("np", "pt", "latent"):
             raise ValueError(f"output_type must be 'np', 'pt' or 'latent', got {output_type!r}")
         self.check_size(height, width, num_frames)
+        sigmas = sampling_sigmas(num_inference_steps, flow_shift).tolist()
         shape = self.latent_shape(len(prompts), height, width, num_frames)
         do_cfg, negatives = cfg_scale > 1, []
+        if negative_prompt is not None and not do_cfg:
+            warnings.warn("negative_prompt is used only with cfg_scale > 1 (true classifier-free guidance): ignored",
+                          stacklevel=2)
         if do_cfg:
             negative = negative_prompt or ""
             negatives = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
@@ -331,7 +338,6 @@ class HunyuanVideoPipeline:
             states, mask, pooled = (torch.cat([x[n:], x[:n]]) for x in (states, mask, pooled))
         timings["encode_s"] = self._lap(start)
 
-        sigmas = sampling_sigmas(num_inference_steps, flow_shift).tolist()
         batch = states.shape[0]
         guidance = None
         if self.transformer.config.guidance_embed:

@@ -66,8 +66,9 @@ def test_video_matches_diffusers(diffusers_folder, pipe, cfg):
                    prompt_template={"template": VIDEO_TEMPLATE, "crop_start": None},
                    callback_on_step_end=_final_latents(want_latents), **ref_cfg).frames
     want = torch.from_numpy(want)  # (B, T, H, W, 3) in [0, 1]
-    out = pipe(PROMPT, **SIZE, num_inference_steps=3, latents=latents, output_type="pt", negative_prompt=NEGATIVE,
-               cfg_scale=cfg, callback=lambda i, x: got_latents.append(x))
+    ours_cfg = dict(negative_prompt=NEGATIVE, cfg_scale=cfg) if cfg > 1 else {}
+    out = pipe(PROMPT, **SIZE, num_inference_steps=3, latents=latents, output_type="pt", **ours_cfg,
+               callback=lambda i, x: got_latents.append(x))
     torch.testing.assert_close(got_latents[-1], want_latents[0], rtol=1e-4, atol=1e-5)
     assert out.frames.shape == want.shape == (1, 9, 48, 32, 3) and out.seed is None
     assert (out.frames - want).abs().max() / want.abs().max() < 1e-4
@@ -105,6 +106,14 @@ def test_bad_sizes_name_the_nearest_valid(pipe):
         pipe(PROMPT, **SIZE, latents=torch.zeros(1, 16, 2, 6, 4))
     with pytest.raises(ValueError, match="output_type"):
         pipe(PROMPT, **SIZE, output_type="pil")
+    with pytest.raises(ValueError, match="no prompt"):
+        pipe([], **SIZE)
+    with pytest.raises(ValueError, match="at least 1"):
+        pipe(PROMPT, **SIZE, num_inference_steps=0)
+    with pytest.raises(ValueError, match="2 negative prompts for 1"):
+        pipe(PROMPT, **SIZE, cfg_scale=2.0, negative_prompt=["a", "b"])
+    with pytest.warns(UserWarning, match="cfg_scale > 1"):
+        pipe(PROMPT, **SIZE, num_inference_steps=1, negative_prompt=NEGATIVE, output_type="latent")
 
 
 def test_offload_gives_the_same_video_and_streams_the_blocks(pipe):
