@@ -165,11 +165,11 @@ def cache_fingerprint(config: DiTTrainConfig) -> dict[str, Any]:
 
 @torch.no_grad()
 def encode_captions(
-    captions: list[str], llm: LLMTextEncoder, clip: CLIPTextEncoder, batch_size: int = 64
+    captions: list[str], llm: LLMTextEncoder, clip: CLIPTextEncoder, batch_size: int = 64, progress: bool = True
 ) -> TextStates:
     """Text states of every caption and of the empty caption, cut to the longest real length among them."""
     parts = [(*llm(captions[i : i + batch_size]), clip(captions[i : i + batch_size]))
-             for i in range(0, len(captions), batch_size)]
+             for i in tqdm(range(0, len(captions), batch_size), desc="cache captions", disable=not progress)]
     null_states, null_mask = llm([""])
     states = torch.cat([p[0] for p in parts]).float()
     mask = torch.cat([p[1] for p in parts]).cpu()
@@ -194,7 +194,7 @@ def build_cache(config: DiTTrainConfig, batch_size: int = 8, progress: bool = Tr
     device = torch.device(config.device)
     llm = LLMTextEncoder.from_pretrained(config.text_encoder, device=device, max_length=config.text_max_length)
     clip = CLIPTextEncoder.from_pretrained(config.text_encoder_2, device=device)
-    text = encode_captions([s.caption for s in dataset.samples], llm, clip)
+    text = encode_captions([s.caption for s in dataset.samples], llm, clip, progress=progress)
     del llm, clip
     vae = load_vae(config.vae, dtype=torch.float32, device=device)
     scale = vae.config.scaling_factor

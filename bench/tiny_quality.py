@@ -1,0 +1,127 @@
+"""Quality of the embedded tiny model: videos for held-out captions, scored by the synthetic world's evaluator.
+
+The captions are the first `--videos` clips of the world's test split (seed 0): every main object is a (colour,
+shape, motion) combination the training clips never show. Each video is sampled with its own seed, written as
+mp4 with a metadata.jsonl holding the caption's objects, and scored by `hunyuan_video.eval`; the same is done
+with a randomly initialised transformer of the same shape (everything else trained) as the floor.
+Writes OUT/trained/*.mp4, OUT/random/*.mp4, OUT/report.json and OUT/contact_sheet.png.
+
+    python bench/tiny_quality.py --out outputs/tiny_quality            # 100 videos
+    python bench/tiny_quality.py --model runs/some_folder --videos 20
+
+Prints a markdown table for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from hunyuan_video.data.synth import sample_clip
+from hunyuan_video.eval import evaluate_folder
+from hunyuan_video.models.transformer import HunyuanVideoTransformer
+from hunyuan_video.pipeline import HunyuanVideoPipeline
+from hunyuan_video.video_io import write_video
+
+TINY = Path(__file__).resolve().parent.parent / "hunyuan_video" / "assets" / "tiny"
+
+
+def held_out_rows(n: int, world_seed: int = 0) -> list[dict]:
+    """Caption and objects of the first `n` test-split clips of the world."""
+    rows = []
+    for i in range(n):
+        clip = sample_clip(i, world_seed, "test")
+        objects = [{"colour": o.colour, "shape": o.shape, "motion": o.motion, "speed": o.speed} for o in clip.objects]
+        rows.append({"file": f"{i:03d}.mp4", "caption": clip.caption, "objects": objects})
+    return rows
+
+
+def sample_folder(pipe: HunyuanVideoPipeline, rows: list[dict], out: Path, batch: int, **kwargs) -> float:
+    """Sample a video per row (seed = its index) into `out` with the manifest; returns seconds per video."""
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    for first in range(0, len(rows), batch):
+        chunk = rows[first : first + batch]
+        shape = pipe.latent_shape(1, kwargs["height"], kwargs["width"], kwargs["num_frames"])
+        latents = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(first + i))
+                             for i in range(len(chunk))])
+        frames = pipe([r["caption"] for r in chunk], latents=latents, **kwargs).frames
+        for row, video in zip(chunk, frames):
+            write_video(out / row["file"], video, fps=8)
+    (out / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return (time.perf_counter() - start) / len(rows)
+
+
+def contact_sheet(folder: Path, rows: list[dict], report: dict, path: Path, count: int = 24) -> Path:
+    """A grid: per video its first, middle and last frame, with a green (right) or red (wrong) colour/motion tag."""
+    from hunyuan_video.video_io import read_video
+
+    cols, pad, label = 4, 4, 26
+    tiles = []
+    for row, result in list(zip(rows, report["clips"]))[:count]:
+        video = read_video(folder / row["file"])
+        strip = np.concatenate([video[0], video[len(video) // 2], video[-1]], axis=1)
+        tile = Image.new("RGB", (strip.shape[1], strip.shape[0] + label), "white")
+        tile.paste(Image.fromarray(strip), (0, label))
+        draw = ImageDraw.Draw(tile)
+        main = row["objects"][0]
+        draw.text((2, 1), f"{main['colour']} {main['shape']}", fill="green" if result["colour_ok"] else "red")
+        draw.text((2, 13), f"{main['motion']} -> {result['detected_motion']}",
+                  fill="green" if result["motion_ok"] else "red")
+        tiles.append(tile)
+    w, h = tiles[0].size
+    rows_n = (len(tiles) + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * (w + pad) + pad, rows_n * (h + pad) + pad), "white")
+    for k, tile in enumerate(tiles):
+        sheet.paste(tile, (pad + (k % cols) * (w + pad), pad + (k // cols) * (h + pad)))
+    sheet.save(path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(TINY), help="model folder (default: the embedded tiny model)")
+    parser.add_argument("--out", default="outputs/tiny_quality")
+    parser.add_argument("--videos", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    rows = held_out_rows(args.videos)
+    pipe = HunyuanVideoPipeline.from_pretrained(args.model, dtype=torch.float32, device="cpu")
+    pipe.progress = False
+    defaults = json.loads((Path(args.model) / "generate.json").read_text())
+    kwargs = {"height": defaults["height"], "width": defaults["width"], "num_frames": defaults["frames"],
+              "num_inference_steps": defaults["steps"], "cfg_scale": defaults["cfg_scale"],
+              "flow_shift": defaults["shift"]}
+    results = {}
+    for name in ("trained", "random"):
+        if name == "random":
+            torch.manual_seed(0)
+            pipe.transformer = HunyuanVideoTransformer(pipe.transformer.config).eval().requires_grad_(False)
+        seconds = sample_folder(pipe, rows, out / name, args.batch, **kwargs)
+        report = evaluate_folder(out / name, out=out / name / "eval.json")
+        results[name] = {"colour": report["colour_accuracy"], "motion": report["motion_accuracy"],
+                         "speed": report["speed_accuracy"], "seconds_per_video": seconds,
+                         "motion_confusion": report["motion_confusion"]}
+        if name == "trained":
+            contact_sheet(out / name, rows, report, out / "contact_sheet.png")
+    (out / "report.json").write_text(json.dumps({"videos": args.videos, "sampling": kwargs, **results}, indent=1))
+    print(f"| transformer | videos | colour | motion | speed (straight motions) | s/video (batch {args.batch}) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, r in results.items():
+        speed = "-" if r["speed"] is None else f"{r['speed']:.0%}"
+        print(f"| {name} | {args.videos} | {r['colour']:.0%} | {r['motion']:.0%} | {speed} | "
+              f"{r['seconds_per_video']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
