@@ -1,10 +1,12 @@
 """The transformer against diffusers' HunyuanVideoTransformer3DModel, its padding semantics, training/compile hooks.
 
-diffusers and the official code differ in one place only: what a *padding* query attends to. The official model
-runs flash-attention varlen with each sample split into [video + real text] and [padding] segments, so padding
-tokens attend only to each other; diffusers masks padding keys, so padding queries attend to all real tokens.
-Neither lets padding reach a real token, so video outputs agree; we follow the official layout (varlen path) or drop
-the padding (batch 1 / equal lengths), and test that padding content and batch composition never change the output.
+diffusers and the official code differ in one place only: what a *padding* query attends to in the double and
+single blocks. The official model runs flash-attention varlen with each sample split into [video + real text] and
+[padding] segments, so padding tokens attend only to each other; diffusers masks padding keys, so padding queries
+attend to all real tokens. (In the token refiner both use the official mask.) Neither lets padding reach a real
+token, so video outputs agree. We drop the padding (batch 1 / equal lengths), follow the official segments (varlen
+path), or, as the last fallback, mask keys as diffusers does; the tests check that padding content and batch
+composition never change the output, and that the varlen path gets the official segments.
 """
 
 from __future__ import annotations
