@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import AutoModel, AutoTokenizer, CLIPTextModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 # The official `dit-llm-encode-video` template: a Llama-3 chat system message asking to describe the video, then the
 # user's prompt in place of `{}`.
@@ -94,6 +94,8 @@ def check_crop_start(tokenizer: PreTrainedTokenizerBase, crop_start: int, templa
 class _PromptEncoder(nn.Module):
     """A frozen `transformers` text model with its tokenizer; subclasses say what to read from it."""
 
+    model_class: type = AutoModel  # what `from_pretrained` loads the model folder with
+
     def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)
@@ -110,7 +112,7 @@ class _PromptEncoder(nn.Module):
         **kwargs,
     ) -> _PromptEncoder:
         """Load the model from `model_dir` and its tokenizer from `tokenizer_dir` (default: the same folder)."""
-        model = AutoModel.from_pretrained(str(model_dir), dtype=dtype or torch.float32)
+        model = cls.model_class.from_pretrained(str(model_dir), dtype=dtype or torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir or model_dir), padding_side="right")
         return cls(model.to(device), tokenizer, **kwargs)
 
@@ -166,6 +168,8 @@ class LLMTextEncoder(_PromptEncoder):
 
 class CLIPTextEncoder(_PromptEncoder):
     """The CLIP encoder: prompts -> the pooled output `(B, D)` (the final-norm state at the end-of-text token)."""
+
+    model_class = CLIPTextModel  # takes the text tower out of a full CLIP folder (openai/clip-vit-large-patch14)
 
     def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, max_length: int = 77) -> None:
         super().__init__(model, tokenizer, max_length)

@@ -2,7 +2,7 @@ import warnings
 
 import pytest
 import torch
-from tiny_models import WORDS, tiny_clip, tiny_llm, tiny_tokenizers
+from tiny_models import WORDS, save_as_full_clip, tiny_clip, tiny_llm, tiny_tokenizers
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from hunyuan_video.text_encoder import (
@@ -108,12 +108,12 @@ def test_from_pretrained_official_and_diffusers_folders(encoders, tmp_path):
     causal.model.load_state_dict(llm.state_dict())
     causal.save_pretrained(tmp_path / "text_encoder")
     tok.save_pretrained(tmp_path / "text_encoder")  # official: the tokenizer lives with the model
-    clip.save_pretrained(tmp_path / "text_encoder_2")
+    save_as_full_clip(clip, tmp_path / "text_encoder_2")  # official: all of openai/clip-vit-large-patch14
     tok2.save_pretrained(tmp_path / "tokenizer_2")  # diffusers: a folder of its own
     enc = LLMTextEncoder.from_pretrained(tmp_path / "text_encoder")
     assert type(enc.model).__name__ == "LlamaModel"
     enc2 = CLIPTextEncoder.from_pretrained(tmp_path / "text_encoder_2", tmp_path / "tokenizer_2", dtype=torch.float64)
-    assert enc2.dtype == torch.float64
+    assert enc2.dtype == torch.float64 and type(enc2.model).__name__ == "CLIPTextModel"
     torch.testing.assert_close(enc(PROMPTS[:2])[0], LLMTextEncoder(llm, tok)(PROMPTS[:2])[0])
     torch.testing.assert_close(enc2(PROMPTS[:2]).float(), CLIPTextEncoder(clip, tok2)(PROMPTS[:2]), rtol=1e-5,
                                atol=1e-6)

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+from transformers import (
+    CLIPConfig,
+    CLIPModel,
+    CLIPTextConfig,
+    CLIPTextModel,
+    LlamaConfig,
+    LlamaModel,
+    PreTrainedTokenizerFast,
+)
 
 from hunyuan_video.text_encoder import build_word_tokenizer
 
@@ -57,6 +65,15 @@ def tiny_clip(tokenizer: PreTrainedTokenizerFast, hidden: int = 24, layers: int 
     )
     torch.manual_seed(seed)
     return randomize_(CLIPTextModel(config), seed).eval()
+
+
+def save_as_full_clip(clip: CLIPTextModel, path: Path) -> None:
+    """Save `clip` inside a full CLIPModel (with a tiny vision tower), as openai/clip-vit-large-patch14 is stored."""
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=16)
+    full = CLIPModel(CLIPConfig(text_config=clip.config.to_dict(), vision_config=vision, projection_dim=8))
+    full.text_model.load_state_dict(clip.state_dict())
+    full.save_pretrained(path)
 
 
 def tiny_transformer(seed: int = 2):
@@ -115,7 +132,8 @@ def write_official_model(root: Path) -> Path:
     torch.save(vae.state_dict(), model / "vae" / "pytorch_model.pt")
     save_config(vae.config, model / "vae" / "config.json")
     tok, tok2 = tiny_tokenizers()
-    for folder, encoder, tokenizer in (("text_encoder", tiny_llm(tok), tok), ("text_encoder_2", tiny_clip(tok2), tok2)):
-        encoder.save_pretrained(root / folder)
-        tokenizer.save_pretrained(root / folder)
+    tiny_llm(tok).save_pretrained(root / "text_encoder")
+    tok.save_pretrained(root / "text_encoder")
+    save_as_full_clip(tiny_clip(tok2), root / "text_encoder_2")
+    tok2.save_pretrained(root / "text_encoder_2")
     return root
