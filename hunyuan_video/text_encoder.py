@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, CLIPTextModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
 
 # The official `dit-llm-encode-video` template: a Llama-3 chat system message asking to describe the video, then the
 # user's prompt in place of `{}`.
@@ -111,8 +112,20 @@ class _PromptEncoder(nn.Module):
         device: torch.device | str | None = None,
         **kwargs,
     ) -> _PromptEncoder:
-        """Load the model from `model_dir` and its tokenizer from `tokenizer_dir` (default: the same folder)."""
-        model = cls.model_class.from_pretrained(str(model_dir), dtype=dtype or torch.float32)
+        """Load the model from `model_dir` and its tokenizer from `tokenizer_dir` (default: the same folder).
+        Weights the encoder does not use (an LM head, CLIP's vision tower) are skipped quietly; missing ones are an
+        error."""
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # its load report would list every skipped weight
+        try:
+            model, info = cls.model_class.from_pretrained(str(model_dir), dtype=dtype or torch.float32,
+                                                          output_loading_info=True)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        if info["missing_keys"]:
+            missing = sorted(info["missing_keys"])
+            raise ValueError(f"{model_dir} lacks {len(missing)} weights of {type(model).__name__}, e.g. {missing[:3]}: "
+                             "not a complete text encoder folder")
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir or model_dir), padding_side="right")
         return cls(model.to(device), tokenizer, **kwargs)
 

@@ -2,6 +2,7 @@ import warnings
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from tiny_models import WORDS, save_as_full_clip, tiny_clip, tiny_llm, tiny_tokenizers
 from transformers import AutoTokenizer, LlamaForCausalLM
 
@@ -117,3 +118,9 @@ def test_from_pretrained_official_and_diffusers_folders(encoders, tmp_path):
     torch.testing.assert_close(enc(PROMPTS[:2])[0], LLMTextEncoder(llm, tok)(PROMPTS[:2])[0])
     torch.testing.assert_close(enc2(PROMPTS[:2]).float(), CLIPTextEncoder(clip, tok2)(PROMPTS[:2]), rtol=1e-5,
                                atol=1e-6)
+    weights = tmp_path / "text_encoder" / "model.safetensors"
+    state = load_file(weights)
+    state.pop(next(k for k in state if "mlp" in k))
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="lacks 1 weights"):
+        LLMTextEncoder.from_pretrained(tmp_path / "text_encoder")
