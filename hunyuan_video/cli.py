@@ -44,6 +44,10 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 TINY_MODEL = "assets/tiny"  # the embedded tiny model, inside the package, in the layout of a real model
+# What `generate` uses for options not given, unless the model folder's generate.json says otherwise (the tiny
+# model's does: its own size, steps and guidance).
+GENERATE_DEFAULTS = {"height": 720, "width": 1280, "frames": 129, "steps": 50, "guidance": 6.0, "cfg_scale": 1.0,
+                     "shift": 7.0, "fps": 24.0, "dtype": "bfloat16"}
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -53,17 +57,18 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("prompt", help="what the video shows")
     p.add_argument("-o", "--output", default="outputs/video.mp4", help="out.mp4, out.gif or a folder for png frames")
     p.add_argument("--model", help="model folder (official ckpts/ or diffusers layout); default: the embedded tiny one")
-    p.add_argument("--height", type=int, default=720, help="pixels, a multiple of 16")
-    p.add_argument("--width", type=int, default=1280, help="pixels, a multiple of 16")
-    p.add_argument("--frames", type=int, default=129, help="number of frames, 4k + 1")
-    p.add_argument("--steps", type=int, default=50, help="sampling steps")
-    p.add_argument("--guidance", type=float, default=6.0, help="embedded guidance scale (CFG-distilled model)")
-    p.add_argument("--cfg-scale", type=float, default=1.0, help="true classifier-free guidance when > 1 (2x compute)")
+    # Sampling options left out take the model folder's generate.json values, else GENERATE_DEFAULTS.
+    p.add_argument("--height", type=int, help="pixels, a multiple of 16 (official: 720)")
+    p.add_argument("--width", type=int, help="pixels, a multiple of 16 (official: 1280)")
+    p.add_argument("--frames", type=int, help="number of frames, 4k + 1 (official: 129)")
+    p.add_argument("--steps", type=int, help="sampling steps (official: 50)")
+    p.add_argument("--guidance", type=float, help="embedded guidance scale (CFG-distilled model; official: 6)")
+    p.add_argument("--cfg-scale", type=float, help="true classifier-free guidance when > 1 (2x compute; official: 1)")
     p.add_argument("--negative-prompt", default=None, help="what to steer away from with --cfg-scale > 1")
-    p.add_argument("--shift", type=float, default=7.0, help="flow shift of the sigmas (17 for few steps)")
+    p.add_argument("--shift", type=float, help="flow shift of the sigmas (17 for few steps; official: 7)")
     p.add_argument("--seed", type=int, default=None, help="noise seed (random when omitted; printed at the end)")
-    p.add_argument("--fps", type=float, default=24.0, help="frames per second of the written video")
-    p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16", help="weights dtype")
+    p.add_argument("--fps", type=float, help="frames per second of the written video (official: 24)")
+    p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), help="weights dtype (official: bfloat16)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: cuda when present)")
     p.add_argument("--offload", action="store_true",
                    help="keep the weights on the CPU and move each part to the GPU only while it works")
@@ -71,6 +76,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
+    import json
     import time
     from pathlib import Path
 
@@ -83,6 +89,11 @@ def _run_generate(args: argparse.Namespace) -> int:
     if not Path(model).is_dir():
         raise SystemExit("hunyuan-video generate: no --model given and this package holds no embedded tiny model "
                          f"({TINY_MODEL}): pass --model PATH, a folder in the official ckpts/ or diffusers layout")
+    folder_defaults = Path(model) / "generate.json"
+    defaults = {**GENERATE_DEFAULTS, **(json.loads(folder_defaults.read_text()) if folder_defaults.is_file() else {})}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"hunyuan-video generate: --device {args.device} but torch sees no CUDA GPU: use --device cpu")
