@@ -56,12 +56,15 @@ class ModelFolder:
 
 
 def find_model_folder(path: str | Path) -> ModelFolder:
-    """Detect the layout of a model folder (the official `ckpts/` layout, or its parent, or diffusers')."""
+    """Detect the layout of a model folder: the official `ckpts/` (or its parent, or its hunyuan-video-t2v-720p/),
+    or diffusers'."""
     root = Path(path)
     if not root.is_dir():
         raise ValueError(f"model folder {root} does not exist (expected layouts: {EXPECTED_LAYOUTS})")
     if (root / "ckpts" / OFFICIAL_T2V).is_dir():
         root = root / "ckpts"
+    elif root.name == OFFICIAL_T2V:  # the model folder inside ckpts/: its text encoders sit beside it
+        root = root.parent
     official = root / OFFICIAL_T2V
     if official.is_dir():
         found = [official / "transformers" / name for name in OFFICIAL_TRANSFORMER_FILES]

@@ -146,6 +146,7 @@ def test_layout_detection(diffusers_folder, pipe, tmp_path):
     official = find_model_folder(write_official_model(tmp_path / "ckpts").parent)  # the parent of ckpts/ works too
     assert official.layout == "official" and official.tokenizer == official.text_encoder
     assert official.transformer.name == "mp_rank_00_model_states.pt" and official.transformer_config is not None
+    assert find_model_folder(tmp_path / "ckpts" / "hunyuan-video-t2v-720p") == official
     info = describe_model_folder(tmp_path / "ckpts")
     n = sum(p.numel() for p in HunyuanVideoPipeline.from_pretrained(tmp_path, torch.float32, "cpu").transformer
             .parameters())
