@@ -85,7 +85,8 @@ def find_model_folder(path: str | Path) -> ModelFolder:
         missing = [n + "/" for n in names if not (root / n).is_dir()]
         if missing:
             raise ValueError(f"{root} looks like the diffusers layout but lacks {', '.join(missing)}")
-        return ModelFolder(root, "diffusers", *(root / n for n in names[:1]), None, *(root / n for n in names[1:6]))
+        return ModelFolder(root, "diffusers", root / "transformer", None, root / "vae", root / "text_encoder",
+                           root / "tokenizer", root / "text_encoder_2", root / "tokenizer_2")
     raise ValueError(f"{root} is not a HunyuanVideo model folder; expected one of these layouts: {EXPECTED_LAYOUTS}")
 
 
