@@ -12,6 +12,8 @@ from tiny_models import (
     write_official_model,
 )
 
+from hunyuan_video.config import TransformerConfig, config_to_dict
+from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.pipeline import HunyuanVideoPipeline, describe_model_folder, find_model_folder
 from hunyuan_video.text_encoder import VIDEO_TEMPLATE
 
@@ -152,6 +154,13 @@ def test_layout_detection(diffusers_folder, pipe, tmp_path):
             .parameters())
     assert info["parts"]["transformer"]["parameters"] == {"float32": n}
     assert info["parts"]["vae"]["config"]["latent_channels"] == 16
+    # Without a config.json the official checkpoint's config is read from its shapes (heads of 128, as released).
+    config = TransformerConfig(hidden_size=128, heads_num=1, mm_double_blocks_depth=1, mm_single_blocks_depth=2,
+                               text_states_dim=32, text_states_dim_2=24, refiner_depth=1)
+    transformers = tmp_path / "ckpts" / "hunyuan-video-t2v-720p" / "transformers"
+    torch.save({"module": HunyuanVideoTransformer(config).state_dict()}, transformers / "mp_rank_00_model_states.pt")
+    (transformers / "config.json").unlink()
+    assert describe_model_folder(tmp_path)["parts"]["transformer"]["config"] == config_to_dict(config)
     (tmp_path / "ckpts" / "text_encoder_2").rename(tmp_path / "elsewhere")
     with pytest.raises(ValueError, match="lacks text_encoder_2"):
         find_model_folder(tmp_path)
