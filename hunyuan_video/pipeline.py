@@ -31,6 +31,9 @@ from hunyuan_video.video_io import to_uint8
 
 OFFICIAL_T2V = "hunyuan-video-t2v-720p"
 OFFICIAL_TRANSFORMER_FILES = ("mp_rank_00_model_states.pt", "mp_rank_00_model_states.safetensors")
+# The official default negative prompt, used with true classifier-free guidance when none is given.
+NEGATIVE_PROMPT = ("Aerial view, aerial view, overexposed, low quality, deformation, a poor composition, bad hands, "
+                   "bad teeth, bad eyes, bad limbs, distortion")
 EXPECTED_LAYOUTS = (
     "official (ckpts/): hunyuan-video-t2v-720p/transformers/mp_rank_00_model_states.pt (or .safetensors, "
     "optionally with a config.json of TransformerConfig fields), hunyuan-video-t2v-720p/vae/, text_encoder/, "
@@ -297,7 +300,8 @@ class HunyuanVideoPipeline:
         """Sample videos for `prompt`.
 
         `guidance_scale` is the embedded guidance of the CFG-distilled model (fed as `guidance * 1000`);
-        `cfg_scale > 1` adds true classifier-free guidance against `negative_prompt` (default ""), batched into one
+        `cfg_scale > 1` adds true classifier-free guidance against `negative_prompt` (default: the official
+        NEGATIVE_PROMPT), batched into one
         forward per step. The starting noise comes from `latents`, else from `generator` (a CPU generator), else from
         `seed` (random when None), drawn on the CPU in float32 so that a seed gives the same video on every device.
         `output_type`: "np" uint8 `(B, T, H, W, 3)`; "pt" float32 tensor `(B, T, H, W, 3)` in [0, 1]; "latent" the
@@ -316,7 +320,7 @@ class HunyuanVideoPipeline:
             warnings.warn("negative_prompt is used only with cfg_scale > 1 (true classifier-free guidance): ignored",
                           stacklevel=2)
         if do_cfg:
-            negative = negative_prompt or ""
+            negative = negative_prompt or NEGATIVE_PROMPT
             negatives = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
             if len(negatives) != len(prompts):
                 raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")

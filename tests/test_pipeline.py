@@ -14,7 +14,7 @@ from tiny_models import (
 
 from hunyuan_video.config import TransformerConfig, config_to_dict
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
-from hunyuan_video.pipeline import HunyuanVideoPipeline, describe_model_folder, find_model_folder
+from hunyuan_video.pipeline import NEGATIVE_PROMPT, HunyuanVideoPipeline, describe_model_folder, find_model_folder
 from hunyuan_video.text_encoder import VIDEO_TEMPLATE
 
 # latents (1, 16, 3, 6, 4): up to 4 latent frames diffusers' VAE decodes in one piece, as ours (and the official
@@ -88,6 +88,14 @@ def test_seed_gives_the_same_video_and_is_reported(pipe):
     assert torch.equal(run(latents=noise).frames, a.frames)
     c = run()
     assert isinstance(c.seed, int) and torch.equal(run(seed=c.seed).frames, c.frames)
+
+
+def test_true_cfg_defaults_to_the_official_negative_prompt(pipe):
+    run = lambda **kw: pipe(PROMPT, **SIZE, num_inference_steps=1, seed=3, cfg_scale=2.0, output_type="latent",
+                            **kw).frames
+    default = run()
+    assert torch.equal(default, run(negative_prompt=NEGATIVE_PROMPT))
+    assert not torch.allclose(default, run(negative_prompt="red ball"))
 
 
 def test_callback_sees_every_step(pipe):
