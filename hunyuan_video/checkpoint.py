@@ -7,6 +7,7 @@ The official key names live in the model classes; the diffusers names live only 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -19,8 +20,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from hunyuan_video.config import TransformerConfig, config_from_dict, config_to_dict
+from hunyuan_video.config import TransformerConfig, VAEConfig, config_from_dict, config_to_dict
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
+from hunyuan_video.models.vae import CausalVAE
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -317,4 +319,55 @@ def load_transformer(path: str | Path, config: TransformerConfig | None = None, 
 
 def save_transformer(model: HunyuanVideoTransformer, path: str | Path) -> None:
     """Write the transformer as safetensors in the official layout, with its config in the file's metadata."""
+    save_state_dict(model.state_dict(), path, metadata={"config": json.dumps(config_to_dict(model.config))})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The VAE: the official `vae/pytorch_model.pt` + config.json, safetensors, or a diffusers folder (same key names)
+
+
+def vae_config_from_json(cfg: dict) -> VAEConfig:
+    """The `VAEConfig` of an official `AutoencoderKLCausal3D` or a diffusers `AutoencoderKLHunyuanVideo` config.json
+    (diffusers says `temporal_compression_ratio` and has no tile sizes: the official 256 / 64 are kept)."""
+    cfg = dict(cfg)
+    if "temporal_compression_ratio" in cfg:
+        cfg["time_compression_ratio"] = cfg.pop("temporal_compression_ratio")
+    if isinstance(cfg.get("sample_size"), list):  # the official code allows (h, w); tiles are square
+        cfg["sample_size"] = cfg["sample_size"][0]
+    config = config_from_dict(VAEConfig, cfg)
+    n = len(config.block_out_channels)
+    # One name per block type: the official ones (diffusers' HunyuanVideo*Block3D are the same blocks).
+    return dataclasses.replace(config, down_block_types=("DownEncoderBlockCausal3D",) * n,
+                               up_block_types=("UpDecoderBlockCausal3D",) * n)
+
+
+def _vae_config_beside(path: Path) -> VAEConfig:
+    config_file = path / "config.json" if path.is_dir() else path.parent / "config.json"
+    if not config_file.exists():
+        raise ValueError(f"no VAE config for {path}: expected {config_file} (or pass config=VAEConfig(...))")
+    return vae_config_from_json(json.loads(config_file.read_text()))
+
+
+def load_vae(path: str | Path, config: VAEConfig | None = None, dtype: torch.dtype | None = None,
+             device: torch.device | str | None = None) -> CausalVAE:
+    """Load a `CausalVAE` (eval mode) from the official `pytorch_model.pt` (or its folder) with `config.json`
+    beside it, a `.safetensors` file (config from `save_vae`'s metadata or a `config.json` beside it), or a
+    diffusers `AutoencoderKLHunyuanVideo` folder. Keys and shapes are checked strictly."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no VAE checkpoint at {path}")
+    if path.is_dir() and (path / "pytorch_model.pt").exists():
+        path = path / "pytorch_model.pt"
+    if config is None and path.suffix == ".safetensors" and "config" in safetensors_metadata(path):
+        config = config_from_dict(VAEConfig, json.loads(safetensors_metadata(path)["config"]))
+    config = config or _vae_config_beside(path)
+    state_dict = read_state_dict(path)
+    if any(key.startswith("vae.") for key in state_dict):  # a training checkpoint holding more than the VAE
+        state_dict = {key[4:]: value for key, value in state_dict.items() if key.startswith("vae.")}
+    model = build_on_meta(lambda: CausalVAE(config))
+    return load_state_dict_into(model, state_dict, dtype, device).eval()
+
+
+def save_vae(model: CausalVAE, path: str | Path) -> None:
+    """Write the VAE as safetensors (official key names), with its config in the file's metadata."""
     save_state_dict(model.state_dict(), path, metadata={"config": json.dumps(config_to_dict(model.config))})

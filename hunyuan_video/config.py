@@ -110,6 +110,28 @@ class VAEConfig:
         self.block_out_channels = tuple(self.block_out_channels)
         self.down_block_types = tuple(self.down_block_types)
         self.up_block_types = tuple(self.up_block_types)
+        n = len(self.block_out_channels)
+        if len(self.down_block_types) != n or len(self.up_block_types) != n:
+            raise ValueError(f"down_block_types and up_block_types need one entry per block_out_channels ({n})")
+        # The official names, or diffusers' names for the same blocks.
+        known = {
+            "DownEncoderBlockCausal3D", "UpDecoderBlockCausal3D", "HunyuanVideoDownBlock3D", "HunyuanVideoUpBlock3D"
+        }
+        if unknown := set(self.down_block_types + self.up_block_types) - known:
+            raise ValueError(f"unsupported block types {sorted(unknown)}; known: {sorted(known)}")
+        if self.spatial_compression_ratio != 2 ** (n - 1):
+            raise ValueError(
+                f"spatial_compression_ratio {self.spatial_compression_ratio} must be 2 ** (len(block_out_channels) - 1)"
+                f" = {2 ** (n - 1)}"
+            )
+        if self.time_compression_ratio not in (1, 2, 4) or self.time_compression_ratio > 2 ** (n - 2):
+            raise ValueError(f"time_compression_ratio must be 1, 2 or 4 (and fit {n} blocks), got "
+                             f"{self.time_compression_ratio}")
+        if any(c % self.norm_num_groups for c in self.block_out_channels):
+            raise ValueError(f"every block_out_channels {self.block_out_channels} must be divisible by norm_num_groups "
+                             f"{self.norm_num_groups}")
+        if self.act_fn != "silu":
+            raise ValueError(f"only act_fn='silu' is supported, got {self.act_fn!r}")
 
 
 VAE_PRESETS: dict[str, VAEConfig] = {
