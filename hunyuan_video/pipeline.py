@@ -21,7 +21,14 @@ from safetensors import safe_open
 from torch import nn
 from tqdm import tqdm
 
-from hunyuan_video.checkpoint import infer_transformer_config, load_transformer, load_vae, read_state_dict
+from hunyuan_video.checkpoint import (
+    infer_transformer_config,
+    load_transformer,
+    load_vae,
+    read_state_dict,
+    safetensors_metadata,
+    transformer_config_from_diffusers,
+)
 from hunyuan_video.config import TransformerConfig, config_from_dict, config_to_dict
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.models.vae import CausalVAE
@@ -116,17 +123,28 @@ def weight_summary(path: Path) -> dict[str, int]:
     return counts
 
 
+def transformer_config(folder: ModelFolder) -> TransformerConfig:
+    """The transformer's config: its config.json (ours beside an official checkpoint, diffusers' in its folder),
+    else the config in a safetensors checkpoint's metadata, else read from the official checkpoint's shapes."""
+    if folder.layout == "diffusers":
+        return transformer_config_from_diffusers(json.loads((folder.transformer / "config.json").read_text()))
+    if folder.transformer_config is not None:
+        return config_from_dict(TransformerConfig, json.loads(folder.transformer_config.read_text()))
+    if folder.transformer.suffix == ".safetensors" and "config" in safetensors_metadata(folder.transformer):
+        return config_from_dict(TransformerConfig, json.loads(safetensors_metadata(folder.transformer)["config"]))
+    return infer_transformer_config(read_state_dict(folder.transformer))
+
+
 def describe_model_folder(path: str | Path) -> dict:
     """What a model folder holds: its layout, and per part the path, the config and the parameters per dtype."""
     folder = find_model_folder(path)
     parts = {}
     for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
         part: Path = getattr(folder, name)
-        config_file = folder.transformer_config if name == "transformer" and folder.layout == "official" else (
-            part / "config.json")
-        config = json.loads(config_file.read_text()) if config_file and config_file.is_file() else None
-        if name == "transformer" and config is None:
-            config = config_to_dict(infer_transformer_config(read_state_dict(part)))
+        if name == "transformer":
+            config = config_to_dict(transformer_config(folder))
+        else:
+            config = json.loads((part / "config.json").read_text()) if (part / "config.json").is_file() else None
         parts[name] = {"path": str(part), "config": config, "parameters": weight_summary(part)}
     return {"root": str(folder.root), "layout": folder.layout, "parts": parts}
 
@@ -184,10 +202,7 @@ class HunyuanVideoPipeline:
         `enable_model_cpu_offload()`."""
         folder = find_model_folder(path)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        config = None
-        if folder.transformer_config is not None:
-            config = config_from_dict(TransformerConfig, json.loads(folder.transformer_config.read_text()))
-        transformer = load_transformer(folder.transformer, config=config, dtype=dtype, device=device)
+        transformer = load_transformer(folder.transformer, transformer_config(folder), dtype=dtype, device=device)
         vae = load_vae(folder.vae, dtype=dtype, device=device)
         text_encoder = LLMTextEncoder.from_pretrained(folder.text_encoder, folder.tokenizer, dtype, device)
         text_encoder_2 = CLIPTextEncoder.from_pretrained(folder.text_encoder_2, folder.tokenizer_2, dtype, device)

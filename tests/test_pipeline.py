@@ -12,6 +12,7 @@ from tiny_models import (
     write_official_model,
 )
 
+from hunyuan_video.checkpoint import save_transformer
 from hunyuan_video.config import TransformerConfig, config_to_dict
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.pipeline import NEGATIVE_PROMPT, HunyuanVideoPipeline, describe_model_folder, find_model_folder
@@ -169,6 +170,10 @@ def test_layout_detection(diffusers_folder, pipe, tmp_path):
     torch.save({"module": HunyuanVideoTransformer(config).state_dict()}, transformers / "mp_rank_00_model_states.pt")
     (transformers / "config.json").unlink()
     assert describe_model_folder(tmp_path)["parts"]["transformer"]["config"] == config_to_dict(config)
+    # save_transformer's safetensors carry their config in the metadata.
+    (transformers / "mp_rank_00_model_states.pt").unlink()
+    save_transformer(pipe.transformer, transformers / "mp_rank_00_model_states.safetensors")
+    assert describe_model_folder(tmp_path)["parts"]["transformer"]["config"] == config_to_dict(pipe.transformer.config)
     (tmp_path / "ckpts" / "text_encoder_2").rename(tmp_path / "elsewhere")
     with pytest.raises(ValueError, match="lacks text_encoder_2"):
         find_model_folder(tmp_path)
