@@ -335,7 +335,7 @@ class HunyuanVideoPipeline:
             warnings.warn("negative_prompt is used only with cfg_scale > 1 (true classifier-free guidance): ignored",
                           stacklevel=2)
         if do_cfg:
-            negative = negative_prompt or NEGATIVE_PROMPT
+            negative = NEGATIVE_PROMPT if negative_prompt is None else negative_prompt  # "" is the empty caption
             negatives = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
             if len(negatives) != len(prompts):
                 raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
