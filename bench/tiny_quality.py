@@ -101,7 +101,7 @@ def main() -> None:
     defaults = json.loads((Path(args.model) / "generate.json").read_text())
     kwargs = {"height": defaults["height"], "width": defaults["width"], "num_frames": defaults["frames"],
               "num_inference_steps": defaults["steps"], "cfg_scale": defaults["cfg_scale"],
-              "flow_shift": defaults["shift"]}
+              "flow_shift": defaults["shift"], "negative_prompt": defaults["negative_prompt"]}
     results = {}
     for name in ("trained", "random"):
         if name == "random":

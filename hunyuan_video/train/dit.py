@@ -290,7 +290,9 @@ def write_samples(config: DiTTrainConfig, model: HunyuanVideoTransformer, ema: E
     paths = []
     for i, prompt in enumerate(config.sample_prompts):
         video = pipe(prompt, height=height, width=width, num_frames=frames, num_inference_steps=config.sample_steps,
-                     guidance_scale=config.embedded_guidance, cfg_scale=1.0 if embedded else config.sample_guidance,
-                     flow_shift=config.sample_shift, seed=i).frames[0]
+                     guidance_scale=config.embedded_guidance, flow_shift=config.sample_shift, seed=i,
+                     # true CFG against the empty caption that caption dropout trained, unless guidance is embedded
+                     cfg_scale=1.0 if embedded else config.sample_guidance, negative_prompt=None if embedded else "",
+                     ).frames[0]
         paths.append(write_video(Path(config.out_dir) / "samples" / f"step_{step:06d}" / f"{i}.mp4", video, fps=8))
     return paths
