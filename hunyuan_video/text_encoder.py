@@ -92,6 +92,13 @@ def check_crop_start(tokenizer: PreTrainedTokenizerBase, crop_start: int, templa
         )
 
 
+def unknown_words(texts: list[str], ids: list[list[int]], offsets: list[list[tuple[int, int]]], unk_id: int | None
+                  ) -> list[str]:
+    """The pieces of `texts` that a tokenizer turned into its unknown token (special tokens have empty spans)."""
+    return sorted({text[a:b] for text, row, spans in zip(texts, ids, offsets) for i, (a, b) in zip(row, spans)
+                   if i == unk_id and b > a})
+
+
 class _PromptEncoder(nn.Module):
     """A frozen `transformers` text model with its tokenizer; subclasses say what to read from it."""
 
@@ -140,7 +147,12 @@ class _PromptEncoder(nn.Module):
     def tokenize(self, texts: list[str], max_length: int, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and mask `(B, max_length)` of `texts` (the `prompts`, maybe templated), right-padded; longer
         texts are cut, with a warning naming the prompt and how many tokens were dropped."""
-        full = self.tokenizer(texts, verbose=False)["input_ids"]
+        encoded = self.tokenizer(texts, verbose=False, return_offsets_mapping=True)
+        full = encoded["input_ids"]
+        unknown = unknown_words(texts, full, encoded["offset_mapping"], self.tokenizer.unk_token_id)
+        if unknown:  # a word-level vocabulary (the tiny model's) has gaps; say which words fell into them
+            warnings.warn(f"the text encoders do not know the words {', '.join(map(repr, unknown))}: they are read "
+                          f"as {self.tokenizer.unk_token}", stacklevel=1)
         for prompt, ids in zip(prompts, full):
             if len(ids) > max_length:
                 warnings.warn(
