@@ -7,9 +7,9 @@ set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 TINY=hunyuan_video/assets/tiny
 
-# 1. The synthetic world (seed 0): 3000 training clips of 17x64x64. Its test split (unseen colour/shape/motion
+# 1. The synthetic world (seed 0): 1200 training clips of 17x64x64. Its test split (unseen colour/shape/motion
 #    combinations) is only used by the evaluation in step 5.
-hunyuan-video data synth data_cache/tiny_dit_train --clips 3000 --seed 0 --size 64 --frames 17
+hunyuan-video data synth data_cache/tiny_dit_1200 --clips 1200 --seed 0 --size 64 --frames 17
 
 # 2. The text encoders: a 4-layer Llama pretrained as a language model on 4000 train captions in the video
 #    template, and a 2-layer CLIP text model trained to tell which words a caption holds.
