@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import tiny_clip, tiny_llm, tiny_tokenizers, tiny_vae
+from tiny_models import tiny_clip, tiny_llm, tiny_vae
 
 from hunyuan_video.checkpoint import save_vae
-from hunyuan_video.data.synth import SynthConfig, generate
-from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder
+from hunyuan_video.data.synth import SynthConfig, caption_vocabulary, generate
+from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder, build_word_tokenizer
 from hunyuan_video.train.cache import build_cache, cache_fingerprint, read_cache
 from hunyuan_video.train.dit import DiTTrainConfig
 
@@ -17,10 +17,11 @@ VIDEO, IMAGE = (9, 32, 32), (1, 32, 32)
 
 
 def make_setup(root: Path, clips: int = 4) -> dict:
-    """A tiny synthetic dataset (9 frames, 32x32), a random tiny VAE and encoder pair, and a config dict over them."""
+    """A tiny synthetic dataset (9 frames, 32x32), a random tiny VAE, a random encoder pair over the captions' words,
+    and a config dict over them."""
     generate(root / "data", clips, seed=0, config=SynthConfig(height=32, width=32, frames=9), progress=False)
     save_vae(tiny_vae(), root / "vae.safetensors")
-    tok, tok2 = tiny_tokenizers()
+    tok, tok2 = (build_word_tokenizer(caption_vocabulary(), kind) for kind in ("llm", "clip"))
     for name, model, tokenizer in (("text_encoder", tiny_llm(tok), tok), ("text_encoder_2", tiny_clip(tok2), tok2)):
         model.save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)

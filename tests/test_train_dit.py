@@ -50,7 +50,7 @@ def test_loss_decreases_on_a_tiny_run(base, tmp_path):
     stages = [{"name": "video", "steps": 60, "batch_size": 4, "buckets": [VIDEO]}]
     config = DiTTrainConfig(**{**base, "out_dir": str(tmp_path), "stages": stages}, lr=3e-3, warmup_steps=5,
                             caption_dropout=0.0, ema_decay=0.9, log_every=1, checkpoint_every=1000,
-                            sample_prompts=["a red ball rolls"], sample_steps=2, sample_size=(9, 32, 32))
+                            sample_prompts=["a red circle grows"], sample_steps=2, sample_size=(9, 32, 32))
     cache = read_cache(config.cache_dir, cache_fingerprint(config), config.buckets)
 
     def held_out_loss(model) -> float:  # the same batches, times and noise before and after training

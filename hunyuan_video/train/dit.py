@@ -174,14 +174,15 @@ def flow_matching_loss(
     x0 = batch["x0"]
     t = sample_time(x0.shape[0], config.time_sampling, config.time_shift, config.logit_mean, config.logit_std,
                     generator=generator)
-    noise = torch.randn(x0.shape, generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)  # drawn on the CPU: the same numbers on every device
     device = torch.device(config.device)
-    x_t, target = add_noise(x0, noise, t).to(device), velocity_target(x0, noise).to(device)
+    x0, noise, t = x0.to(device), noise.to(device), t.to(device)
+    x_t, target = add_noise(x0, noise, t), velocity_target(x0, noise)
     guidance = None
     if model.config.guidance_embed:
         guidance = torch.full((x0.shape[0],), config.embedded_guidance * 1000.0, device=device)
     with autocast_context(device):
-        pred = model(x_t, (t * 1000.0).to(device), batch["text_states"].to(device), batch["text_mask"],
+        pred = model(x_t, t * 1000.0, batch["text_states"].to(device), batch["text_mask"],
                      batch["text_states_2"].to(device), guidance)
     return F.mse_loss(pred.float(), target)
 
@@ -258,13 +259,18 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
     return out
 
 
+def averaged(model: HunyuanVideoTransformer, ema: EMA) -> HunyuanVideoTransformer:
+    """A copy of `model` (same device) holding the EMA weights, in eval mode."""
+    copy = HunyuanVideoTransformer(model.config).to(next(model.parameters()).device)
+    ema.copy_to(copy)
+    return copy.eval()
+
+
 def export_ema(model: HunyuanVideoTransformer, ema: EMA, path: str | Path) -> Path:
     """Write the EMA weights as a transformer checkpoint (safetensors with its config) at `path`."""
-    averaged = HunyuanVideoTransformer(model.config)
-    ema.copy_to(averaged)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_transformer(averaged, path)
+    save_transformer(averaged(model, ema), path)
     return path
 
 
@@ -277,10 +283,8 @@ def write_samples(config: DiTTrainConfig, model: HunyuanVideoTransformer, ema: E
     from hunyuan_video.video_io import write_video
 
     device = torch.device(config.device)
-    averaged = HunyuanVideoTransformer(model.config).to(device)
-    ema.copy_to(averaged)
     pipe = HunyuanVideoPipeline(
-        averaged, load_vae(config.vae, dtype=torch.float32, device=device),
+        averaged(model, ema), load_vae(config.vae, dtype=torch.float32, device=device),
         LLMTextEncoder.from_pretrained(config.text_encoder, device=device, max_length=config.text_max_length),
         CLIPTextEncoder.from_pretrained(config.text_encoder_2, device=device),
     )
