@@ -65,6 +65,7 @@ class VAETrainConfig:
     out_dir: str = "runs/vae"
     vae: dict[str, Any] = field(default_factory=dict)  # VAEConfig fields (from scratch)
     init_from: str = ""  # VAE weights to fine-tune (a file or model folder); "" = from scratch
+    init_logvar: float = -6.0  # from scratch: the posterior's starting log-variance (see build_vae)
     # data
     video_per_image: int = 4  # video:image batches 4:1, as in the paper
     max_frame_stride: int = 8
@@ -274,12 +275,20 @@ def save_side_by_side(path: Path, original: Tensor, reconstruction: Tensor, fps:
 
 
 def build_vae(cfg: VAETrainConfig) -> CausalVAE:
-    """The model to train: `init_from` weights (fine-tune), or a fresh `VAEConfig(**cfg.vae)`."""
+    """The model to train: `init_from` weights (fine-tune), or a fresh `VAEConfig(**cfg.vae)`.
+
+    A fresh model starts with a narrow posterior (log-variance `init_logvar`, the bias of `quant_conv`'s second
+    half): with the default init its std is about 1, the decoder first sees latents drowned in sampling noise, and
+    the tiny KL weight lets the encoder shrink that only at the pace of the learning rate (thousands of steps).
+    """
     if cfg.init_from:
         from hunyuan_video.checkpoint import load_vae
 
         return load_vae(cfg.init_from)
-    return CausalVAE(config_from_dict(VAEConfig, cfg.vae))
+    vae = CausalVAE(config_from_dict(VAEConfig, cfg.vae))
+    with torch.no_grad():
+        vae.quant_conv.bias[vae.config.latent_channels :].fill_(cfg.init_logvar)
+    return vae
 
 
 @torch.no_grad()

@@ -1,0 +1,136 @@
+import json
+
+import pytest
+import torch
+
+from hunyuan_video.cli import main
+from hunyuan_video.data.synth import SynthConfig, generate
+from hunyuan_video.train.common import load_checkpoint, read_jsonl, seed_everything
+from hunyuan_video.train.vae import (
+    ClipSampler,
+    VAEStage,
+    VAETrainConfig,
+    build_vae,
+    evaluate,
+    load_train_config,
+    load_val_clips,
+    train_vae,
+)
+
+TINY_VAE = {"block_out_channels": [8, 8, 8, 8], "layers_per_block": 1, "norm_num_groups": 4,
+            "sample_size": 32, "sample_tsize": 16}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clips")
+    cfg = SynthConfig(height=48, width=48, frames=9)
+    generate(root / "train", 3, seed=0, config=cfg, progress=False)
+    generate(root / "val", 2, seed=0, split="test", config=cfg, progress=False)
+    return root
+
+
+def _config(clips, out, **overrides) -> VAETrainConfig:
+    """Two stages: 16px crops (with image batches), then whole 48px frames encoded and decoded with tiles + GAN."""
+    fields = dict(
+        train_dir=str(clips / "train"), out_dir=str(out), vae=TINY_VAE,
+        stages=[VAEStage(steps=3, size=16, frames=5, batch_size=2, image_batch_size=2),
+                VAEStage(steps=2, size=48, frames=5, batch_size=1, tiled_prob=1.0)],
+        lpips_weight=0.0, disc_start=3, disc_channels=8, disc_layers=2, lr=1e-3, warmup_steps=2, log_every=1,
+        checkpoint_every=100,
+    )
+    fields.update(overrides)
+    return VAETrainConfig(**fields)
+
+
+def _assert_same(a, b, where="state"):
+    """Exact equality of nested checkpoint states (tensors bit for bit)."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_resume_is_bit_exact(clips, tmp_path):
+    straight = train_vae(_config(clips, tmp_path / "straight"))
+    train_vae(_config(clips, tmp_path / "resumed"), max_steps=4)  # stops inside the tiled + GAN stage
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["step"] == 4
+    assert not (tmp_path / "resumed" / "vae").exists()  # only a finished run exports
+    resumed = train_vae(_config(clips, tmp_path / "resumed"), resume=True)
+
+    a, b = load_checkpoint(straight / "checkpoint.pt"), load_checkpoint(resumed / "checkpoint.pt")
+    assert a["step"] == b["step"] == 5
+    for key in ("model", "ema", "optimizer", "scheduler", "disc", "disc_optimizer", "sampler"):
+        _assert_same(a[key], b[key], key)
+    log = read_jsonl(resumed / "log.jsonl")
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5] and "d" in log[-1] and "gan_weight" in log[-1]
+    assert (resumed / "loss.png").is_file()
+
+    from hunyuan_video.checkpoint import load_vae
+
+    vae = load_vae(straight / "vae")
+    torch.testing.assert_close(vae.state_dict()["decoder.conv_out.conv.weight"],
+                               a["ema"]["shadow"]["decoder.conv_out.conv.weight"])
+    assert vae.config.scaling_factor > 0 and vae.config.block_out_channels == (8, 8, 8, 8)
+
+
+def test_short_run_lowers_the_loss_and_validates(clips, tmp_path):
+    cfg = _config(clips, tmp_path / "run", stages=[VAEStage(steps=30, size=16, frames=5, batch_size=2)],
+                  disc_weight=0.0, lr=3e-3, val_dir=str(clips / "val"), val_every=30, val_clips=2, val_size=48,
+                  val_frames=9)
+    seed_everything(cfg.seed)
+    start = build_vae(cfg).eval()  # the weights train_vae starts from
+    out = train_vae(cfg)
+    trained = build_vae(cfg).eval()
+    trained.load_state_dict(load_checkpoint(out / "checkpoint.pt")["model"])
+    clips_val = load_val_clips(cfg.val_dir, 2, 48, 9)
+    before, after = (evaluate(m, clips_val)["psnr"] for m in (start, trained))
+    assert after > before + 3, (before, after)  # the held-out MSE more than halved
+
+    log = read_jsonl(out / "log.jsonl")
+    val = log[-1]
+    assert {"val_psnr", "val_ssim", "val_psnr_tiled", "val_ssim_tiled"} <= val.keys() and val["val_psnr"] > 0
+    assert sorted(p.name for p in (out / "val").iterdir()) == ["step0000030_clip0.mp4", "step0000030_clip1.mp4"]
+    assert json.loads((out / "config.json").read_text())["lr"] == 3e-3
+
+
+def test_clip_sampler_strides_crops_and_mixes_images(clips):
+    sampler = ClipSampler(clips / "train", max_stride=8, seed=0)
+    stage = VAEStage(steps=1, size=32, frames=5, batch_size=2, image_batch_size=3)
+    shapes = [tuple(sampler.batch(stage, video_per_image=1).shape) for _ in range(12)]
+    assert set(shapes) == {(2, 3, 5, 32, 32), (3, 3, 1, 32, 32)}
+    again = ClipSampler(clips / "train", max_stride=8, seed=0)
+    state = again.state_dict()
+    first = again.sample(5, 16)
+    again.load_state_dict(state)
+    assert torch.equal(again.sample(5, 16), first)
+    assert first.min() >= -1 and first.max() <= 1
+    with pytest.raises(ValueError, match="fewer than"):
+        sampler.sample(13, 16)
+    with pytest.raises(ValueError, match="smaller than"):
+        sampler.sample(5, 64)
+
+
+def test_config_errors(clips, tmp_path):
+    with pytest.raises(ValueError, match="lpips_vgg_path"):
+        _config(clips, tmp_path, lpips_weight=0.1)
+    with pytest.raises(ValueError, match="1 \\+ 4k"):
+        _config(clips, tmp_path, stages=[VAEStage(steps=1, size=16, frames=4)])
+    with pytest.raises(ValueError, match="sample_size"):
+        train_vae(_config(clips, tmp_path, vae={**TINY_VAE, "sample_size": 16}))
+    with pytest.raises(ValueError, match="metadata.jsonl"):
+        train_vae(_config(clips, tmp_path, train_dir=str(tmp_path)))
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"train_dir": "x", "stages": [], "learning_rate": 1}))
+    with pytest.raises(ValueError, match="learning_rate"):
+        load_train_config(path)
+    with pytest.raises(SystemExit, match="train-vae: .*learning_rate"):
+        main(["train-vae", str(path)])
