@@ -102,6 +102,22 @@ def test_short_run_lowers_the_loss_and_validates(clips, tmp_path):
     assert json.loads((out / "config.json").read_text())["lr"] == 3e-3
 
 
+def test_decoder_only_fine_tune_keeps_the_encoder(clips, tmp_path):
+    cfg = _config(clips, tmp_path / "base", stages=[VAEStage(steps=1, size=16, frames=5)], disc_weight=0.0)
+    train_vae(cfg)
+    tuned = train_vae(_config(clips, tmp_path / "tuned", stages=[VAEStage(steps=2, size=16, frames=5)],
+                              init_from=str(tmp_path / "base" / "vae"), train_encoder=False, lr=1e-2))
+    a, b = load_checkpoint(tmp_path / "base" / "checkpoint.pt"), load_checkpoint(tuned / "checkpoint.pt")
+    from hunyuan_video.checkpoint import load_vae
+
+    start = load_vae(tmp_path / "base" / "vae").state_dict()
+    frozen = [k for k in start if k.startswith(("encoder.", "quant_conv."))]
+    assert frozen and all(torch.equal(b["model"][k], start[k]) for k in frozen)
+    assert not torch.equal(b["model"]["decoder.conv_out.conv.weight"], start["decoder.conv_out.conv.weight"])
+    assert load_vae(tuned / "vae").config.scaling_factor == load_vae(tmp_path / "base" / "vae").config.scaling_factor
+    assert a["step"] == 1 and b["step"] == 2
+
+
 def test_clip_sampler_strides_crops_and_mixes_images(clips):
     sampler = ClipSampler(clips / "train", max_stride=8, seed=0)
     stage = VAEStage(steps=1, size=32, frames=5, batch_size=2, image_batch_size=3)

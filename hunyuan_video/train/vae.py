@@ -66,6 +66,7 @@ class VAETrainConfig:
     vae: dict[str, Any] = field(default_factory=dict)  # VAEConfig fields (from scratch)
     init_from: str = ""  # VAE weights to fine-tune (a file or model folder); "" = from scratch
     init_logvar: float = -6.0  # from scratch: the posterior's starting log-variance (see build_vae)
+    train_encoder: bool = True  # False: a decoder-only fine-tune that keeps the latent space (and the DiT on it)
     # data
     video_per_image: int = 4  # video:image batches 4:1, as in the paper
     max_frame_stride: int = 8
@@ -330,7 +331,11 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
     if any(s.tiled_prob for s in cfg.stages) or cfg.val_dir:  # a bad tile size fails now, not hours in
         vae.official_tiling().check(vae.config.spatial_compression_ratio, vae.config.time_compression_ratio)
     ema = EMA(vae, cfg.ema_decay)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if not cfg.train_encoder:
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+    params = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_lambda(cfg.warmup_steps))
     disc, opt_d = None, None
     if cfg.disc_weight > 0:
@@ -398,7 +403,7 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
                 scalars.update(g=g_loss.detach(), gan_weight=weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        scalars["grad_norm"] = torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
+        scalars["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         sched.step()
         ema.update(vae)
