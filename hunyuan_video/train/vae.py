@@ -301,13 +301,13 @@ def latent_scaling_factor(model: CausalVAE, videos: Tensor) -> float:
 
 
 def export_vae(model: CausalVAE, folder: str | Path) -> Path:
-    """Write a VAE model folder: `diffusion_pytorch_model.safetensors` (official keys) and `config.json`, which
+    """Write a VAE model folder: `model.safetensors` (official keys) and `config.json`, which
     `hunyuan_video.checkpoint.load_vae(folder)` reads."""
     from hunyuan_video.checkpoint import save_vae
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_vae(model, folder / "diffusion_pytorch_model.safetensors")
+    save_vae(model, folder / "model.safetensors")
     save_config(model.config, folder / "config.json")
     return folder
 

@@ -1,0 +1,55 @@
+"""The shipped tiny VAE (the embedded tiny model's) on freshly drawn synthetic clips at its working size."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import hunyuan_video
+from hunyuan_video.checkpoint import load_vae
+from hunyuan_video.data.synth import SynthConfig, render_clip, sample_clip
+from hunyuan_video.train.losses import psnr, ssim
+from hunyuan_video.train.vae import reconstruct
+
+TINY_VAE = Path(hunyuan_video.__file__).parent / "assets" / "tiny" / "hunyuan-video-t2v-720p" / "vae"
+
+
+@pytest.fixture(scope="module")
+def vae_and_clips():
+    vae = load_vae(TINY_VAE)
+    # A world seed never used in training, at the working size: 64x64, 17 frames.
+    cfg = SynthConfig(height=64, width=64, frames=17)
+    frames = np.stack([render_clip(sample_clip(i, 1234, "test", cfg), cfg) for i in range(4)])
+    clips = torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+    return vae, clips
+
+
+def test_tiny_vae_loads_with_its_latent_scale(vae_and_clips):
+    vae, clips = vae_and_clips
+    assert (TINY_VAE / "config.json").is_file() and vae.config.latent_channels == 16
+    latents = vae.encode(clips[:1], tiling=False).mode()
+    assert latents.shape == (1, 16, 5, 8, 8)
+    assert 0.3 < (latents * vae.config.scaling_factor).std() < 3  # the scale gives roughly unit-variance latents
+    assert reconstruct(vae, clips[:1], True).shape == clips[:1].shape
+
+
+@pytest.mark.xfail(strict=True, reason="the shipped tiny VAE is under-trained (about 18 dB, see BENCHMARKS.md): "
+                                       "no better yet than painting each frame its mean colour")
+def test_tiny_vae_beats_a_flat_colour_baseline(vae_and_clips):
+    vae, clips = vae_and_clips
+    flat = clips.mean(dim=(3, 4), keepdim=True).expand_as(clips)  # each frame's mean colour
+    for tiling in (False, True):
+        rec = reconstruct(vae, clips, tiling)
+        assert rec.shape == clips.shape
+        assert psnr(rec, clips).mean() > psnr(flat, clips).mean() + 1, f"tiling={tiling}"
+
+
+@pytest.mark.xfail(strict=True, reason="the shipped tiny VAE is under-trained (about 18 dB, see BENCHMARKS.md): "
+                                       "reaching 30 dB needs far more training than this 2-core CPU gave it")
+def test_tiny_vae_reconstructs_fresh_clips_above_30_db(vae_and_clips):
+    vae, clips = vae_and_clips
+    for tiling in (False, True):
+        rec = reconstruct(vae, clips, tiling)
+        assert psnr(rec, clips).mean() > 30, f"tiling={tiling}"
+        assert ssim(rec, clips).mean() > 0.9, f"tiling={tiling}"
