@@ -137,7 +137,7 @@ def _train(model: torch.nn.Module, steps: int, config: TinyTextEncoderConfig, lo
 
 def make_tiny_text_encoders(
     captions: list[str], out_dir: str | Path, config: TinyTextEncoderConfig | None = None,
-    extra_words: list[str] = (),
+    extra_words: tuple[str, ...] | list[str] = (),
 ) -> dict[str, list[float]]:
     """Build, pretrain and save the tiny pair into `out_dir/text_encoder` and `out_dir/text_encoder_2`.
 
