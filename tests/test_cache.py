@@ -7,7 +7,7 @@ import pytest
 import torch
 from tiny_models import tiny_clip, tiny_llm, tiny_vae
 
-from hunyuan_video.checkpoint import save_vae
+from hunyuan_video.checkpoint import load_vae, save_vae
 from hunyuan_video.data.synth import SynthConfig, caption_vocabulary, generate
 from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder, build_word_tokenizer
 from hunyuan_video.train.cache import build_cache, cache_fingerprint, read_cache
@@ -47,7 +47,6 @@ def setup(tmp_path_factory):
 
 
 def test_cache_holds_the_vae_posterior_and_the_text_states(setup):
-    from hunyuan_video.checkpoint import load_vae
     from hunyuan_video.data.dataset import VideoDataset
 
     cache = read_cache(setup.cache_dir, cache_fingerprint(setup), setup.buckets)
@@ -88,12 +87,16 @@ def test_a_stale_cache_is_refused_with_the_reason(setup, tmp_path):
         read_cache(setup.cache_dir, cache_fingerprint(config), config.buckets)
     assert set(read_cache(setup.cache_dir, fingerprint, [VIDEO]).buckets) == {VIDEO}  # a subset reads
     other_vae = tmp_path / "vae.safetensors"
-    from tiny_models import tiny_vae as make
-
-    save_vae(make(seed=9), other_vae)
+    save_vae(tiny_vae(seed=9), other_vae)
     config = DiTTrainConfig(**{**vars(setup), "vae": str(other_vae)})
     with pytest.raises(ValueError, match="stale: vae changed.*hunyuan-video cache"):
         read_cache(setup.cache_dir, cache_fingerprint(config), setup.buckets)
+    tuned = load_vae(setup.vae)  # a decoder-only fine-tune keeps the latents, so the cache stays valid
+    with torch.no_grad():
+        tuned.decoder.conv_out.conv.weight.add_(0.1)
+    save_vae(tuned, tmp_path / "decoder_tuned.safetensors")
+    config = DiTTrainConfig(**{**vars(setup), "vae": str(tmp_path / "decoder_tuned.safetensors")})
+    assert read_cache(setup.cache_dir, cache_fingerprint(config), setup.buckets).meta["clips"] == 4
     config = DiTTrainConfig(**{**vars(setup), "text_encoder_2": setup.text_encoder})
     with pytest.raises(ValueError, match="stale: text_encoder_2 changed"):
         read_cache(setup.cache_dir, cache_fingerprint(config), setup.buckets)

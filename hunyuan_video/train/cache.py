@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from hunyuan_video.config import config_to_dict
 from hunyuan_video.data.buckets import Bucket
 from hunyuan_video.data.dataset import VideoDataset
 from hunyuan_video.data.manifest import read_dataset
@@ -31,7 +32,7 @@ from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder
 if TYPE_CHECKING:
     from hunyuan_video.train.dit import DiTTrainConfig
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 def bucket_name(bucket: tuple[int, int, int]) -> str:
@@ -150,12 +151,27 @@ def read_cache(
     return LatentCache(buckets=latents, text=text, meta=meta)
 
 
+def vae_encoder_hash(path: str | Path) -> str:
+    """sha256 of what decides the latents: the VAE config (scaling factor included) and the encoder's weights.
+    A decoder-only fine-tune keeps it, so latents cached before it stay valid."""
+    from hunyuan_video.checkpoint import load_vae
+
+    vae = load_vae(path)
+    digest = hashlib.sha256(json.dumps(config_to_dict(vae.config), sort_keys=True).encode())
+    for key, value in sorted(vae.state_dict().items()):
+        if key.startswith(("encoder.", "quant_conv.")):
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def cache_fingerprint(config: DiTTrainConfig) -> dict[str, Any]:
-    """What a cache's contents depend on: the VAE, both encoders, the dataset's samples, the text length."""
+    """What a cache's contents depend on: the VAE's encoder, both text encoders, the dataset's samples, the text
+    length."""
     samples, _ = read_dataset(config.data)
     listing = [[str(s.file), s.caption, s.frames, s.height, s.width] for s in samples]
     return {
-        "vae": hash_path(config.vae),
+        "vae": vae_encoder_hash(config.vae),
         "text_encoder": hash_path(config.text_encoder),
         "text_encoder_2": hash_path(config.text_encoder_2),
         "data": hashlib.sha256(json.dumps(listing).encode()).hexdigest(),
