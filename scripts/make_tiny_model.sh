@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Rebuild the embedded tiny model's text encoders and transformer from scratch (the VAE in
-# hunyuan_video/assets/tiny/hunyuan-video-t2v-720p/vae comes from configs/vae_tiny.json, see its note), then
-# measure it. Run from the repository root; about an hour on a 2-core CPU. One intra-op thread per process:
-# on a shared 2-core machine more threads only add contention.
+# Rebuild the embedded tiny model's text encoders and transformer from scratch, then measure it. The VAE in
+# hunyuan_video/assets/tiny/hunyuan-video-t2v-720p/vae comes from configs/vae_tiny.json (+ the decoder-only
+# configs/vae_tiny_decoder.json, which keeps its latent space, so this transformer stays valid). Run from the
+# repository root; about 45 minutes on a 2-core CPU (shared). One intra-op thread per process: on a loaded
+# 2-core machine more threads only add contention (a matmul ran ~4x slower with 2 threads than with 1).
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 TINY=hunyuan_video/assets/tiny
