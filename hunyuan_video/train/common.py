@@ -112,6 +112,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def save_training_state(path: str | Path, step: int, **parts: Any) -> Path:
+    """Checkpoint a run: each part's `state_dict()` under its name (None stays None), the RNG state and `step`."""
+    states = {name: None if part is None else part.state_dict() for name, part in parts.items()}
+    return save_checkpoint(path, step=step, rng=rng_state(), **states)
+
+
+def load_training_state(path: str | Path, **parts: Any) -> int:
+    """Restore each (non-None) part and the RNG state from a `save_training_state` checkpoint; returns its step."""
+    state = load_checkpoint(path)
+    for name, part in parts.items():
+        if part is not None:
+            part.load_state_dict(state[name])
+    set_rng_state(state["rng"])
+    return state["step"]
+
+
 class JsonlLogger:
     """Appends one JSON line per call: `{"step": ..., "time": ..., **scalars}`."""
 

@@ -26,11 +26,9 @@ from hunyuan_video.train.common import (
     EMA,
     JsonlLogger,
     autocast_context,
-    load_checkpoint,
+    load_training_state,
     plot_losses,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
+    save_training_state,
     warmup_lambda,
 )
 
@@ -210,13 +208,7 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
     step = 0
     checkpoint_path = out / "checkpoint.pt"
     if resume:
-        state = load_checkpoint(checkpoint_path)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        set_rng_state(state["rng"])
-        step = state["step"]
+        step = load_training_state(checkpoint_path, model=model, ema=ema, optimizer=optimizer, schedule=schedule)
     elif checkpoint_path.exists():
         raise ValueError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another out_dir")
     out.mkdir(parents=True, exist_ok=True)
@@ -225,8 +217,7 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
     end = min(config.total_steps, max_steps or config.total_steps)
 
     def save() -> None:
-        save_checkpoint(checkpoint_path, model=model.state_dict(), ema=ema.state_dict(),
-                        optimizer=optimizer.state_dict(), schedule=schedule.state_dict(), rng=rng_state(), step=step)
+        save_training_state(checkpoint_path, step, model=model, ema=ema, optimizer=optimizer, schedule=schedule)
 
     bar = tqdm(total=end, initial=step, desc="train", disable=not progress)
     while step < end:

@@ -31,12 +31,10 @@ from hunyuan_video.train.common import (
     EMA,
     JsonlLogger,
     autocast_context,
-    load_checkpoint,
+    load_training_state,
     plot_losses,
-    rng_state,
-    save_checkpoint,
+    save_training_state,
     seed_everything,
-    set_rng_state,
     warmup_lambda,
 )
 from hunyuan_video.train.losses import PatchDiscriminator3D, adaptive_weight, hinge_d_loss, load_lpips, psnr, ssim
@@ -348,25 +346,12 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
 
     step = 0
     ckpt_path = out / "checkpoint.pt"
+    parts = dict(model=vae, ema=ema, optimizer=opt, scheduler=sched, disc=disc, disc_optimizer=opt_d, sampler=sampler)
     if resume:
-        state = load_checkpoint(ckpt_path)
-        vae.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if disc is not None:
-            disc.load_state_dict(state["disc"])
-            opt_d.load_state_dict(state["disc_optimizer"])
-        sampler.load_state_dict(state["sampler"])
-        set_rng_state(state["rng"])
-        step = state["step"]
+        step = load_training_state(ckpt_path, **parts)
 
     def checkpoint() -> None:
-        save_checkpoint(
-            ckpt_path, step=step, model=vae.state_dict(), ema=ema.state_dict(), optimizer=opt.state_dict(),
-            scheduler=sched.state_dict(), disc=disc.state_dict() if disc else None,
-            disc_optimizer=opt_d.state_dict() if opt_d else None, sampler=sampler.state_dict(), rng=rng_state(),
-        )
+        save_training_state(ckpt_path, step, **parts)
 
     def validate() -> dict[str, float]:
         model = copy.deepcopy(vae).eval()
