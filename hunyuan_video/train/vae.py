@@ -235,14 +235,11 @@ class ClipSampler:
 
 def load_val_clips(folder: str | Path, count: int, size: int, frames: int) -> Tensor:
     """The first `count` clips of a folder: the first `frames` frames, shorter side resized to `size`, centre crop."""
+    from hunyuan_video.data.dataset import resize_crop
     from hunyuan_video.video_io import read_video
 
-    clips = []
-    for file in read_manifest(folder)[:count]:
-        video = _resize_short_side(_to_tensor(read_video(file, range(frames))), size)
-        top, left = (video.shape[-2] - size) // 2, (video.shape[-1] - size) // 2
-        clips.append(video[:, :, top : top + size, left : left + size])
-    return torch.stack(clips)
+    return torch.stack([resize_crop(_to_tensor(read_video(f, range(frames))), size, size)
+                        for f in read_manifest(folder)[:count]])
 
 
 @torch.no_grad()
