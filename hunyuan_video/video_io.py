@@ -117,7 +117,7 @@ def read_video(path: str | Path, indices: Sequence[int] | None = None) -> np.nda
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as a one-frame clip, uint8 (1, H, W, 3)."""
     with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))[None]
+        return np.array(image.convert("RGB"))[None]
 
 
 def write_gif(path: str | Path, frames: np.ndarray, fps: float = 8) -> Path:

@@ -1,9 +1,13 @@
 import json
+import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from hunyuan_video.cli import main
+from hunyuan_video.data.manifest import DataWarning
 from hunyuan_video.data.synth import SynthConfig, generate
 from hunyuan_video.train.common import load_checkpoint, read_jsonl, seed_everything
 from hunyuan_video.train.vae import (
@@ -129,10 +133,37 @@ def test_clip_sampler_strides_crops_and_mixes_images(clips):
     again.load_state_dict(state)
     assert torch.equal(again.sample(5, 16), first)
     assert first.min() >= -1 and first.max() <= 1
-    with pytest.raises(ValueError, match="fewer than"):
+    with pytest.warns(DataWarning, match="too short"), pytest.raises(ValueError, match="no file gives 13 frames"):
         sampler.sample(13, 16)
-    with pytest.raises(ValueError, match="smaller than"):
-        sampler.sample(5, 64)
+    with pytest.warns(DataWarning, match="too small"), pytest.raises(ValueError, match="no file gives 5 frames of at"):
+        ClipSampler(clips / "train", max_stride=8, seed=0).sample(5, 64)
+
+
+def test_clip_sampler_skips_and_reports_bad_files_and_uses_images(clips, tmp_path):
+    """A truncated mp4, a missing file and an empty caption are skipped and reported, never a crash; image files
+    serve the image batches."""
+    root = tmp_path / "mixed"
+    shutil.copytree(clips / "train", root)
+    rows = [json.loads(line) for line in (root / "metadata.jsonl").read_text().splitlines()]
+    good = (root / rows[0]["file"]).read_bytes()
+    (root / "truncated.mp4").write_bytes(good[: len(good) // 3])
+    (root / "nocaption.mp4").write_bytes(good)
+    Image.fromarray(np.full((40, 56, 3), 200, np.uint8)).save(root / "still.png")
+    rows += [{"file": "truncated.mp4", "caption": "a red circle", "frames": 9, "height": 48, "width": 48},
+             {"file": "missing.mp4", "caption": "a blue square"},
+             {"file": "nocaption.mp4", "caption": ""},
+             {"file": "still.png", "caption": "a gray background"}]
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.warns(DataWarning):
+        sampler = ClipSampler(root, max_stride=8, seed=0)
+        videos = [sampler.sample(9, 32) for _ in range(8)]  # two epochs: the truncated file is met and dropped
+        stills = [sampler.sample(1, 32) for _ in range(3)]
+    assert all(v.shape == (3, 9, 32, 32) for v in videos)
+    assert all(torch.allclose(s, torch.full_like(s, 200 / 127.5 - 1)) for s in stills)  # only the png
+    reasons = dict(sampler.report.skipped)
+    assert reasons[str(root / "missing.mp4")] == "missing file"
+    assert reasons[str(root / "nocaption.mp4")] == "empty caption"
+    assert reasons[str(root / "truncated.mp4")].startswith("decode failed")
 
 
 def test_config_errors(clips, tmp_path):

@@ -56,7 +56,7 @@ class VAEStage:
 class VAETrainConfig:
     """Everything a VAE training run needs; paths are relative to the working directory."""
 
-    train_dir: str  # a folder with metadata.jsonl (a "file" per row) and the videos it names
+    train_dir: str  # a dataset folder (metadata.jsonl or .txt captions; videos and images), see data.manifest
     stages: list[VAEStage]
     note: str = ""  # free text kept with the run (why the recipe is what it is)
     val_dir: str = ""  # held-out clips in the same layout ("" = no validation)
@@ -143,18 +143,6 @@ def load_train_config(path: str | Path) -> VAETrainConfig:
     return VAETrainConfig(**data)
 
 
-def read_manifest(folder: str | Path) -> list[Path]:
-    """The video files listed in `folder/metadata.jsonl`."""
-    folder = Path(folder)
-    manifest = folder / "metadata.jsonl"
-    if not manifest.is_file():
-        raise ValueError(f"{folder} has no metadata.jsonl: make clips with `hunyuan-video data synth {folder}`")
-    files = [folder / json.loads(line)["file"] for line in manifest.read_text().splitlines() if line.strip()]
-    if not files:
-        raise ValueError(f"{manifest} lists no clips")
-    return files
-
-
 def _to_tensor(frames: np.ndarray) -> Tensor:
     """uint8 (T, H, W, 3) -> float (3, T, H, W) in [-1, 1]."""
     return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
@@ -170,34 +158,42 @@ def _resize_short_side(video: Tensor, short: int) -> Tensor:
 
 
 class ClipSampler:
-    """Draws training batches from a folder of clips, in epochs of a seeded shuffle.
+    """Draws training batches from a dataset folder (`hunyuan_video.data.manifest`), in epochs of a seeded shuffle.
 
     A video sample is `frames` frames at a random stride (1 .. `max_stride`, as the clip's length allows) from a
-    random start; an image sample is one random frame. Each sample is resized so its shorter side is a random
-    length between the crop size and its own, then randomly cropped square. Its state (generator, order,
-    position) is part of the checkpoint, so a resumed run draws the same batches.
+    random start; an image sample is an image file or, when the folder has none, one random frame of a video. Each
+    sample is resized so its shorter side is a random length between the crop size and its own, then randomly
+    cropped square. Files too short or too small for a stage, or that fail to decode, are skipped (with a counted
+    warning) and listed in `report`. Its state (generator, order, position, bad files) is part of the checkpoint,
+    so a resumed run draws the same batches.
     """
 
     def __init__(self, folder: str | Path, max_stride: int, seed: int) -> None:
-        from hunyuan_video.video_io import video_info
+        from hunyuan_video.data.manifest import read_dataset
 
-        self.files = read_manifest(folder)
-        self.lengths = [video_info(f).frames for f in self.files]
+        self.samples, self.report = read_dataset(folder)
+        if not self.samples:
+            raise ValueError(f"{folder} has no usable clips (a metadata.jsonl, or videos/images with .txt captions; "
+                             f"`hunyuan-video data synth {folder}` makes some): {self.report.summary()}")
+        self.has_images = any(s.is_image for s in self.samples)
         self.max_stride = max_stride
         self.generator = torch.Generator().manual_seed(seed)
-        self.order = torch.randperm(len(self.files), generator=self.generator)
+        self.order = torch.randperm(len(self.samples), generator=self.generator)
         self.position = 0
+        self.bad: set[int] = set()  # samples that failed to decode
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "order": self.order, "position": self.position}
+        return {"generator": self.generator.get_state(), "order": self.order, "position": self.position,
+                "bad": sorted(self.bad)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         self.order, self.position = state["order"], state["position"]
+        self.bad = set(state.get("bad", ()))
 
     def _next_index(self) -> int:
         if self.position == len(self.order):
-            self.order = torch.randperm(len(self.files), generator=self.generator)
+            self.order = torch.randperm(len(self.samples), generator=self.generator)
             self.position = 0
         self.position += 1
         return int(self.order[self.position - 1])
@@ -206,24 +202,40 @@ class ClipSampler:
         """A uniform integer in [low, high]."""
         return int(torch.randint(low, high + 1, (), generator=self.generator))
 
-    def sample(self, frames: int, size: int) -> Tensor:
-        """One (3, frames, size, size) sample in [-1, 1]."""
-        from hunyuan_video.video_io import read_video
+    def _load(self, index: int, frames: int, size: int) -> Tensor:
+        from hunyuan_video.video_io import read_image, read_video
 
-        i = self._next_index()
-        length = self.lengths[i]
-        if length < frames:
-            raise ValueError(f"{self.files[i]} has {length} frames, fewer than the {frames} a stage asks for")
-        stride = self._randint(1, min(self.max_stride, (length - 1) // max(frames - 1, 1)))
-        start = self._randint(0, length - 1 - (frames - 1) * stride)
-        video = _to_tensor(read_video(self.files[i], range(start, start + (frames - 1) * stride + 1, stride)))
-        short = min(video.shape[-2:])
-        if short < size:
-            raise ValueError(f"{self.files[i]} is {tuple(video.shape[-2:])}, smaller than the {size}px crop")
-        video = _resize_short_side(video, self._randint(size, short))
+        sample = self.samples[index]
+        if sample.is_image:
+            video = _to_tensor(read_image(sample.file))
+        else:
+            stride = self._randint(1, min(self.max_stride, (sample.frames - 1) // max(frames - 1, 1)))
+            start = self._randint(0, sample.frames - 1 - (frames - 1) * stride)
+            indices = range(start, start + (frames - 1) * stride + 1, stride)
+            video = _to_tensor(read_video(sample.file, indices))
+        video = _resize_short_side(video, self._randint(size, min(video.shape[-2:])))
         top = self._randint(0, video.shape[-2] - size)
         left = self._randint(0, video.shape[-1] - size)
         return video[:, :, top : top + size, left : left + size]
+
+    def sample(self, frames: int, size: int) -> Tensor:
+        """One (3, frames, size, size) sample in [-1, 1]; ValueError when no file of the folder can give one."""
+        for _ in range(2 * len(self.samples)):  # across an epoch boundary: every file is met at least once
+            i = self._next_index()
+            s = self.samples[i]
+            if i in self.bad or (s.is_image != (frames == 1 and self.has_images)):
+                continue  # images serve image batches (videos do when the folder has no images)
+            if s.frames < frames:
+                self.report.add(s.file, f"too short: {s.frames} frames, a stage asks for {frames}")
+            elif min(s.height, s.width) < size:
+                self.report.add(s.file, f"too small: {s.height}x{s.width}, a stage crops {size}px")
+            else:
+                try:
+                    return self._load(i, frames, size)
+                except (ValueError, OSError) as e:
+                    self.bad.add(i)
+                    self.report.add(s.file, f"decode failed: {e}")
+        raise ValueError(f"no file gives {frames} frames of at least {size}px: {self.report.summary()}")
 
     def batch(self, stage: VAEStage, video_per_image: int) -> Tensor:
         """A video batch (B, 3, frames, size, size), or one time in `1 + video_per_image` an image batch
@@ -234,12 +246,16 @@ class ClipSampler:
 
 
 def load_val_clips(folder: str | Path, count: int, size: int, frames: int) -> Tensor:
-    """The first `count` clips of a folder: the first `frames` frames, shorter side resized to `size`, centre crop."""
+    """The first `count` videos of a dataset folder: the first `frames` frames, shorter side resized to `size`,
+    centre crop."""
     from hunyuan_video.data.dataset import resize_crop
+    from hunyuan_video.data.manifest import read_dataset
     from hunyuan_video.video_io import read_video
 
-    return torch.stack([resize_crop(_to_tensor(read_video(f, range(frames))), size, size)
-                        for f in read_manifest(folder)[:count]])
+    videos = [s.file for s in read_dataset(folder)[0] if not s.is_image and s.frames >= frames][:count]
+    if not videos:
+        raise ValueError(f"{folder} has no video of at least {frames} frames to validate on")
+    return torch.stack([resize_crop(_to_tensor(read_video(f, range(frames))), size, size) for f in videos])
 
 
 @torch.no_grad()
@@ -409,6 +425,9 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
         if step % cfg.checkpoint_every == 0 or step == end:
             checkpoint()
     bar.close()
+    if len(sampler.report):
+        print(sampler.report.summary())
+        sampler.report.save(out / "skipped.json")
     plot_losses(out / "log.jsonl", out / "loss.png")
     if step == cfg.total_steps:
         final = copy.deepcopy(vae).eval()
