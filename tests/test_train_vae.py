@@ -119,6 +119,10 @@ def test_decoder_only_fine_tune_keeps_the_encoder(clips, tmp_path):
     assert frozen and all(torch.equal(b["model"][k], start[k]) for k in frozen)
     assert not torch.equal(b["model"]["decoder.conv_out.conv.weight"], start["decoder.conv_out.conv.weight"])
     assert load_vae(tuned / "vae").config.scaling_factor == load_vae(tmp_path / "base" / "vae").config.scaling_factor
+    refit = train_vae(_config(clips, tmp_path / "refit", stages=[VAEStage(steps=1, size=16, frames=5)],
+                              init_from=str(tmp_path / "base" / "vae"), disc_weight=0.0, refit_scaling_factor=True))
+    factor = load_vae(refit / "vae").config.scaling_factor
+    assert factor > 0 and factor != load_vae(tmp_path / "base" / "vae").config.scaling_factor
     assert a["step"] == 1 and b["step"] == 2
 
 

@@ -65,6 +65,9 @@ class VAETrainConfig:
     init_from: str = ""  # VAE weights to fine-tune (a file or model folder); "" = from scratch
     init_logvar: float = -6.0  # from scratch: the posterior's starting log-variance (see build_vae)
     train_encoder: bool = True  # False: a decoder-only fine-tune that keeps the latent space (and the DiT on it)
+    # measure the exported `scaling_factor` (1 / std of the latents) on training clips: None = only from scratch
+    # (a fine-tune of the official VAE keeps its 0.476986, which the released DiT expects)
+    refit_scaling_factor: bool | None = None
     # data
     video_per_image: int = 4  # video:image batches 4:1, as in the paper
     max_frame_stride: int = 8
@@ -432,7 +435,8 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
     if step == cfg.total_steps:
         final = copy.deepcopy(vae).eval()
         ema.copy_to(final)
-        if not cfg.init_from:  # a new latent space needs its own scale; a fine-tune keeps the one it started from
+        refit = not cfg.init_from if cfg.refit_scaling_factor is None else cfg.refit_scaling_factor
+        if refit:  # a new latent space needs its own scale; a fine-tune keeps the one it started from
             last = cfg.stages[-1]
             probe = ClipSampler(cfg.train_dir, cfg.max_frame_stride, cfg.seed + 1)
             videos = torch.stack([probe.sample(last.frames, last.size) for _ in range(16)])
