@@ -93,6 +93,10 @@ def test_warmup_lambda_and_autocast():
     f = warmup_lambda(4)
     assert [f(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert warmup_lambda(0)(0) == 1.0
+    g = warmup_lambda(2, decay_steps=6, final=0.1)  # up over 2 steps, then a half cosine from 1 to 0.1 at step 6
+    assert [round(g(s), 4) for s in (0, 1, 2, 4, 6, 9)] == [0.5, 1.0, 1.0, 0.55, 0.1, 0.1]
+    with pytest.raises(ValueError):
+        warmup_lambda(1, decay_steps=-1)
     with pytest.raises(ValueError):
         warmup_lambda(-1)
     with autocast_context("cpu"):

@@ -101,6 +101,8 @@ def test_config_errors_are_clear(base, tmp_path):
     assert load_train_config(path).stages[1].buckets == (VIDEO, IMAGE)
     with pytest.raises(ValueError, match="time_sampling"):
         DiTTrainConfig(**base, time_sampling="cosine")
+    with pytest.raises(ValueError, match="lr_schedule"):
+        DiTTrainConfig(**base, lr_schedule="linear")
     with pytest.raises(ValueError, match="one non-negative weight per bucket"):
         DiTTrainConfig(**{**base, "stages": [{"name": "x", "steps": 1, "batch_size": 1, "buckets": [VIDEO],
                                                "bucket_weights": [1, 2]}]})

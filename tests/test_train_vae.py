@@ -64,11 +64,13 @@ def _assert_same(a, b, where="state"):
 
 
 def test_resume_is_bit_exact(clips, tmp_path):
-    straight = train_vae(_config(clips, tmp_path / "straight"))
-    train_vae(_config(clips, tmp_path / "resumed"), max_steps=4)  # stops inside the tiled + GAN stage
+    """With the MSE loss and the cosine schedule (the L1 path is the short run's)."""
+    options = dict(rec_loss="mse", lr_schedule="cosine")
+    straight = train_vae(_config(clips, tmp_path / "straight", **options))
+    train_vae(_config(clips, tmp_path / "resumed", **options), max_steps=4)  # stops inside the tiled + GAN stage
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["step"] == 4
     assert not (tmp_path / "resumed" / "vae").exists()  # only a finished run exports
-    resumed = train_vae(_config(clips, tmp_path / "resumed"), resume=True)
+    resumed = train_vae(_config(clips, tmp_path / "resumed", **options), resume=True)
 
     a, b = load_checkpoint(straight / "checkpoint.pt"), load_checkpoint(resumed / "checkpoint.pt")
     assert a["step"] == b["step"] == 5
@@ -76,6 +78,8 @@ def test_resume_is_bit_exact(clips, tmp_path):
         _assert_same(a[key], b[key], key)
     log = read_jsonl(resumed / "log.jsonl")
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5] and "d" in log[-1] and "gan_weight" in log[-1]
+    lrs = [r["lr"] for r in log]
+    assert lrs[1] == 1e-3 and lrs[1] > lrs[2] > lrs[3] > lrs[4] == pytest.approx(1e-4)  # warm-up 2, cosine to 10%
     assert (resumed / "loss.png").is_file()
 
     from hunyuan_video.checkpoint import load_vae
@@ -173,6 +177,10 @@ def test_clip_sampler_skips_and_reports_bad_files_and_uses_images(clips, tmp_pat
 def test_config_errors(clips, tmp_path):
     with pytest.raises(ValueError, match="lpips_vgg_path"):
         _config(clips, tmp_path, lpips_weight=0.1)
+    with pytest.raises(ValueError, match="rec_loss"):
+        _config(clips, tmp_path, rec_loss="l2")
+    with pytest.raises(ValueError, match="lr_schedule"):
+        _config(clips, tmp_path, lr_schedule="linear")
     with pytest.raises(ValueError, match="1 \\+ 4k"):
         _config(clips, tmp_path, stages=[VAEStage(steps=1, size=16, frames=4)])
     with pytest.raises(ValueError, match="sample_size"):

@@ -183,11 +183,24 @@ def plot_losses(jsonl_path: str | Path, png_path: str | Path) -> Path:
     return png_path
 
 
-def warmup_lambda(warmup_steps: int) -> Callable[[int], float]:
-    """A `LambdaLR` factor rising linearly from 1/warmup_steps to 1 over `warmup_steps` steps, then constant."""
-    if warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-    return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+LR_SCHEDULES = ("constant", "cosine")  # the trainers' `lr_schedule` values (see warmup_lambda)
+
+
+def warmup_lambda(warmup_steps: int, decay_steps: int = 0, final: float = 0.1) -> Callable[[int], float]:
+    """A `LambdaLR` factor rising linearly from 1/warmup_steps to 1 over `warmup_steps` steps, then constant, or
+    with `decay_steps > 0` falling along a half cosine to `final` at step `decay_steps` (and staying there)."""
+    if warmup_steps < 0 or decay_steps < 0:
+        raise ValueError(f"warmup_steps and decay_steps must be >= 0, got {warmup_steps}, {decay_steps}")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if step >= decay_steps:
+            return final if decay_steps else 1.0
+        progress = (step - warmup_steps) / max(decay_steps - warmup_steps, 1)
+        return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
 
 
 def autocast_context(device: torch.device | str) -> contextlib.AbstractContextManager:

@@ -24,6 +24,7 @@ from hunyuan_video.scheduler import TIME_SAMPLERS, add_noise, sample_time, veloc
 from hunyuan_video.train.cache import LatentCache, cache_fingerprint, read_cache
 from hunyuan_video.train.common import (
     EMA,
+    LR_SCHEDULES,
     JsonlLogger,
     autocast_context,
     load_training_state,
@@ -72,6 +73,7 @@ class DiTTrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     warmup_steps: int = 100
+    lr_schedule: str = "constant"  # after warm-up: "constant", or "cosine" down to 10% at the last step
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     time_sampling: str = "logit_normal"
@@ -104,6 +106,8 @@ class DiTTrainConfig:
             raise ValueError(f"time_sampling {self.time_sampling!r} is not one of {TIME_SAMPLERS}")
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule {self.lr_schedule!r} is not one of {LR_SCHEDULES}")
         if self.init_from is None and not self.transformer:
             raise ValueError("give either `transformer` (the config of a fresh model) or `init_from` (weights)")
 
@@ -203,7 +207,8 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
     model.gradient_checkpointing = config.gradient_checkpointing
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
                                   weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(config.warmup_steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(
+        config.warmup_steps, config.total_steps if config.lr_schedule == "cosine" else 0))
     ema = EMA(model, config.ema_decay)
     step = 0
     checkpoint_path = out / "checkpoint.pt"
