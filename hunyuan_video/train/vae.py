@@ -336,8 +336,8 @@ def export_vae(model: CausalVAE, folder: str | Path) -> Path:
 def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None = None) -> Path:
     """Run (or with `resume`, continue) a training run; returns `cfg.out_dir`.
 
-    `max_steps` stops early after that many total steps (the schedule is still that of the whole config), leaving
-    a checkpoint to resume from.
+    `max_steps` stops early after that many total steps (the schedule is still that of the whole config), exporting
+    the EMA weights of that step and leaving a checkpoint to resume from.
     """
     from tqdm import tqdm
 
@@ -441,7 +441,7 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
         print(sampler.report.summary())
         sampler.report.save(out / "skipped.json")
     plot_losses(out / "log.jsonl", out / "loss.png")
-    if step == cfg.total_steps:
+    if step == end:  # a run stopped by `max_steps` exports too; `resume` continues it
         final = copy.deepcopy(vae).eval()
         ema.copy_to(final)
         refit = not cfg.init_from if cfg.refit_scaling_factor is None else cfg.refit_scaling_factor
