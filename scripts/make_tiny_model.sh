@@ -14,8 +14,9 @@ hunyuan-video data synth data_cache/vae_train --clips 800 --seed 0 --size 64 --f
 hunyuan-video data synth data_cache/vae_val --clips 32 --seed 0 --split test --size 64 --frames 17
 hunyuan-video data synth data_cache/tiny_dit_1200 --clips 1200 --seed 0 --size 64 --frames 17
 
-# 2. The VAE (configs/vae_tiny.json, ~40 min): its final EMA weights become the model's vae/ (its encoder for good).
-hunyuan-video train-vae configs/vae_tiny.json
+# 2. The VAE (configs/vae_tiny.json, ~38 min): the EMA weights of step 3500 become the model's vae/ (its encoder for
+#    good). The shipped model stopped there; the config's last 250 steps (17 frames, tiles, GAN) are ~5 s each.
+hunyuan-video train-vae configs/vae_tiny.json --max-steps 3500
 mkdir -p "$MODEL/vae" && cp runs/vae_tiny/vae/config.json runs/vae_tiny/vae/model.safetensors "$MODEL/vae/"
 
 # 3. The text encoders: a 4-layer Llama pretrained as a language model on 4000 train captions in the video
