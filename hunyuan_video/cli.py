@@ -164,11 +164,13 @@ def _run_data_synth(args: argparse.Namespace) -> int:
 
 def _add_train_vae(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-vae", help="train or fine-tune the 3D causal VAE from a JSON config",
-                       description="Train the VAE (L1 + KL + LPIPS + GAN, progressive stages, tiling-aware fine-tune). "
-                                   "Writes checkpoint.pt, log.jsonl, loss.png, val/*.mp4 and vae/ to the out_dir.")
+                       description="Train the VAE (L1 or MSE + KL + LPIPS + GAN, progressive stages, tiling-aware "
+                                   "fine-tune). Writes checkpoint.pt, log.jsonl, loss.png, val/*.mp4 and vae/ to the "
+                                   "out_dir.")
     p.add_argument("config", help="a JSON file with the fields of hunyuan_video.train.vae.VAETrainConfig")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many steps and export that step's EMA weights to OUT_DIR/vae (resume later)")
     p.add_argument("--out-dir", default=None, help="override the config's out_dir")
     p.set_defaults(func=_run_train_vae)
 
