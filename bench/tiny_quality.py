@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from hunyuan_video.data.dataset import frames_to_tensor
 from hunyuan_video.data.synth import sample_clip
 from hunyuan_video.eval import evaluate_folder
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
@@ -67,7 +68,7 @@ def vae_ceiling(pipe: HunyuanVideoPipeline, rows: list[dict], out: Path) -> dict
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for i, row in enumerate(rows):
-        video = torch.from_numpy(render_clip(sample_clip(i, 0, "test"))).permute(3, 0, 1, 2).float() / 127.5 - 1
+        video = frames_to_tensor(render_clip(sample_clip(i, 0, "test")))
         with torch.no_grad():
             rec = pipe.vae.decode(pipe.vae.encode(video[None]).mode())[0]
         write_video(out / row["file"], to_uint8(rec.permute(1, 2, 3, 0).numpy()), fps=8)

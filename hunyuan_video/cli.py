@@ -265,7 +265,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                    "checkpoint.pt, log.jsonl, loss.png, samples/ and transformer_ema.safetensors.")
     p.add_argument("config", help="a JSON file with the fields of hunyuan_video.train.dit.DiTTrainConfig")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many steps and write that step's EMA weights to OUT_DIR only (resume later); "
+                        "the config's `export` is written by a finished run")
     p.set_defaults(func=_run_train)
 
 

@@ -77,12 +77,16 @@ def test_resume_is_exact(base, tmp_path):
     fields = {**base, "checkpoint_every": 2, "log_every": 1, "gradient_checkpointing": True}
     straight = DiTTrainConfig(**{**fields, "out_dir": str(tmp_path / "straight")})
     train(straight, progress=False)
-    resumed = DiTTrainConfig(**{**fields, "out_dir": str(tmp_path / "resumed")})
+    export = tmp_path / "export" / "transformer.safetensors"
+    resumed = DiTTrainConfig(**{**fields, "out_dir": str(tmp_path / "resumed"), "export": str(export)})
     train(resumed, max_steps=3, progress=False)  # stops in the second stage, after a checkpoint at step 2... and 3
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["step"] == 3
+    assert (tmp_path / "resumed" / "transformer_ema.safetensors").exists()  # a stopped run: its own out_dir only
+    assert not export.exists()
     with pytest.raises(ValueError, match="--resume"):
         train(resumed, progress=False)
     train(resumed, resume=True, progress=False)
+    assert export.exists()  # the finished run writes `export`
     a, b = (load_checkpoint(tmp_path / name / "checkpoint.pt") for name in ("straight", "resumed"))
     assert a["step"] == b["step"] == 4
     for key in a["model"]:

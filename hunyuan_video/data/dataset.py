@@ -40,6 +40,11 @@ class Request(NamedTuple):
     stride: int
 
 
+def frames_to_tensor(frames: np.ndarray) -> Tensor:
+    """uint8 frames (T, H, W, 3) -> float (3, T, H, W) in [-1, 1], the models' range (`video_io.to_uint8` undoes it)."""
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+
+
 def resize_crop(video: Tensor, height: int, width: int) -> Tensor:
     """Resize (3, T, h, w) to cover height x width (antialiased bilinear, aspect kept), then crop the centre."""
     h, w = video.shape[-2:]
@@ -89,8 +94,7 @@ class VideoDataset(Dataset):
             frames = read_image(sample.file)
         else:
             frames = read_video(sample.file, range(start, start + (bucket.frames - 1) * stride + 1, stride))
-        video = torch.from_numpy(frames.transpose(3, 0, 1, 2).astype(np.float32) / 127.5 - 1.0)
-        return resize_crop(video, bucket.height, bucket.width)
+        return resize_crop(frames_to_tensor(frames), bucket.height, bucket.width)
 
     def __getitem__(self, request: Request) -> dict[str, Any]:
         """The requested clip, or, if it fails to decode, the next readable sample of the same bucket."""

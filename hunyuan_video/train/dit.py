@@ -197,8 +197,9 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
     """Run (or with `resume`, continue) the curriculum; returns the output folder.
 
     Writes `checkpoint.pt` (model, EMA, optimizer, LR schedule, step, RNG), `log.jsonl`, `loss.png`,
-    `samples/step_N/*.mp4` and `transformer_ema.safetensors` (the final averaged weights) to `out_dir`.
-    `max_steps` stops early (after that many steps in total) so that a later `resume` can go on.
+    `samples/step_N/*.mp4` and `transformer_ema.safetensors` (the averaged weights of the last step) to `out_dir`.
+    `max_steps` stops early (after that many steps in total) so that a later `resume` can go on; such a run writes
+    its weights to `out_dir` only, `export` is written by a finished run.
     """
     out = Path(config.out_dir)
     device = torch.device(config.device)
@@ -248,10 +249,9 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
             write_samples(config, model, ema, step)
     bar.close()
     plot_losses(out / "log.jsonl", out / "loss.png")
-    if step == config.total_steps:
-        export_ema(model, ema, out / "transformer_ema.safetensors")
-        if config.export:
-            export_ema(model, ema, config.export)
+    export_ema(model, ema, out / "transformer_ema.safetensors")
+    if config.export and step == config.total_steps:
+        export_ema(model, ema, config.export)
     return out
 
 

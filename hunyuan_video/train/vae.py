@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from hunyuan_video.config import VAEConfig, config_from_dict, config_to_dict, save_config
+from hunyuan_video.data.dataset import frames_to_tensor, resize_crop
 from hunyuan_video.models.vae import CausalVAE
 from hunyuan_video.train.common import (
     EMA,
@@ -153,11 +153,6 @@ def load_train_config(path: str | Path) -> VAETrainConfig:
     return VAETrainConfig(**data)
 
 
-def _to_tensor(frames: np.ndarray) -> Tensor:
-    """uint8 (T, H, W, 3) -> float (3, T, H, W) in [-1, 1]."""
-    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
-
-
 def _resize_short_side(video: Tensor, short: int) -> Tensor:
     """Resize (3, T, H, W) so that its shorter side is `short` (antialiased bilinear)."""
     h, w = video.shape[-2:]
@@ -217,12 +212,12 @@ class ClipSampler:
 
         sample = self.samples[index]
         if sample.is_image:
-            video = _to_tensor(read_image(sample.file))
+            video = frames_to_tensor(read_image(sample.file))
         else:
             stride = self._randint(1, min(self.max_stride, (sample.frames - 1) // max(frames - 1, 1)))
             start = self._randint(0, sample.frames - 1 - (frames - 1) * stride)
             indices = range(start, start + (frames - 1) * stride + 1, stride)
-            video = _to_tensor(read_video(sample.file, indices))
+            video = frames_to_tensor(read_video(sample.file, indices))
         video = _resize_short_side(video, self._randint(size, min(video.shape[-2:])))
         top = self._randint(0, video.shape[-2] - size)
         left = self._randint(0, video.shape[-1] - size)
@@ -258,14 +253,13 @@ class ClipSampler:
 def load_val_clips(folder: str | Path, count: int, size: int, frames: int) -> Tensor:
     """The first `count` videos of a dataset folder: the first `frames` frames, shorter side resized to `size`,
     centre crop."""
-    from hunyuan_video.data.dataset import resize_crop
     from hunyuan_video.data.manifest import read_dataset
     from hunyuan_video.video_io import read_video
 
     videos = [s.file for s in read_dataset(folder)[0] if not s.is_image and s.frames >= frames][:count]
     if not videos:
         raise ValueError(f"{folder} has no video of at least {frames} frames to validate on")
-    return torch.stack([resize_crop(_to_tensor(read_video(f, range(frames))), size, size) for f in videos])
+    return torch.stack([resize_crop(frames_to_tensor(read_video(f, range(frames))), size, size) for f in videos])
 
 
 @torch.no_grad()
@@ -446,9 +440,8 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
         ema.copy_to(final)
         refit = not cfg.init_from if cfg.refit_scaling_factor is None else cfg.refit_scaling_factor
         if refit:  # a new latent space needs its own scale; a fine-tune keeps the one it started from
-            last = cfg.stages[-1]
-            probe = ClipSampler(cfg.train_dir, cfg.max_frame_stride, cfg.seed + 1)
-            videos = torch.stack([probe.sample(last.frames, last.size) for _ in range(16)])
+            last = cfg.stages[-1]  # 16 more training clips, drawn after the last checkpoint
+            videos = torch.stack([sampler.sample(last.frames, last.size) for _ in range(16)])
             final.config = dataclasses.replace(final.config, scaling_factor=latent_scaling_factor(final, videos))
         export_vae(final, out / "vae")
     return out
