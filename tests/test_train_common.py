@@ -87,6 +87,8 @@ def test_jsonl_logger_and_plot(tmp_path):
     assert [(r["step"], r["loss"]) for r in read_jsonl(tmp_path / "log.jsonl")] == [(0, 2.0), (1, 0.5)]
     png = plot_losses(tmp_path / "log.jsonl", tmp_path / "loss.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_losses(tmp_path / "none.jsonl", tmp_path / "none.png") is None  # nothing logged: no plot, no crash
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_warmup_lambda_and_autocast():

@@ -96,6 +96,24 @@ def test_resume_is_exact(base, tmp_path):
     assert [r["loss"] for r in log_a] == [r["loss"] for r in log_b]
 
 
+def test_fine_tune_starts_from_the_given_weights(base, tmp_path):
+    first = DiTTrainConfig(**{**base, "out_dir": str(tmp_path / "first")})
+    train(first, progress=False)
+    weights = tmp_path / "first" / "transformer_ema.safetensors"
+    fields = {k: v for k, v in base.items() if k != "transformer"}
+    tuned = DiTTrainConfig(**{**fields, "out_dir": str(tmp_path / "tuned")}, init_from=str(weights))
+    from hunyuan_video.checkpoint import load_transformer
+
+    start, trained = build_transformer(tuned).state_dict(), load_transformer(weights).state_dict()
+    assert all(torch.equal(start[k], trained[k]) for k in trained)
+    train(tuned, max_steps=1, progress=False)
+    assert load_checkpoint(tmp_path / "tuned" / "checkpoint.pt")["step"] == 1
+    with pytest.raises(ValueError, match="not both"):
+        DiTTrainConfig(**base, init_from=str(weights))
+    with pytest.raises(ValueError, match="one of `transformer`"):
+        DiTTrainConfig(**fields)
+
+
 def test_config_errors_are_clear(base, tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({**base, "learning_rate": 1}))

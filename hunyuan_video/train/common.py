@@ -153,17 +153,18 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def plot_losses(jsonl_path: str | Path, png_path: str | Path) -> Path:
-    """Plot every scalar of a JSONL log against the step, one panel per scalar, into a PNG."""
+def plot_losses(jsonl_path: str | Path, png_path: str | Path) -> Path | None:
+    """Plot every scalar of a JSONL log against the step, one panel per scalar, into a PNG; None (no file) when
+    the log is missing or empty (a run resumed at its last step into a new out_dir)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = read_jsonl(jsonl_path)
+    records = read_jsonl(jsonl_path) if Path(jsonl_path).exists() else []
     keys = sorted({k for r in records for k in r} - {"step", "time"})
     if not keys:
-        raise ValueError(f"{jsonl_path} holds no scalars to plot")
+        return None
     cols = min(3, len(keys))
     rows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)

@@ -108,8 +108,9 @@ class DiTTrainConfig:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule {self.lr_schedule!r} is not one of {LR_SCHEDULES}")
-        if self.init_from is None and not self.transformer:
-            raise ValueError("give either `transformer` (the config of a fresh model) or `init_from` (weights)")
+        if (self.init_from is None) == (not self.transformer):
+            raise ValueError("give one of `transformer` (the config of a fresh model) or `init_from` (weights), "
+                             "not both: a fine-tune's architecture is that of its weights")
 
     @property
     def total_steps(self) -> int:
