@@ -34,11 +34,11 @@ from hunyuan_video.video_io import to_uint8, write_video
 TINY = Path(__file__).resolve().parent.parent / "hunyuan_video" / "assets" / "tiny"
 
 
-def held_out_rows(n: int, world_seed: int = 0) -> list[dict]:
-    """Caption and objects of the first `n` test-split clips of the world."""
+def caption_rows(n: int, split: str = "test", first: int = 0, world_seed: int = 0) -> list[dict]:
+    """Caption and objects of clips `first` .. `first + n - 1` of the world's `split` (the test split: held out)."""
     rows = []
-    for i in range(n):
-        clip = sample_clip(i, world_seed, "test")
+    for i in range(first, first + n):
+        clip = sample_clip(i, world_seed, split)
         objects = [{"colour": o.colour, "shape": o.shape, "motion": o.motion, "speed": o.speed} for o in clip.objects]
         rows.append({"file": f"{i:03d}.mp4", "caption": clip.caption, "objects": objects})
     return rows
@@ -117,7 +117,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    rows = held_out_rows(args.videos)
+    rows = caption_rows(args.videos)
     pipe = HunyuanVideoPipeline.from_pretrained(args.model, dtype=torch.float32, device="cpu")
     pipe.progress = False
     defaults = json.loads((Path(args.model) / "generate.json").read_text())

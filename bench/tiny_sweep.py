@@ -1,0 +1,58 @@
+"""Sampling settings of the embedded tiny model, chosen on training-split captions (not the held-out ones).
+
+For each CFG scale x flow shift, samples `--videos` clips of the world's train split (from index `--first`, past
+the 1200 clips the model was trained on, so the captions' combinations are familiar but the clips are new) and
+scores them with `hunyuan_video.eval`. Writes OUT/cfg{c}_shift{s}/*.mp4 with eval.json, and OUT/sweep.json; prints
+a markdown table. `generate.json` takes the best row; `bench/tiny_quality.py` then measures it on held-out captions.
+
+    python bench/tiny_sweep.py --cfg 2 3 5 7 --shift 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from tiny_quality import TINY, caption_rows, sample_folder
+
+from hunyuan_video.eval import evaluate_folder
+from hunyuan_video.pipeline import HunyuanVideoPipeline
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(TINY), help="model folder (default: the embedded tiny model)")
+    parser.add_argument("--out", default="outputs/tiny_sweep")
+    parser.add_argument("--videos", type=int, default=40)
+    parser.add_argument("--first", type=int, default=5000, help="first train-split clip index")
+    parser.add_argument("--cfg", type=float, nargs="+", default=[2.0, 3.0, 5.0, 7.0])
+    parser.add_argument("--shift", type=float, nargs="+", default=[3.0])
+    parser.add_argument("--batch", type=int, default=10)
+    args = parser.parse_args()
+    out = Path(args.out)
+    rows = caption_rows(args.videos, "train", args.first)
+    pipe = HunyuanVideoPipeline.from_pretrained(args.model, dtype=torch.float32, device="cpu")
+    pipe.progress = False
+    defaults = json.loads((Path(args.model) / "generate.json").read_text())
+    results = []
+    for cfg in args.cfg:
+        for shift in args.shift:
+            folder = out / f"cfg{cfg:g}_shift{shift:g}"
+            sample_folder(pipe, rows, folder, args.batch, height=defaults["height"], width=defaults["width"],
+                          num_frames=defaults["frames"], num_inference_steps=defaults["steps"], cfg_scale=cfg,
+                          flow_shift=shift, negative_prompt=defaults["negative_prompt"])
+            report = evaluate_folder(folder, out=folder / "eval.json")
+            results.append({"cfg_scale": cfg, "flow_shift": shift, "colour": report["colour_accuracy"],
+                            "motion": report["motion_accuracy"]})
+    (out / "sweep.json").write_text(json.dumps({"videos": args.videos, "first": args.first, "results": results},
+                                               indent=1))
+    print(f"| cfg_scale | flow_shift | colour ({args.videos} train-split captions) | motion |")
+    print("| --- | --- | --- | --- |")
+    for r in results:
+        print(f"| {r['cfg_scale']:g} | {r['flow_shift']:g} | {r['colour']:.0%} | {r['motion']:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
