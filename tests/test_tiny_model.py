@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from hunyuan_video import cli
+from hunyuan_video.data.dataset import frames_to_tensor
 from hunyuan_video.data.synth import render_clip, sample_clip
 from hunyuan_video.eval import score
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
@@ -59,7 +60,7 @@ def test_the_trained_transformer_follows_held_out_captions_better_than_a_random_
     (mostly its background) against the VAE's encoding of the real clip with that caption."""
     defaults = json.loads((TINY / "generate.json").read_text())
     pipe.progress = False
-    videos = torch.stack([torch.from_numpy(render_clip(c)).permute(3, 0, 1, 2) for c in HELD_OUT]).float() / 127.5 - 1
+    videos = torch.stack([frames_to_tensor(render_clip(c)) for c in HELD_OUT])
     with torch.no_grad():
         real = pipe.vae.encode(videos).mode().mean((2, 3, 4)) * pipe.vae.config.scaling_factor
     trained = _sample(pipe, HELD_OUT, defaults, "latent").mean((2, 3, 4))
