@@ -30,10 +30,9 @@ python -m hunyuan_video.train.text_encoders "$TINY" --captions 4000 --world-seed
 # 4. VAE latents (as videos 17x64x64 and as first-frame images 1x64x64) and text states, encoded once.
 hunyuan-video cache configs/dit_tiny_warm.json
 
-# 5. The transformer, in two runs. A warm-up run from scratch on the step-6500 latents (configs/dit_tiny_warm.json:
+# 5. The transformer, in three runs. A warm-up run from scratch on the step-6500 latents (configs/dit_tiny_warm.json:
 #    images first, then video mixed with images), beside the end of the VAE's fine-tune on the other core; then the
-#    final VAE goes into the model and the transformer is fine-tuned on its latents (configs/dit_tiny.json), whose
-#    EMA weights are exported to $MODEL/transformers/.
+#    final VAE goes into the model and the transformer is fine-tuned on its latents (configs/dit_tiny.json).
 hunyuan-video train-vae configs/vae_tiny_ft.json --resume > runs/vae_tiny_ft.log 2>&1 &
 hunyuan-video train configs/dit_tiny_warm.json
 wait
@@ -44,6 +43,10 @@ hunyuan-video train-vae configs/vae_tiny_ft_decoder.json > runs/vae_tiny_ft_deco
 hunyuan-video train configs/dit_tiny.json
 wait
 cp runs/vae_tiny_ft_decoder/vae/config.json runs/vae_tiny_ft_decoder/vae/model.safetensors "$MODEL/vae/"
+# Last, 3000 more steps with training times shifted towards noise (configs/dit_tiny_shift.json: where layout and
+# motion are decided), exported to $MODEL/transformers/. CFG scale / shift were checked on train-split captions.
+hunyuan-video train configs/dit_tiny_shift.json
+python bench/tiny_sweep.py --cfg 3 5 7 --videos 40
 
 # 6. Quality on 100 held-out captions, and the contact sheet (results go to BENCHMARKS.md by hand).
 python bench/tiny_quality.py --out outputs/tiny_quality --videos 100
