@@ -185,7 +185,8 @@ def _run_train_vae(args: argparse.Namespace) -> int:
         out = train_vae(cfg, resume=args.resume, max_steps=args.max_steps)
     except ValueError as e:
         raise SystemExit(f"hunyuan-video train-vae: {e}") from e
-    print(f"done: {out} (log.jsonl, loss.png, checkpoint.pt; the final EMA weights in {out / 'vae'})")
+    written = ", ".join(name for name in ("log.jsonl", "loss.png", "checkpoint.pt") if (out / name).exists())
+    print(f"done: {out} ({written}; the EMA weights of the last step in {out / 'vae'})")
     return 0
 
 
