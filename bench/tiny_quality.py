@@ -40,8 +40,18 @@ def caption_rows(n: int, split: str = "test", first: int = 0, world_seed: int = 
     for i in range(first, first + n):
         clip = sample_clip(i, world_seed, split)
         objects = [{"colour": o.colour, "shape": o.shape, "motion": o.motion, "speed": o.speed} for o in clip.objects]
-        rows.append({"file": f"{i:03d}.mp4", "caption": clip.caption, "objects": objects})
+        rows.append({"file": f"{i:03d}.mp4", "caption": clip.caption, "objects": objects, "split": split, "index": i})
     return rows
+
+
+def load_pipeline(model: str) -> tuple[HunyuanVideoPipeline, dict]:
+    """The model folder's pipeline (CPU, float32, no progress bars) and its `generate.json` as sampling kwargs."""
+    pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=torch.float32, device="cpu")
+    pipe.progress = False
+    defaults = json.loads((Path(model) / "generate.json").read_text())
+    return pipe, {"height": defaults["height"], "width": defaults["width"], "num_frames": defaults["frames"],
+                  "num_inference_steps": defaults["steps"], "cfg_scale": defaults["cfg_scale"],
+                  "flow_shift": defaults["shift"], "negative_prompt": defaults["negative_prompt"]}
 
 
 def sample_folder(pipe: HunyuanVideoPipeline, rows: list[dict], out: Path, batch: int, **kwargs) -> float:
@@ -67,8 +77,8 @@ def vae_ceiling(pipe: HunyuanVideoPipeline, rows: list[dict], out: Path) -> dict
 
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    for i, row in enumerate(rows):
-        video = frames_to_tensor(render_clip(sample_clip(i, 0, "test")))
+    for row in rows:
+        video = frames_to_tensor(render_clip(sample_clip(row["index"], 0, row["split"])))
         with torch.no_grad():
             rec = pipe.vae.decode(pipe.vae.encode(video[None]).mode())[0]
         write_video(out / row["file"], to_uint8(rec.permute(1, 2, 3, 0).numpy()), fps=8)
@@ -118,12 +128,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     rows = caption_rows(args.videos)
-    pipe = HunyuanVideoPipeline.from_pretrained(args.model, dtype=torch.float32, device="cpu")
-    pipe.progress = False
-    defaults = json.loads((Path(args.model) / "generate.json").read_text())
-    kwargs = {"height": defaults["height"], "width": defaults["width"], "num_frames": defaults["frames"],
-              "num_inference_steps": defaults["steps"], "cfg_scale": defaults["cfg_scale"],
-              "flow_shift": defaults["shift"], "negative_prompt": defaults["negative_prompt"]}
+    pipe, kwargs = load_pipeline(args.model)
     results = {}
     for name in ("trained", "random"):
         if name == "random":

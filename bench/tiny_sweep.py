@@ -14,11 +14,9 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-from tiny_quality import TINY, caption_rows, sample_folder
+from tiny_quality import TINY, caption_rows, load_pipeline, sample_folder
 
 from hunyuan_video.eval import evaluate_folder
-from hunyuan_video.pipeline import HunyuanVideoPipeline
 
 
 def main() -> None:
@@ -33,16 +31,12 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     rows = caption_rows(args.videos, "train", args.first)
-    pipe = HunyuanVideoPipeline.from_pretrained(args.model, dtype=torch.float32, device="cpu")
-    pipe.progress = False
-    defaults = json.loads((Path(args.model) / "generate.json").read_text())
+    pipe, defaults = load_pipeline(args.model)
     results = []
     for cfg in args.cfg:
         for shift in args.shift:
             folder = out / f"cfg{cfg:g}_shift{shift:g}"
-            sample_folder(pipe, rows, folder, args.batch, height=defaults["height"], width=defaults["width"],
-                          num_frames=defaults["frames"], num_inference_steps=defaults["steps"], cfg_scale=cfg,
-                          flow_shift=shift, negative_prompt=defaults["negative_prompt"])
+            sample_folder(pipe, rows, folder, args.batch, **{**defaults, "cfg_scale": cfg, "flow_shift": shift})
             report = evaluate_folder(folder, out=folder / "eval.json")
             results.append({"cfg_scale": cfg, "flow_shift": shift, "colour": report["colour_accuracy"],
                             "motion": report["motion_accuracy"]})

@@ -184,7 +184,7 @@ def plot_losses(jsonl_path: str | Path, png_path: str | Path) -> Path | None:
     return png_path
 
 
-LR_SCHEDULES = ("constant", "cosine")  # the trainers' `lr_schedule` values (see warmup_lambda)
+LR_SCHEDULES = ("constant", "cosine")  # the trainers' `lr_schedule` values (see schedule_lambda)
 
 
 def warmup_lambda(warmup_steps: int, decay_steps: int = 0, final: float = 0.1) -> Callable[[int], float]:
@@ -202,6 +202,12 @@ def warmup_lambda(warmup_steps: int, decay_steps: int = 0, final: float = 0.1) -
         return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
+
+
+def schedule_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """The `LambdaLR` factor of a config's `lr_schedule` (one of `LR_SCHEDULES`): warm-up, then constant, or a
+    cosine decay to 10% at `total_steps`. The configs check the name when they are made."""
+    return warmup_lambda(warmup_steps, total_steps if schedule == "cosine" else 0)
 
 
 def autocast_context(device: torch.device | str) -> contextlib.AbstractContextManager:

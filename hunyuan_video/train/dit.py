@@ -30,7 +30,7 @@ from hunyuan_video.train.common import (
     load_training_state,
     plot_losses,
     save_training_state,
-    warmup_lambda,
+    schedule_lambda,
 )
 
 
@@ -209,8 +209,8 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
     model.gradient_checkpointing = config.gradient_checkpointing
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
                                   weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(
-        config.warmup_steps, config.total_steps if config.lr_schedule == "cosine" else 0))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_lambda(
+        config.lr_schedule, config.warmup_steps, config.total_steps))
     ema = EMA(model, config.ema_decay)
     step = 0
     checkpoint_path = out / "checkpoint.pt"

@@ -35,8 +35,8 @@ from hunyuan_video.train.common import (
     load_training_state,
     plot_losses,
     save_training_state,
+    schedule_lambda,
     seed_everything,
-    warmup_lambda,
 )
 from hunyuan_video.train.losses import PatchDiscriminator3D, adaptive_weight, hinge_d_loss, load_lpips, psnr, ssim
 
@@ -351,8 +351,8 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
         vae.quant_conv.requires_grad_(False)
     params = [p for p in vae.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_lambda(
-        cfg.warmup_steps, cfg.total_steps if cfg.lr_schedule == "cosine" else 0))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule_lambda(
+        cfg.lr_schedule, cfg.warmup_steps, cfg.total_steps))
     disc, opt_d = None, None
     if cfg.disc_weight > 0:
         disc = PatchDiscriminator3D(vae.config.out_channels, cfg.disc_channels, cfg.disc_layers).to(device).train()
