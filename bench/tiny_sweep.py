@@ -1,7 +1,7 @@
 """Sampling settings of the embedded tiny model, chosen on training-split captions (not the held-out ones).
 
 For each CFG scale x flow shift, samples `--videos` clips of the world's train split (from index `--first`, past
-the 1200 clips the model was trained on, so the captions' combinations are familiar but the clips are new) and
+the 4000 clips the model was trained on, so the captions' combinations are familiar but the clips are new) and
 scores them with `hunyuan_video.eval`. Writes OUT/cfg{c}_shift{s}/*.mp4 with eval.json, and OUT/sweep.json; prints
 a markdown table. `generate.json` takes the best row; `bench/tiny_quality.py` then measures it on held-out captions.
 

@@ -31,6 +31,8 @@ VIDEO_TEMPLATE = (
 )
 # The number of Llama-3 tokens before the user prompt in VIDEO_TEMPLATE (BOS included), as the official code states.
 LLAMA3_VIDEO_CROP_START = 95
+# The official `hidden_state_skip_layer`: the states are read this many layers before the last one.
+HIDDEN_STATE_SKIP_LAYER = 2
 
 LLAMA3_SPECIAL_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
                          "<|eot_id|>", "<pad>", "<unk>")
@@ -174,7 +176,7 @@ class LLMTextEncoder(_PromptEncoder):
         tokenizer: PreTrainedTokenizerBase,
         max_length: int = 256,
         template: str = VIDEO_TEMPLATE,
-        hidden_state_skip_layer: int = 2,
+        hidden_state_skip_layer: int = HIDDEN_STATE_SKIP_LAYER,
     ) -> None:
         super().__init__(model, tokenizer, max_length)
         self.template = template

@@ -3,7 +3,12 @@
 HunyuanVideo conditions on two frozen encoders; the tiny model keeps both, in the same `transformers` classes and
 through the same `text_encoder.py` code as the real ones, over a word-level vocabulary of the synthetic captions:
 - the Llama is pretrained as a language model on the captions wrapped in the video prompt template (loss on the
-  caption tokens only; the template is the same every time), so its states carry the words and their context;
+  caption tokens only; the template is the same every time), and at the layer the transformer reads, each caption
+  token's state must also tell (through a linear head, dropped afterwards) which words the caption holds up to that
+  token. A language model alone does not keep such words apart: words seen in the same contexts ("left" and
+  "right", the background colours) predict the same next word, and with tied input/output embeddings they end up
+  with near-identical embeddings (cosine 0.98 for "left"/"right") and states. Its embeddings are untied, as in
+  Llama-3-8B;
 - the CLIP text model is trained to predict, from its pooled output, which words the caption holds (a linear
   bag-of-words head, dropped afterwards), so the pooled vector sums up the whole caption.
 Both are then frozen and saved in the layout of a real model: `text_encoder/` and `text_encoder_2/`.
@@ -20,7 +25,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from hunyuan_video.text_encoder import VIDEO_TEMPLATE, build_word_tokenizer, template_crop_start
+from hunyuan_video.text_encoder import (
+    HIDDEN_STATE_SKIP_LAYER,
+    VIDEO_TEMPLATE,
+    build_word_tokenizer,
+    template_crop_start,
+)
 
 
 @dataclass
@@ -31,6 +41,7 @@ class TinyTextEncoderConfig:
     llm_layers: int = 4
     llm_heads: int = 4
     llm_steps: int = 800
+    llm_words_weight: float = 1.0  # the words-so-far loss on the read layer's states, beside next-token prediction
     clip_hidden: int = 64
     clip_layers: int = 2
     clip_heads: int = 2
@@ -45,7 +56,7 @@ def build_tiny_llm(tokenizer: PreTrainedTokenizerFast, config: TinyTextEncoderCo
     llm_config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=config.llm_hidden, intermediate_size=3 * config.llm_hidden,
         num_hidden_layers=config.llm_layers, num_attention_heads=config.llm_heads,
-        num_key_value_heads=config.llm_heads, max_position_embeddings=256, tie_word_embeddings=True,
+        num_key_value_heads=config.llm_heads, max_position_embeddings=256, tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     return LlamaForCausalLM(llm_config)
@@ -70,7 +81,8 @@ def _batches(n: int, batch_size: int, steps: int, generator: torch.Generator):
 def pretrain_llm(
     model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, captions: list[str], config: TinyTextEncoderConfig
 ) -> list[float]:
-    """Next-token training on `VIDEO_TEMPLATE.format(caption)`, the loss on the caption's tokens; returns the losses.
+    """Next-token training on `VIDEO_TEMPLATE.format(caption)`, the loss on the caption's tokens, plus
+    `config.llm_words_weight` times the words-so-far loss on the states the encoder reads; returns the losses.
 
     The template's prefix is the same for every caption, so each step runs it once (without gradient) and the
     captions attend to its cached keys and values: about 8x less compute than running the whole template.
@@ -79,18 +91,29 @@ def pretrain_llm(
     enc = tokenizer([VIDEO_TEMPLATE.format(c) for c in captions], padding=True, return_tensors="pt")
     prefix, ids, mask = enc["input_ids"][:1, :crop], enc["input_ids"][:, crop:], enc["attention_mask"][:, crop:]
     positions = torch.arange(crop, crop + ids.shape[1])[None]
+    words = F.one_hot(ids, len(tokenizer)).cummax(dim=1).values.float()  # (N, L, V): the words up to each token
+    words[..., tokenizer.all_special_ids] = 0.0
+    head = torch.nn.Linear(model.config.hidden_size, len(tokenizer))
+    model.add_module("words_head", head)  # trained with the model, removed before saving
 
     def loss(idx: list[int]) -> torch.Tensor:
         with torch.no_grad():
             cache = model.model(input_ids=prefix, use_cache=True).past_key_values
         cache.batch_repeat_interleave(len(idx))
         full_mask = torch.cat([torch.ones(len(idx), crop, dtype=mask.dtype), mask[idx]], dim=1)
-        logits = model(input_ids=ids[idx], attention_mask=full_mask, past_key_values=cache,
-                       position_ids=positions.expand(len(idx), -1)).logits
+        out = model(input_ids=ids[idx], attention_mask=full_mask, past_key_values=cache,
+                    position_ids=positions.expand(len(idx), -1), output_hidden_states=True)
         labels = ids[idx, 1:].masked_fill(mask[idx, 1:] == 0, -100)
-        return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels.flatten())
+        next_word = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), labels.flatten())
+        real = mask[idx].bool()
+        states = out.hidden_states[-(HIDDEN_STATE_SKIP_LAYER + 1)][real]
+        words_so_far = F.binary_cross_entropy_with_logits(head(states), words[idx][real])
+        return next_word + config.llm_words_weight * words_so_far
 
-    return _train(model, config.llm_steps, config, loss, len(captions), "pretrain tiny Llama")
+    try:
+        return _train(model, config.llm_steps, config, loss, len(captions), "pretrain tiny Llama")
+    finally:
+        del model.words_head
 
 
 def pretrain_clip(
