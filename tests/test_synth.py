@@ -108,10 +108,12 @@ def test_cli_writes_mp4s_and_manifest(tmp_path):
         info = video_info(out / row["file"])
         assert (info.frames, info.height, info.width) == (9, 32, 48) and info.fps == pytest.approx(12)
     assert read_video(out / rows[0]["file"]).shape == (9, 32, 48, 3)
-    again = tmp_path / "again"  # the same seed writes the same bytes
+    again = tmp_path / "again"  # the same seed writes the same manifest and the same clips
     generate(again, 3, seed=7, split="test", config=SynthConfig(32, 48, 9, 12), progress=False)
-    for name in ["metadata.jsonl", "world.json"] + [r["file"] for r in rows]:
+    for name in ["metadata.jsonl", "world.json"]:
         assert (again / name).read_bytes() == (out / name).read_bytes(), name
+    for row in rows:  # H.264 through PyAV is not bit-exact: 600 writes of one clip gave 3 files, 2 levels apart
+        np.testing.assert_allclose(read_video(again / row["file"]), read_video(out / row["file"]), atol=4)
     with pytest.raises(SystemExit, match="already holds another split"):
         main(["data", "synth", str(out), "--clips", "1", "--split", "train"])
     with pytest.raises(SystemExit, match="even"):

@@ -8,7 +8,9 @@ The held-out split: a seed picks a set of (colour, shape, motion) combinations t
 (not even on a second object); the test split's main object always uses one of them. Every single attribute and
 every pair of attributes still appears in training, so the test split measures composition, not new words.
 
-Each clip is a pure function of (seed, split, index): a folder can be regenerated, extended or sharded.
+Each clip is a pure function of (seed, split, index): a folder can be regenerated, extended or sharded. (The drawn
+frames are; their H.264 files are not always bit-identical: PyAV's encoding of the same frames varies in the last
+bits now and then.)
 """
 
 from __future__ import annotations
