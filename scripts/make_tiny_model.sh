@@ -32,11 +32,13 @@ python -m hunyuan_video.train.text_encoders "$TINY" --captions 4000 --world-seed
 hunyuan-video cache configs/dit_tiny.json
 
 # 5. The transformer from scratch (configs/dit_tiny.json: 100 image steps, then 8400 of video mixed with images,
-#    ~70 min), exported to $MODEL/transformers/. Beside it, the VAE's last run: decoder only on 32x32 crops of
+#    ~70 min), then 4000 more steps at lr 3e-4 (configs/dit_tiny_more.json, ~25 min), exported to
+#    $MODEL/transformers/. Beside the first, the VAE's last run: decoder only on 32x32 crops of
 #    17-frame clips (configs/vae_tiny_decoder_long.json, ~70 min); the encoder stays, so the cached latents stay valid.
 hunyuan-video train-vae configs/vae_tiny_decoder_long.json > runs/vae_tiny_decoder_long.log 2>&1 &
 hunyuan-video train configs/dit_tiny.json
 wait
+hunyuan-video train configs/dit_tiny_more.json
 cp runs/vae_tiny_decoder_long/vae/config.json runs/vae_tiny_decoder_long/vae/model.safetensors "$MODEL/vae/"
 # The CFG scale of generate.json was chosen on train-split captions.
 python bench/tiny_sweep.py --cfg 3 5 7 --videos 40
