@@ -19,6 +19,7 @@ import torch
 import hunyuan_video
 from hunyuan_video.data.synth import sample_clip
 from hunyuan_video.text_encoder import LLMTextEncoder
+from hunyuan_video.train.text_encoders import state_spread, swap_gap
 
 TINY_LLM = Path(hunyuan_video.__file__).parent / "assets" / "tiny" / "text_encoder"
 BASE = "a medium red circle moves to the left on a black background"
@@ -31,20 +32,15 @@ def main() -> None:
     parser.add_argument("--llm", default=str(TINY_LLM), help="text_encoder folder (Llama + tokenizer)")
     args = parser.parse_args()
     llm = LLMTextEncoder.from_pretrained(args.llm, max_length=64)
-    states, mask = llm([sample_clip(i, 0, "train").caption for i in range(300)])
-    real = states[mask.bool()]
-    spread = (real - real.mean(0)).norm(dim=1).mean()
+    spread = state_spread(llm, [sample_clip(i, 0, "train").caption for i in range(300)])
     embeddings = llm.model.get_input_embeddings().weight
     print(f"{args.llm}: tied embeddings {llm.model.config.tie_word_embeddings}, state spread {spread:.1f}")
     print("pair            embedding cos  state gap at the word  at the last token")
     for word, twin in PAIRS:
         a, b = (embeddings[llm.tokenizer.convert_tokens_to_ids(w)] for w in (word, twin))
-        pair, pair_mask = llm([BASE, BASE.replace(word, twin)])
-        at, last = BASE.split().index(word), int(pair_mask[0].sum()) - 1
-        gap = (pair[0] - pair[1]).norm(dim=-1) / spread
         cos = torch.cosine_similarity(a, b, dim=0)
-        print(f"{word + '/' + twin:15} {cos:13.3f}  {gap[at]:21.3f}  {gap[last]:17.3f}")
-
+        at_word, at_last = swap_gap(llm, BASE, word, twin)
+        print(f"{word + '/' + twin:15} {cos:13.3f}  {at_word / spread:21.3f}  {at_last / spread:17.3f}")
 
 if __name__ == "__main__":
     main()

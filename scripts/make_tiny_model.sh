@@ -14,7 +14,7 @@ hunyuan-video data synth data_cache/vae_train --clips 800 --seed 0 --size 64 --f
 hunyuan-video data synth data_cache/vae_val --clips 32 --seed 0 --split test --size 64 --frames 17
 hunyuan-video data synth data_cache/tiny_dit_4000 --clips 4000 --seed 0 --size 64 --frames 17
 
-# 2. The VAE's encoder (hence the latent space), in three runs: (a) configs/vae_tiny.json from scratch (~38 min; the
+# 2. The VAE's encoder (hence the latent space), in four runs: (a) configs/vae_tiny.json from scratch (~38 min; the
 #    shipped model stopped at step 3500: the config's last 250 steps are ~5 s each); (b) a decoder-only fine-tune of
 #    it (~25 min); (c) a full fine-tune mostly on 32x32 crops (~70 min); (d) decoder only, 32x32 crops (~20 min).
 hunyuan-video train-vae configs/vae_tiny.json --max-steps 3500

@@ -28,6 +28,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaForCau
 from hunyuan_video.text_encoder import (
     HIDDEN_STATE_SKIP_LAYER,
     VIDEO_TEMPLATE,
+    LLMTextEncoder,
     build_word_tokenizer,
     template_crop_start,
 )
@@ -94,7 +95,6 @@ def pretrain_llm(
     words = F.one_hot(ids, len(tokenizer)).cummax(dim=1).values.float()  # (N, L, V): the words up to each token
     words[..., tokenizer.all_special_ids] = 0.0
     head = torch.nn.Linear(model.config.hidden_size, len(tokenizer))
-    model.add_module("words_head", head)  # trained with the model, removed before saving
 
     def loss(idx: list[int]) -> torch.Tensor:
         with torch.no_grad():
@@ -110,10 +110,7 @@ def pretrain_llm(
         words_so_far = F.binary_cross_entropy_with_logits(head(states), words[idx][real])
         return next_word + config.llm_words_weight * words_so_far
 
-    try:
-        return _train(model, config.llm_steps, config, loss, len(captions), "pretrain tiny Llama")
-    finally:
-        del model.words_head
+    return _train(model, head, config.llm_steps, config, loss, len(captions), "pretrain tiny Llama")
 
 
 def pretrain_clip(
@@ -126,36 +123,56 @@ def pretrain_clip(
     words.scatter_(1, ids, 1.0)
     words[:, tokenizer.all_special_ids] = 0.0
     head = torch.nn.Linear(model.config.hidden_size, len(tokenizer))
-    model.add_module("bag_of_words_head", head)  # trained with the model, removed before saving
 
     def loss(idx: list[int]) -> torch.Tensor:
         pooled = model(input_ids=ids[idx], attention_mask=mask[idx]).pooler_output
         return F.binary_cross_entropy_with_logits(head(pooled), words[idx])
 
-    try:
-        return _train(model, config.clip_steps, config, loss, len(captions), "pretrain tiny CLIP")
-    finally:
-        del model.bag_of_words_head
+    return _train(model, head, config.clip_steps, config, loss, len(captions), "pretrain tiny CLIP")
 
 
-def _train(model: torch.nn.Module, steps: int, config: TinyTextEncoderConfig, loss_fn, n: int, desc: str) -> list:
+def _train(model: torch.nn.Module, head: torch.nn.Module, steps: int, config: TinyTextEncoderConfig, loss_fn, n: int,
+           desc: str) -> list:
+    """Train `model` on `loss_fn(batch indices)`, with `head` attached as `model.pretraining_head` meanwhile (so that
+    it is optimised with the model) and removed afterwards (it is not saved); returns the losses."""
+    model.add_module("pretraining_head", head)
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
     cosine = lambda s: 0.5 * (1 + math.cos(math.pi * s / steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
     model.train()
     losses = []
-    bar = tqdm(_batches(n, config.batch_size, steps, generator), total=steps, desc=desc)
-    for idx in bar:
-        loss = loss_fn(idx)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    try:
+        bar = tqdm(_batches(n, config.batch_size, steps, generator), total=steps, desc=desc)
+        for idx in bar:
+            loss = loss_fn(idx)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    finally:
+        del model.pretraining_head
     model.eval().requires_grad_(False)
     return losses
+
+
+@torch.no_grad()
+def state_spread(llm: LLMTextEncoder, captions: list[str]) -> float:
+    """How far a caption token's state typically lies from the mean state: the mean distance, over `captions`."""
+    states, mask = llm(captions)
+    real = states[mask.bool()]
+    return float((real - real.mean(0)).norm(dim=1).mean())
+
+
+@torch.no_grad()
+def swap_gap(llm: LLMTextEncoder, caption: str, word: str, twin: str) -> tuple[float, float]:
+    """The distance between the states of `caption` and of `caption` with the word `word` replaced by `twin`, at that
+    word and at the last token (both must be one token; the template's prefix is cropped, so word i is state i)."""
+    (a, b), mask = llm([caption, caption.replace(word, twin)])
+    at, last = caption.split().index(word), int(mask[0].sum()) - 1
+    return float((a[at] - b[at]).norm()), float((a[last] - b[last]).norm())
 
 
 def make_tiny_text_encoders(
