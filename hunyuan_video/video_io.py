@@ -14,6 +14,8 @@ import av
 import numpy as np
 from PIL import Image
 
+X264_THREADS = 8  # libx264's threads for every mp4 written (see write_video)
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -56,7 +58,9 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 24, crf: int 
     with av.open(str(path), mode="w", options={"movflags": "faststart"}) as container:  # index first: streamable
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "medium"}
+        # x264's output depends on its thread count, which defaults to the machine's CPU count: a fixed count makes
+        # the same frames the same file on every machine.
+        stream.options = {"crf": str(crf), "preset": "medium", "threads": str(X264_THREADS)}
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
         container.mux(stream.encode())

@@ -1,5 +1,7 @@
 """video_io: mp4 round trips (shape, count, values, fps), frame picking, GIF/PNG, clear errors."""
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -105,3 +107,18 @@ def test_gif_and_png(tmp_path):
     paths = write_frames_png(tmp_path / "png", frames)
     assert [p.name for p in paths] == ["00000.png", "00001.png", "00002.png", "00003.png"]
     np.testing.assert_array_equal(read_image(paths[2])[0], frames[2])  # PNG is lossless
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity (Linux)")
+def test_mp4_bytes_do_not_depend_on_the_cpu_count(tmp_path):
+    """x264 picks its thread count from the CPUs it may use, and the file changes with it; write_video pins it."""
+    rng = np.random.default_rng(0)
+    frames = (_clip(t=25, h=320, w=320) * 0.7 + rng.random((25, 320, 320, 3)) * 60).astype(np.uint8)
+    cpus = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cpus)})
+        one = write_video(tmp_path / "one.mp4", frames).read_bytes()
+    finally:
+        os.sched_setaffinity(0, cpus)
+    every = write_video(tmp_path / "every.mp4", frames).read_bytes()
+    assert one == every
