@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the embedded tiny model (hunyuan_video/assets/tiny) from scratch with this package's own trainers, then
-# measure it. Run from the repository root; about 6.5 hours on a 2-core CPU. One intra-op thread per process while
-# two jobs share the 2 cores (more threads only add contention); the last transformer run, alone, takes two.
+# measure it. Run from the repository root; about 8.5 hours on a 2-core CPU. One intra-op thread per process while
+# two jobs share the 2 cores (more threads only add contention); the last transformer runs, alone, take two.
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 TINY=hunyuan_video/assets/tiny
@@ -13,6 +13,7 @@ MODEL=$TINY/hunyuan-video-t2v-720p
 hunyuan-video data synth data_cache/vae_train --clips 800 --seed 0 --size 64 --frames 33
 hunyuan-video data synth data_cache/vae_val --clips 32 --seed 0 --split test --size 64 --frames 17
 hunyuan-video data synth data_cache/tiny_dit_4000 --clips 4000 --seed 0 --size 64 --frames 17
+hunyuan-video data synth data_cache/tiny_dit_20000 --clips 20000 --seed 0 --size 64 --frames 17  # its first 4000 are those
 
 # 2. The VAE's encoder (hence the latent space), in four runs: (a) configs/vae_tiny.json from scratch (~38 min; the
 #    shipped model stopped at step 3500: the config's last 250 steps are ~5 s each); (b) a decoder-only fine-tune of
@@ -34,16 +35,19 @@ hunyuan-video cache configs/dit_tiny.json
 # 5. The transformer from scratch (configs/dit_tiny.json: 100 image steps, then 8400 of video mixed with images,
 #    ~70 min), then 4000 more steps at lr 3e-4 (configs/dit_tiny_more.json, ~25 min), then 24000 more at lr 3e-4
 #    (configs/dit_tiny_long.json, ~95 min with two threads: alone on the machine, two threads train 1.8x faster than
-#    one), exported to $MODEL/transformers/. Beside the first, the VAE's last run: decoder only on 32x32 crops of
+#    one), then 20000 steps over 20000 clips (configs/dit_tiny_20k.json, its own cache, ~23 + 80 min with two
+#    threads), exported to $MODEL/transformers/. Beside the first, the VAE's last run: decoder only on 32x32 crops of
 #    17-frame clips (configs/vae_tiny_decoder_long.json, ~70 min); the encoder stays, so the cached latents stay valid.
 hunyuan-video train-vae configs/vae_tiny_decoder_long.json > runs/vae_tiny_decoder_long.log 2>&1 &
 hunyuan-video train configs/dit_tiny.json
 wait
 hunyuan-video train configs/dit_tiny_more.json
 OMP_NUM_THREADS=2 hunyuan-video train configs/dit_tiny_long.json
+OMP_NUM_THREADS=2 hunyuan-video cache configs/dit_tiny_20k.json
+OMP_NUM_THREADS=2 hunyuan-video train configs/dit_tiny_20k.json
 cp runs/vae_tiny_decoder_long/vae/config.json runs/vae_tiny_decoder_long/vae/model.safetensors "$MODEL/vae/"
 # The CFG scale of generate.json was chosen on train-split captions.
-python bench/tiny_sweep.py --cfg 3 5 7 --videos 40
+python bench/tiny_sweep.py --cfg 2 3 5 --videos 60
 
 # 6. Quality on 100 held-out captions, and the contact sheet (results go to BENCHMARKS.md by hand).
 python bench/tiny_vae.py --val data_cache/vae_val
