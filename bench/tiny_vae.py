@@ -24,7 +24,10 @@ from hunyuan_video.train.vae import evaluate, load_val_clips
 TINY_VAE = Path(hunyuan_video.__file__).parent / "assets" / "tiny" / "hunyuan-video-t2v-720p" / "vae"
 
 
-def _seconds(fn, runs: int = 3) -> float:
+def median_seconds(fn, runs: int = 3, warmup: int = 0) -> float:
+    """Median seconds of `fn()` over `runs` calls, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -55,8 +58,8 @@ def main() -> None:
     clip = clips[:1]
     latents = vae.encode(clip, tiling=False).mode()
     for tiling in (False, True):
-        enc = _seconds(lambda t=tiling: vae.encode(clip, tiling=t))
-        dec = _seconds(lambda t=tiling: vae.decode(latents, tiling=t))
+        enc = median_seconds(lambda t=tiling: vae.encode(clip, tiling=t))
+        dec = median_seconds(lambda t=tiling: vae.decode(latents, tiling=t))
         print(f"tiling={tiling!s:5}  encode {enc:.3f} s  decode {dec:.3f} s  ({args.threads} thread(s))")
 
 

@@ -1,9 +1,10 @@
 """Cost of a wider or deeper tiny transformer: one training step and one sampled video, before training it.
 
-Each variant is the embedded tiny transformer's config with some fields changed. A training step is what
-`hunyuan-video train` does at the tiny recipe's video bucket (batch 24 of 17x64x64 clips: latents 16x5x8x8, 80
-tokens; 64 text tokens): forward, MSE backward, AdamW. A video is 20 sampling steps of a batch of 2 (true CFG).
-Random weights and inputs (the cost does not depend on them); the median of `--repeats` timings after a warm-up.
+Each variant is the embedded tiny transformer's config (read from its checkpoint) with some fields changed. A
+training step is what `hunyuan-video train` does at the tiny recipe's video bucket (batch 24 of 17x64x64 clips:
+latents 16x5x8x8, 80 tokens; 64 text tokens): forward, MSE backward, AdamW. A video is 20 sampling steps of a
+batch of 2 (true CFG). Random weights and inputs (the cost does not depend on them); the median of `--repeats`
+timings after a warm-up.
 
     python bench/tiny_width.py --threads 2
 """
@@ -11,18 +12,18 @@ Random weights and inputs (the cost does not depend on them); the median of `--r
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import dataclasses
 
 import torch
 import torch.nn.functional as F
+from tiny_quality import TINY
+from tiny_vae import median_seconds
 
+from hunyuan_video.checkpoint import load_transformer
 from hunyuan_video.config import TransformerConfig
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 
-TINY = {"hidden_size": 128, "heads_num": 2, "rope_dim_list": (16, 24, 24), "mm_double_blocks_depth": 2,
-        "mm_single_blocks_depth": 3, "refiner_depth": 1, "text_states_dim": 128, "text_states_dim_2": 64,
-        "guidance_embed": False}
+TINY_TRANSFORMER = TINY / "hunyuan-video-t2v-720p" / "transformers" / "mp_rank_00_model_states.safetensors"
 VARIANTS = {
     "tiny (shipped)": {},
     "hidden 192, 3 heads": {"hidden_size": 192, "heads_num": 3},
@@ -31,26 +32,15 @@ VARIANTS = {
 }
 
 
-def timed(fn, repeats: int) -> float:
-    """Median seconds of `fn()` over `repeats` calls, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def measure(overrides: dict, batch: int, repeats: int) -> dict:
-    """Parameters, seconds per training step and seconds per sampled video of one variant."""
+def measure(config: TransformerConfig, batch: int, repeats: int) -> dict:
+    """Parameters, seconds per training step and seconds per sampled video of one transformer config."""
     torch.manual_seed(0)
-    model = HunyuanVideoTransformer(TransformerConfig(**{**TINY, **overrides}))
+    model = HunyuanVideoTransformer(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def inputs(n: int) -> tuple:
-        return (torch.randn(n, 16, 5, 8, 8), torch.rand(n) * 1000, torch.randn(n, 64, 128),
-                torch.ones(n, 64, dtype=torch.bool), torch.randn(n, 64))
+        return (torch.randn(n, 16, 5, 8, 8), torch.rand(n) * 1000, torch.randn(n, 64, config.text_states_dim),
+                torch.ones(n, 64, dtype=torch.bool), torch.randn(n, config.text_states_dim_2))
 
     train_inputs, target = inputs(batch), torch.randn(batch, 16, 5, 8, 8)
 
@@ -67,8 +57,8 @@ def measure(overrides: dict, batch: int, repeats: int) -> dict:
         for _ in range(20):
             model(*sample_inputs)
 
-    return {"params": sum(p.numel() for p in model.parameters()), "step": timed(train_step, repeats),
-            "video": timed(video, repeats)}
+    return {"params": sum(p.numel() for p in model.parameters()),
+            "step": median_seconds(train_step, repeats, warmup=1), "video": median_seconds(video, repeats, warmup=1)}
 
 
 def main() -> None:
@@ -78,7 +68,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = {name: measure(overrides, args.batch, args.repeats) for name, overrides in VARIANTS.items()}
+    tiny = load_transformer(TINY_TRANSFORMER).config
+    results = {name: measure(dataclasses.replace(tiny, **overrides), args.batch, args.repeats)
+               for name, overrides in VARIANTS.items()}
     base = results["tiny (shipped)"]
     print(f"| transformer | parameters | MB (fp32) | s/training step (batch {args.batch}) | ratio | s/video "
           "(20 steps, CFG) | ratio |")
