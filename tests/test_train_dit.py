@@ -13,6 +13,7 @@ from hunyuan_video.train.dit import (
     build_transformer,
     draw_batch,
     flow_matching_loss,
+    grow_depth,
     load_train_config,
     train,
 )
@@ -130,3 +131,40 @@ def test_config_errors_are_clear(base, tmp_path):
                                                "bucket_weights": [1, 2]}]})
     with pytest.raises(ValueError, match="stale"):
         train(DiTTrainConfig(**{**base, "text_max_length": 16}), progress=False)
+
+
+def test_grow_depth_starts_as_the_same_function_and_its_new_blocks_train(base, tmp_path):
+    from tiny_models import tiny_transformer
+
+    model = tiny_transformer(seed=5)
+    double, single = len(model.double_blocks), len(model.single_blocks)
+    grown = grow_depth(model, double + 2, single + 1).eval()
+    assert (grown.config.mm_double_blocks_depth, grown.config.mm_single_blocks_depth) == (double + 2, single + 1)
+    c = model.config
+    gen = torch.Generator().manual_seed(0)
+    inputs = (torch.randn(2, c.in_channels, 3, 4, 4, generator=gen), torch.tensor([300.0, 800.0]),
+              torch.randn(2, 5, c.text_states_dim, generator=gen), torch.tensor([[1] * 5, [1] * 3 + [0] * 2]).bool(),
+              torch.randn(2, c.text_states_dim_2, generator=gen), torch.tensor([4000.0, 6000.0]))
+    with torch.no_grad():
+        assert torch.equal(model(*inputs), grown(*inputs))  # the new blocks are exactly the identity
+    new_gate = grown.single_blocks[single].modulation.linear.weight
+    assert new_gate.abs().sum() > 0 and torch.equal(  # a copy of old block 0 except its gate rows
+        new_gate[: 2 * c.hidden_size], model.single_blocks[0].modulation.linear.weight[: 2 * c.hidden_size])
+    grown(*inputs).square().mean().backward()
+    assert grown.single_blocks[single].modulation.linear.weight.grad[2 * c.hidden_size :].abs().sum() > 0
+    assert grown.double_blocks[double + 1].img_mod.linear.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="only add blocks"):
+        grow_depth(model, double - 1, single)
+
+    first = DiTTrainConfig(**{**base, "out_dir": str(tmp_path / "first")})
+    train(first, max_steps=1, progress=False)
+    fields = {k: v for k, v in base.items() if k != "transformer"}
+    weights = str(tmp_path / "first" / "transformer_ema.safetensors")
+    deeper = DiTTrainConfig(**{**fields, "out_dir": str(tmp_path / "deeper")}, init_from=weights, grow_depth=[3, 4])
+    assert len(build_transformer(deeper).single_blocks) == 4
+    train(deeper, max_steps=1, progress=False)
+    from hunyuan_video.checkpoint import load_transformer
+
+    assert load_transformer(tmp_path / "deeper" / "transformer_ema.safetensors").config.mm_double_blocks_depth == 3
+    with pytest.raises(ValueError, match="give `init_from`"):
+        DiTTrainConfig(**base, grow_depth=[3, 4])

@@ -9,12 +9,13 @@ exactly the batches, noise and times an uninterrupted run would have seen.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from hunyuan_video.checkpoint import load_transformer, save_transformer
@@ -69,6 +70,7 @@ class DiTTrainConfig:
     stages: list[Stage]
     transformer: dict[str, Any] = field(default_factory=dict)  # TransformerConfig fields of a fresh model
     init_from: str | None = None  # a transformer checkpoint to fine-tune instead of a fresh model
+    grow_depth: tuple[int, int] | None = None  # (double, single) blocks: deepen `init_from` first, see `grow_depth`
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
@@ -111,6 +113,10 @@ class DiTTrainConfig:
         if (self.init_from is None) == (not self.transformer):
             raise ValueError("give one of `transformer` (the config of a fresh model) or `init_from` (weights), "
                              "not both: a fine-tune's architecture is that of its weights")
+        if self.grow_depth is not None:
+            if self.init_from is None:
+                raise ValueError("grow_depth deepens the weights of `init_from`; give `init_from`")
+            self.grow_depth = tuple(self.grow_depth)
 
     @property
     def total_steps(self) -> int:
@@ -162,10 +168,50 @@ def draw_batch(cache: LatentCache, stage: Stage, caption_dropout: float, generat
     }
 
 
+def _zero_gates(modulation: nn.Module, gates: tuple[int, ...]) -> None:
+    """Zero the rows of `modulation.linear` that produce the chunks `gates` (so those gates are 0 for any input)."""
+    rows = modulation.linear.out_features // modulation.factor
+    with torch.no_grad():
+        for g in gates:
+            modulation.linear.weight[g * rows : (g + 1) * rows] = 0.0
+            modulation.linear.bias[g * rows : (g + 1) * rows] = 0.0
+
+
+def grow_depth(model: HunyuanVideoTransformer, double: int, single: int) -> HunyuanVideoTransformer:
+    """A deeper copy of `model` that computes the same function: `double` dual-stream and `single` single-stream blocks.
+
+    Each new block, appended after the old ones of its kind, copies the weights of an old block (block i of the new
+    ones copies old block i mod n) with the gates of its residual branches zeroed, so it starts as the identity; the
+    gates' gradients are not zero, so training opens them (the adaLN-Zero start of DiT, on trained weights).
+    """
+    old_double, old_single = len(model.double_blocks), len(model.single_blocks)
+    if double < old_double or single < old_single:
+        raise ValueError(f"grow_depth can only add blocks: the model has {old_double} double and {old_single} single "
+                         f"blocks, asked for {double} and {single}")
+    if (double > old_double and old_double == 0) or (single > old_single and old_single == 0):
+        raise ValueError("grow_depth copies existing blocks: a stack with no blocks cannot grow")
+    config = replace(model.config, mm_double_blocks_depth=double, mm_single_blocks_depth=single)
+    grown = HunyuanVideoTransformer(config)
+    state = model.state_dict()
+    for i in range(double):
+        state.update({f"double_blocks.{i}.{k}": v for k, v in model.double_blocks[i % old_double].state_dict().items()})
+    for i in range(single):
+        state.update({f"single_blocks.{i}.{k}": v for k, v in model.single_blocks[i % old_single].state_dict().items()})
+    grown.load_state_dict(state, strict=True)
+    for block in grown.double_blocks[old_double:]:
+        _zero_gates(block.img_mod, (2, 5))
+        _zero_gates(block.txt_mod, (2, 5))
+    for block in grown.single_blocks[old_single:]:
+        _zero_gates(block.modulation, (2,))
+    return grown.to(next(model.parameters()).dtype)
+
+
 def build_transformer(config: DiTTrainConfig) -> HunyuanVideoTransformer:
-    """A fresh transformer (seeded by `config.seed`) or the weights of `config.init_from`, in float32."""
+    """A fresh transformer (seeded by `config.seed`) or the weights of `config.init_from` (deepened by `grow_depth`
+    when set), in float32."""
     if config.init_from:
-        return load_transformer(config.init_from, dtype=torch.float32)
+        model = load_transformer(config.init_from, dtype=torch.float32)
+        return grow_depth(model, *config.grow_depth) if config.grow_depth else model
     torch.manual_seed(config.seed)
     return HunyuanVideoTransformer(config_from_dict(TransformerConfig, config.transformer))
 
