@@ -13,6 +13,7 @@ on held-out captions.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -38,10 +39,9 @@ def main() -> None:
     rows = caption_rows(args.videos, "train", args.first)
     pipe, defaults = load_pipeline(args.model)
     results = []
-    grid = [(cfg, shift, steps) for cfg in args.cfg for shift in args.shift for steps in args.steps or [None]]
-    for cfg, shift, steps in grid:
-        folder = out / (f"cfg{cfg:g}_shift{shift:g}" + (f"_steps{steps}" if steps else ""))
-        steps = steps or defaults["num_inference_steps"]
+    steps_grid = args.steps or [defaults["num_inference_steps"]]
+    for cfg, shift, steps in itertools.product(args.cfg, args.shift, steps_grid):
+        folder = out / (f"cfg{cfg:g}_shift{shift:g}" + (f"_steps{steps}" if args.steps else ""))
         sample_folder(pipe, rows, folder, args.batch,
                       **{**defaults, "cfg_scale": cfg, "flow_shift": shift, "num_inference_steps": steps})
         report = evaluate_folder(folder, out=folder / "eval.json")

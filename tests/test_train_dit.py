@@ -147,9 +147,9 @@ def test_grow_depth_starts_as_the_same_function_and_its_new_blocks_train(base, t
               torch.randn(2, c.text_states_dim_2, generator=gen), torch.tensor([4000.0, 6000.0]))
     with torch.no_grad():
         assert torch.equal(model(*inputs), grown(*inputs))  # the new blocks are exactly the identity
-    new_gate = grown.single_blocks[single].modulation.linear.weight
-    assert new_gate.abs().sum() > 0 and torch.equal(  # a copy of old block 0 except its gate rows
-        new_gate[: 2 * c.hidden_size], model.single_blocks[0].modulation.linear.weight[: 2 * c.hidden_size])
+    new_mod = grown.single_blocks[single].modulation.linear.weight
+    assert new_mod.abs().sum() > 0 and torch.equal(  # a copy of old block 0 except its gate rows
+        new_mod[: 2 * c.hidden_size], model.single_blocks[0].modulation.linear.weight[: 2 * c.hidden_size])
     grown(*inputs).square().mean().backward()
     assert grown.single_blocks[single].modulation.linear.weight.grad[2 * c.hidden_size :].abs().sum() > 0
     assert grown.double_blocks[double + 1].img_mod.linear.weight.grad.abs().sum() > 0

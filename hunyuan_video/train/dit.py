@@ -193,9 +193,9 @@ def grow_depth(model: HunyuanVideoTransformer, double: int, single: int) -> Huny
     config = replace(model.config, mm_double_blocks_depth=double, mm_single_blocks_depth=single)
     grown = HunyuanVideoTransformer(config)
     state = model.state_dict()
-    for i in range(double):
+    for i in range(old_double, double):
         state.update({f"double_blocks.{i}.{k}": v for k, v in model.double_blocks[i % old_double].state_dict().items()})
-    for i in range(single):
+    for i in range(old_single, single):
         state.update({f"single_blocks.{i}.{k}": v for k, v in model.single_blocks[i % old_single].state_dict().items()})
     grown.load_state_dict(state, strict=True)
     for block in grown.double_blocks[old_double:]:
