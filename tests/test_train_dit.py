@@ -168,3 +168,6 @@ def test_grow_depth_starts_as_the_same_function_and_its_new_blocks_train(base, t
     assert load_transformer(tmp_path / "deeper" / "transformer_ema.safetensors").config.mm_double_blocks_depth == 3
     with pytest.raises(ValueError, match="give `init_from`"):
         DiTTrainConfig(**base, grow_depth=[3, 4])
+    for bad in ([3], [3, 4, 5], [3, "4"], [-1, 4]):
+        with pytest.raises(ValueError, match="two block counts"):
+            DiTTrainConfig(**fields, init_from=weights, grow_depth=bad)

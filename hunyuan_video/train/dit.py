@@ -116,6 +116,8 @@ class DiTTrainConfig:
         if self.grow_depth is not None:
             if self.init_from is None:
                 raise ValueError("grow_depth deepens the weights of `init_from`; give `init_from`")
+            if len(self.grow_depth) != 2 or not all(isinstance(n, int) and n >= 0 for n in self.grow_depth):
+                raise ValueError(f"grow_depth is [double, single], two block counts; got {self.grow_depth!r}")
             self.grow_depth = tuple(self.grow_depth)
 
     @property
