@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the embedded tiny model (hunyuan_video/assets/tiny) from scratch with this package's own trainers, then
-# measure it. Run from the repository root; about 8.5 hours on a 2-core CPU. One intra-op thread per process while
+# measure it. Run from the repository root; about 11 hours on a 2-core CPU. One intra-op thread per process while
 # two jobs share the 2 cores (more threads only add contention); the last transformer runs, alone, take two.
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -36,7 +36,9 @@ hunyuan-video cache configs/dit_tiny.json
 #    ~70 min), then 4000 more steps at lr 3e-4 (configs/dit_tiny_more.json, ~25 min), then 24000 more at lr 3e-4
 #    (configs/dit_tiny_long.json, ~95 min with two threads: alone on the machine, two threads train 1.8x faster than
 #    one), then 20000 steps over 20000 clips (configs/dit_tiny_20k.json, its own cache, ~23 + 80 min with two
-#    threads), exported to $MODEL/transformers/. Beside the first, the VAE's last run: decoder only on 32x32 crops of
+#    threads), then deepened from 2 + 3 to 4 + 6 blocks (grow_depth: the copies start with zeroed gates, the same
+#    function) and trained 9000 steps (configs/dit_tiny_deep.json, ~75 min), then 9000 more at lr 2e-4
+#    (configs/dit_tiny_deep_more.json, ~85 min), exported to $MODEL/transformers/. Beside the first, the VAE's last run: decoder only on 32x32 crops of
 #    17-frame clips (configs/vae_tiny_decoder_long.json, ~70 min); the encoder stays, so the cached latents stay valid.
 hunyuan-video train-vae configs/vae_tiny_decoder_long.json > runs/vae_tiny_decoder_long.log 2>&1 &
 hunyuan-video train configs/dit_tiny.json
@@ -45,6 +47,8 @@ hunyuan-video train configs/dit_tiny_more.json
 OMP_NUM_THREADS=2 hunyuan-video train configs/dit_tiny_long.json
 OMP_NUM_THREADS=2 hunyuan-video cache configs/dit_tiny_20k.json
 OMP_NUM_THREADS=2 hunyuan-video train configs/dit_tiny_20k.json
+OMP_NUM_THREADS=2 hunyuan-video train configs/dit_tiny_deep.json
+OMP_NUM_THREADS=2 hunyuan-video train configs/dit_tiny_deep_more.json
 cp runs/vae_tiny_decoder_long/vae/config.json runs/vae_tiny_decoder_long/vae/model.safetensors "$MODEL/vae/"
 # The CFG scale of generate.json was chosen on train-split captions.
 python bench/tiny_sweep.py --cfg 2 3 5 --videos 60

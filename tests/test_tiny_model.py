@@ -43,16 +43,18 @@ def pipe():
     return HunyuanVideoPipeline.from_pretrained(TINY, dtype=torch.float32, device="cpu")
 
 
-def _sample(pipe: HunyuanVideoPipeline, clips: list, defaults: dict, output_type: str = "np"):
+def _sample(pipe: HunyuanVideoPipeline, clips: list, defaults: dict, output_type: str = "np", first: int = 0):
+    """Videos for `clips`, the i-th from seed `first + i` (as bench/tiny_quality.py seeds them)."""
     shape = pipe.latent_shape(1, defaults["height"], defaults["width"], defaults["frames"])
-    latents = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(i)) for i in range(len(clips))])
+    latents = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(first + i))
+                         for i in range(len(clips))])
     return pipe([c.caption for c in clips], latents=latents, height=defaults["height"], width=defaults["width"],
                 num_frames=defaults["frames"], num_inference_steps=defaults["steps"],
                 cfg_scale=defaults["cfg_scale"], negative_prompt=defaults["negative_prompt"],
                 flow_shift=defaults["shift"], output_type=output_type).frames
 
 
-HELD_OUT = [sample_clip(i, 0, "test") for i in range(8)]  # main objects: combinations training never shows
+HELD_OUT = [sample_clip(i, 0, "test") for i in range(100)]  # main objects: combinations training never shows
 
 
 def test_the_trained_transformer_follows_held_out_captions_better_than_a_random_one(pipe):
@@ -60,14 +62,15 @@ def test_the_trained_transformer_follows_held_out_captions_better_than_a_random_
     (mostly its background) against the VAE's encoding of the real clip with that caption."""
     defaults = json.loads((TINY / "generate.json").read_text())
     pipe.progress = False
-    videos = torch.stack([frames_to_tensor(render_clip(c)) for c in HELD_OUT])
+    clips = HELD_OUT[:8]
+    videos = torch.stack([frames_to_tensor(render_clip(c)) for c in clips])
     with torch.no_grad():
         real = pipe.vae.encode(videos).mode().mean((2, 3, 4)) * pipe.vae.config.scaling_factor
-    trained = _sample(pipe, HELD_OUT, defaults, "latent").mean((2, 3, 4))
+    trained = _sample(pipe, clips, defaults, "latent").mean((2, 3, 4))
     torch.manual_seed(0)
     kept, pipe.transformer = pipe.transformer, HunyuanVideoTransformer(pipe.transformer.config).eval()
     try:
-        random = _sample(pipe, HELD_OUT, defaults, "latent").mean((2, 3, 4))
+        random = _sample(pipe, clips, defaults, "latent").mean((2, 3, 4))
     finally:
         pipe.transformer = kept
     error, floor = (trained - real).norm(dim=1), (random - real).norm(dim=1)
@@ -75,11 +78,16 @@ def test_the_trained_transformer_follows_held_out_captions_better_than_a_random_
 
 
 def test_held_out_captions_get_their_colour(pipe):
+    """The 100 captions and seeds of BENCHMARKS.md's held-out row (~0.4 s a video; frames scored before the mp4
+    encoding the benchmark adds). With 8 captions one video was 12.5 points and the bar a coin flip for a model
+    near it; with 100 the test measures the figure the benchmark reports."""
     defaults = json.loads((TINY / "generate.json").read_text())
     pipe.progress = False
-    frames = _sample(pipe, HELD_OUT, defaults)
-    results = [score(video, [vars(o) for o in clip.objects]) for video, clip in zip(frames, HELD_OUT)]
-    ok = [r["colour_ok"] for r in results]
+    ok = []
+    for first in range(0, len(HELD_OUT), 20):
+        clips = HELD_OUT[first : first + 20]
+        frames = _sample(pipe, clips, defaults, first=first)
+        ok += [score(video, [vars(o) for o in clip.objects])["colour_ok"] for video, clip in zip(frames, clips)]
     assert np.mean(ok) > 0.8, ok
 
 
