@@ -38,8 +38,9 @@ hunyuan-video cache configs/dit_tiny.json
 #    one), then 20000 steps over 20000 clips (configs/dit_tiny_20k.json, its own cache, ~23 + 80 min with two
 #    threads), then deepened from 2 + 3 to 4 + 6 blocks (grow_depth: the copies start with zeroed gates, the same
 #    function) and trained 9000 steps (configs/dit_tiny_deep.json, ~75 min), then 9000 more at lr 2e-4
-#    (configs/dit_tiny_deep_more.json, ~85 min), exported to $MODEL/transformers/. Beside the first, the VAE's last run: decoder only on 32x32 crops of
-#    17-frame clips (configs/vae_tiny_decoder_long.json, ~70 min); the encoder stays, so the cached latents stay valid.
+#    (configs/dit_tiny_deep_more.json, ~85 min), exported to $MODEL/transformers/. Beside the first transformer run,
+#    the VAE's last run: decoder only on 32x32 crops of 17-frame clips (configs/vae_tiny_decoder_long.json, ~70 min);
+#    the encoder stays, so the cached latents stay valid.
 hunyuan-video train-vae configs/vae_tiny_decoder_long.json > runs/vae_tiny_decoder_long.log 2>&1 &
 hunyuan-video train configs/dit_tiny.json
 wait
