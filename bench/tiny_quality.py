@@ -4,13 +4,14 @@ The captions are the first `--videos` clips of the world's test split (seed 0): 
 shape, motion) combination the training clips never show. Each video is sampled with its own seed, written as
 mp4 with a metadata.jsonl holding the caption's objects, and scored by `hunyuan_video.eval`; the same is done
 with a randomly initialised transformer of the same shape (everything else trained) as the floor, and with the
-VAE's own reconstructions of the real clips as the ceiling that decoder allows.
+VAE's own reconstructions of the real clips as the ceiling that decoder allows. Both the trained row and the
+ceiling are also broken down by the main object's motion (straight motions split by speed) and size.
 Writes OUT/trained/*.mp4, OUT/random/*.mp4, OUT/vae_ceiling/*.mp4, OUT/report.json and OUT/contact_sheet.png.
 
     python bench/tiny_quality.py --out outputs/tiny_quality            # 100 videos
     python bench/tiny_quality.py --model runs/some_folder --videos 20
 
-Prints a markdown table for BENCHMARKS.md.
+Prints two markdown tables for BENCHMARKS.md: the rows, and the breakdown.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def caption_rows(n: int, split: str = "test", first: int = 0, world_seed: int = 
     rows = []
     for i in range(first, first + n):
         clip = sample_clip(i, world_seed, split)
-        objects = [{"colour": o.colour, "shape": o.shape, "motion": o.motion, "speed": o.speed} for o in clip.objects]
+        objects = [{"colour": o.colour, "shape": o.shape, "size": o.size, "motion": o.motion, "speed": o.speed}
+                   for o in clip.objects]
         rows.append({"file": f"{i:03d}.mp4", "caption": clip.caption, "objects": objects, "split": split, "index": i})
     return rows
 
@@ -86,7 +88,25 @@ def vae_ceiling(pipe: HunyuanVideoPipeline, rows: list[dict], out: Path) -> dict
     seconds = (time.perf_counter() - start) / len(rows)
     report = evaluate_folder(out, out=out / "eval.json")
     return {"videos": len(rows), "colour": report["colour_accuracy"], "motion": report["motion_accuracy"],
-            "speed": report["speed_accuracy"], "seconds_per_video": seconds}
+            "speed": report["speed_accuracy"], "seconds_per_video": seconds, "breakdown": breakdown(rows, report)}
+
+
+def motion_group(obj: dict) -> str:
+    """The breakdown's motion group of an object: "straight slow" / "straight fast" for the eight directions."""
+    return f"straight {obj['speed']}" if obj["speed"] else obj["motion"]
+
+
+def breakdown(rows: list[dict], report: dict) -> dict:
+    """Colour and motion accuracy grouped by the main object's motion group and by its size."""
+    groups: dict[str, dict[str, list[dict]]] = {"motion": {}, "size": {}}
+    for row, result in zip(rows, report["clips"]):
+        main = row["objects"][0]
+        groups["motion"].setdefault(motion_group(main), []).append(result)
+        groups["size"].setdefault(main["size"], []).append(result)
+    return {by: {name: {"videos": len(rs), "colour": float(np.mean([r["colour_ok"] for r in rs])),
+                        "motion": float(np.mean([r["motion_ok"] for r in rs]))}
+                 for name, rs in sorted(found.items())}
+            for by, found in groups.items()}
 
 
 def contact_sheet(folder: Path, rows: list[dict], report: dict, path: Path, count: int = 24) -> Path:
@@ -141,6 +161,7 @@ def main() -> None:
                          "motion": report["motion_accuracy"], "speed": report["speed_accuracy"],
                          "seconds_per_video": seconds, "motion_confusion": report["motion_confusion"]}
         if name == "trained":
+            results[name]["breakdown"] = breakdown(rows, report)
             contact_sheet(out / name, rows, report, out / "contact_sheet.png")
     results["vae ceiling"] = vae_ceiling(pipe, rows, out / "vae_ceiling")  # the trained model's clips, all of them
     (out / "report.json").write_text(json.dumps({"videos": args.videos, "sampling": kwargs, **results}, indent=1))
@@ -150,6 +171,14 @@ def main() -> None:
         speed = "-" if r["speed"] is None else f"{r['speed']:.0%}"
         print(f"| {name} | {r['videos']} | {r['colour']:.0%} | {r['motion']:.0%} | {speed} | "
               f"{r['seconds_per_video']:.2f} |")
+    trained, ceiling = results["trained"]["breakdown"], results["vae ceiling"]["breakdown"]
+    print("\n| main object | videos | colour (trained / VAE ceiling) | motion (trained / VAE ceiling) |")
+    print("| --- | --- | --- | --- |")
+    for by in ("motion", "size"):
+        for name, t in trained[by].items():
+            c = ceiling[by][name]
+            print(f"| {by}: {name} | {t['videos']} | {t['colour']:.0%} / {c['colour']:.0%} | "
+                  f"{t['motion']:.0%} / {c['motion']:.0%} |")
 
 
 if __name__ == "__main__":
