@@ -5,7 +5,8 @@ shape, motion) combination the training clips never show. Each video is sampled 
 mp4 with a metadata.jsonl holding the caption's objects, and scored by `hunyuan_video.eval`; the same is done
 with a randomly initialised transformer of the same shape (everything else trained) as the floor, and with the
 VAE's own reconstructions of the real clips as the ceiling that decoder allows. Both the trained row and the
-ceiling are also broken down by the main object's motion (straight motions split by speed) and size.
+ceiling are also broken down by the main object's motion (straight motions split by speed) and size, and by the
+number of objects in the caption.
 Writes OUT/trained/*.mp4, OUT/random/*.mp4, OUT/vae_ceiling/*.mp4, OUT/report.json and OUT/contact_sheet.png.
 
     python bench/tiny_quality.py --out outputs/tiny_quality            # 100 videos
@@ -97,12 +98,14 @@ def motion_group(obj: dict) -> str:
 
 
 def breakdown(rows: list[dict], report: dict) -> dict:
-    """Colour and motion accuracy grouped by the main object's motion group and by its size."""
-    groups: dict[str, dict[str, list[dict]]] = {"motion": {}, "size": {}}
+    """Colour and motion accuracy grouped by the main object's motion group, by its size, and by the number of
+    objects in the caption."""
+    groups: dict[str, dict[str, list[dict]]] = {"motion": {}, "size": {}, "objects": {}}
     for row, result in zip(rows, report["clips"]):
         main = row["objects"][0]
         groups["motion"].setdefault(motion_group(main), []).append(result)
         groups["size"].setdefault(main["size"], []).append(result)
+        groups["objects"].setdefault(str(len(row["objects"])), []).append(result)
     return {by: {name: {"videos": len(rs), "colour": float(np.mean([r["colour_ok"] for r in rs])),
                         "motion": float(np.mean([r["motion_ok"] for r in rs]))}
                  for name, rs in sorted(found.items())}
@@ -174,7 +177,7 @@ def main() -> None:
     trained, ceiling = results["trained"]["breakdown"], results["vae ceiling"]["breakdown"]
     print("\n| main object | videos | colour (trained / VAE ceiling) | motion (trained / VAE ceiling) |")
     print("| --- | --- | --- | --- |")
-    for by in ("motion", "size"):
+    for by in ("motion", "size", "objects"):
         for name, t in trained[by].items():
             c = ceiling[by][name]
             print(f"| {by}: {name} | {t['videos']} | {t['colour']:.0%} / {c['colour']:.0%} | "

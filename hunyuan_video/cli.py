@@ -134,6 +134,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--size", type=int, nargs="+", default=[64], metavar="PX", help="frame size: S or H W")
     s.add_argument("--frames", type=int, default=17, help="frames per clip")
     s.add_argument("--fps", type=float, default=8.0, help="frames per second")
+    s.add_argument("--two-object-prob", type=float, default=0.25,
+                   help="chance that a clip gets a second object (clip i's first object does not depend on it)")
     s.set_defaults(func=_run_data_synth)
     e = data_sub.add_parser("eval", help="score videos against their captions (colour and motion of the main object)")
     e.add_argument("videos", help="folder of videos")
@@ -154,7 +156,8 @@ def _run_data_synth(args: argparse.Namespace) -> int:
         raise SystemExit(f"--size takes one or two numbers (S or H W), got {args.size}")
     height, width = args.size if len(args.size) == 2 else args.size * 2
     try:
-        cfg = SynthConfig(height=height, width=width, frames=args.frames, fps=args.fps)
+        cfg = SynthConfig(height=height, width=width, frames=args.frames, fps=args.fps,
+                          two_object_prob=args.two_object_prob)
         out = generate(args.out, args.clips, seed=args.seed, split=args.split, config=cfg)
     except ValueError as e:
         raise SystemExit(f"hunyuan-video data synth: {e}") from e

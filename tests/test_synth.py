@@ -118,3 +118,17 @@ def test_cli_writes_mp4s_and_manifest(tmp_path):
         main(["data", "synth", str(out), "--clips", "1", "--split", "train"])
     with pytest.raises(SystemExit, match="even"):
         main(["data", "synth", str(out), "--clips", "1", "--size", "15"])
+
+
+def test_two_object_prob_adds_second_objects_and_keeps_the_first(tmp_path):
+    clips = {p: [sample_clip(i, 0, "train", SynthConfig(two_object_prob=p)) for i in range(60)] for p in (0, 0.25, 1)}
+    counts = {p: sum(len(c.objects) == 2 for c in cs) for p, cs in clips.items()}
+    assert counts[0] == 0 and 5 <= counts[0.25] <= 25 and counts[1] >= 50  # one that fits is not always found
+    for a, b in zip(clips[0], clips[1]):  # the main object is drawn first, whatever the chance of a second
+        assert a.objects[0] == b.objects[0]
+    out = tmp_path / "two"
+    assert main(["data", "synth", str(out), "--clips", "2", "--size", "32", "--frames", "5",
+                 "--two-object-prob", "1"]) == 0
+    assert json.loads((out / "world.json").read_text())["config"]["two_object_prob"] == 1
+    with pytest.raises(SystemExit, match="two_object_prob"):
+        main(["data", "synth", str(tmp_path / "bad"), "--clips", "1", "--two-object-prob", "1.5"])

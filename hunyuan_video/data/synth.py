@@ -114,6 +114,8 @@ class SynthConfig:
             raise ValueError(f"height and width must be even and >= 16, got {self.height}x{self.width}")
         if self.frames < 5:
             raise ValueError(f"frames must be >= 5 for motion to be visible, got {self.frames}")
+        if not 0.0 <= self.two_object_prob <= 1.0:
+            raise ValueError(f"two_object_prob must be in [0, 1], got {self.two_object_prob}")
 
 
 @dataclass
