@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw
 
 from hunyuan_video.data.dataset import frames_to_tensor
 from hunyuan_video.data.synth import sample_clip
-from hunyuan_video.eval import evaluate_folder
+from hunyuan_video.eval import evaluate_folder, summarize
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.pipeline import HunyuanVideoPipeline
 from hunyuan_video.video_io import to_uint8, write_video
@@ -87,9 +87,7 @@ def vae_ceiling(pipe: HunyuanVideoPipeline, rows: list[dict], out: Path) -> dict
         write_video(out / row["file"], to_uint8(rec.permute(1, 2, 3, 0).numpy()), fps=8)
     (out / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     seconds = (time.perf_counter() - start) / len(rows)
-    report = evaluate_folder(out, out=out / "eval.json")
-    return {"videos": len(rows), "colour": report["colour_accuracy"], "motion": report["motion_accuracy"],
-            "speed": report["speed_accuracy"], "seconds_per_video": seconds, "breakdown": breakdown(rows, report)}
+    return summary(rows, evaluate_folder(out, out=out / "eval.json"), seconds)
 
 
 def motion_group(obj: dict) -> str:
@@ -106,10 +104,20 @@ def breakdown(rows: list[dict], report: dict) -> dict:
         groups["motion"].setdefault(motion_group(main), []).append(result)
         groups["size"].setdefault(main["size"], []).append(result)
         groups["objects"].setdefault(str(len(row["objects"])), []).append(result)
-    return {by: {name: {"videos": len(rs), "colour": float(np.mean([r["colour_ok"] for r in rs])),
-                        "motion": float(np.mean([r["motion_ok"] for r in rs]))}
-                 for name, rs in sorted(found.items())}
-            for by, found in groups.items()}
+    return {by: {name: group_accuracy(rs) for name, rs in sorted(found.items())} for by, found in groups.items()}
+
+
+def group_accuracy(results: list[dict]) -> dict:
+    """Videos, colour and motion accuracy of a group of `score` results."""
+    report = summarize(results)
+    return {"videos": len(results), "colour": report["colour_accuracy"], "motion": report["motion_accuracy"]}
+
+
+def summary(rows: list[dict], report: dict, seconds: float) -> dict:
+    """A row of the table from `evaluate_folder`'s report on `rows`' videos, with its breakdown."""
+    return {"videos": len(rows), "colour": report["colour_accuracy"], "motion": report["motion_accuracy"],
+            "speed": report["speed_accuracy"], "seconds_per_video": seconds,
+            "motion_confusion": report["motion_confusion"], "breakdown": breakdown(rows, report)}
 
 
 def contact_sheet(folder: Path, rows: list[dict], report: dict, path: Path, count: int = 24) -> Path:
@@ -160,11 +168,8 @@ def main() -> None:
         rows_used = rows if name == "trained" else rows[: args.random_videos]
         seconds = sample_folder(pipe, rows_used, out / name, args.batch, **kwargs)
         report = evaluate_folder(out / name, out=out / name / "eval.json")
-        results[name] = {"videos": len(rows_used), "colour": report["colour_accuracy"],
-                         "motion": report["motion_accuracy"], "speed": report["speed_accuracy"],
-                         "seconds_per_video": seconds, "motion_confusion": report["motion_confusion"]}
+        results[name] = summary(rows_used, report, seconds)
         if name == "trained":
-            results[name]["breakdown"] = breakdown(rows, report)
             contact_sheet(out / name, rows, report, out / "contact_sheet.png")
     results["vae ceiling"] = vae_ceiling(pipe, rows, out / "vae_ceiling")  # the trained model's clips, all of them
     (out / "report.json").write_text(json.dumps({"videos": args.videos, "sampling": kwargs, **results}, indent=1))
