@@ -9,13 +9,12 @@ exactly the batches, noise and times an uninterrupted run would have seen.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from hunyuan_video.checkpoint import load_transformer, save_transformer
@@ -33,6 +32,7 @@ from hunyuan_video.train.common import (
     save_training_state,
     schedule_lambda,
 )
+from hunyuan_video.train.grow import grow_depth, grow_width
 
 
 @dataclass
@@ -57,6 +57,9 @@ class Stage:
                 raise ValueError(f"stage {self.name!r}: give one non-negative weight per bucket")
 
 
+EXPORT_DTYPES = ("float32", "float16", "bfloat16")
+
+
 @dataclass
 class DiTTrainConfig:
     """Everything `hunyuan-video cache` and `hunyuan-video train` read; paths are relative to the working directory."""
@@ -71,6 +74,7 @@ class DiTTrainConfig:
     transformer: dict[str, Any] = field(default_factory=dict)  # TransformerConfig fields of a fresh model
     init_from: str | None = None  # a transformer checkpoint to fine-tune instead of a fresh model
     grow_depth: tuple[int, int] | None = None  # (double, single) blocks: deepen `init_from` first, see `grow_depth`
+    grow_width: tuple[int, int] | None = None  # (hidden_size, heads_num): then widen it, see `grow_width`
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
@@ -97,6 +101,7 @@ class DiTTrainConfig:
     embedded_guidance: float = 6.0  # fed to models with a guidance embedding (fine-tuning the released model)
     text_max_length: int = 256  # LLM tokens after the template (the official 256)
     export: str | None = None  # also write the final EMA transformer here (a .safetensors path)
+    export_dtype: str = "float32"  # ... in this dtype ("float16" halves the file; loading casts it back)
 
     def __post_init__(self) -> None:
         self.stages = [s if isinstance(s, Stage) else config_from_dict(Stage, s) for s in self.stages]
@@ -108,6 +113,8 @@ class DiTTrainConfig:
             raise ValueError(f"time_sampling {self.time_sampling!r} is not one of {TIME_SAMPLERS}")
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        if self.export_dtype not in EXPORT_DTYPES:
+            raise ValueError(f"export_dtype {self.export_dtype!r} is not one of {EXPORT_DTYPES}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule {self.lr_schedule!r} is not one of {LR_SCHEDULES}")
         if (self.init_from is None) == (not self.transformer):
@@ -119,6 +126,12 @@ class DiTTrainConfig:
             if len(self.grow_depth) != 2 or not all(isinstance(n, int) and n >= 0 for n in self.grow_depth):
                 raise ValueError(f"grow_depth is [double, single], two block counts; got {self.grow_depth!r}")
             self.grow_depth = tuple(self.grow_depth)
+        if self.grow_width is not None:
+            if self.init_from is None:
+                raise ValueError("grow_width widens the weights of `init_from`; give `init_from`")
+            if len(self.grow_width) != 2 or not all(isinstance(n, int) and n > 0 for n in self.grow_width):
+                raise ValueError(f"grow_width is [hidden_size, heads_num]; got {self.grow_width!r}")
+            self.grow_width = tuple(self.grow_width)
 
     @property
     def total_steps(self) -> int:
@@ -170,50 +183,16 @@ def draw_batch(cache: LatentCache, stage: Stage, caption_dropout: float, generat
     }
 
 
-def _zero_gates(modulation: nn.Module, gates: tuple[int, ...]) -> None:
-    """Zero the rows of `modulation.linear` that produce the chunks `gates` (so those gates are 0 for any input)."""
-    rows = modulation.linear.out_features // modulation.factor
-    with torch.no_grad():
-        for g in gates:
-            modulation.linear.weight[g * rows : (g + 1) * rows] = 0.0
-            modulation.linear.bias[g * rows : (g + 1) * rows] = 0.0
-
-
-def grow_depth(model: HunyuanVideoTransformer, double: int, single: int) -> HunyuanVideoTransformer:
-    """A deeper copy of `model` that computes the same function: `double` dual-stream and `single` single-stream blocks.
-
-    Each new block, appended after the old ones of its kind, copies the weights of an old block (block i of the new
-    ones copies old block i mod n) with the gates of its residual branches zeroed, so it starts as the identity; the
-    gates' gradients are not zero, so training opens them (the adaLN-Zero start of DiT, on trained weights).
-    """
-    old_double, old_single = len(model.double_blocks), len(model.single_blocks)
-    if double < old_double or single < old_single:
-        raise ValueError(f"grow_depth can only add blocks: the model has {old_double} double and {old_single} single "
-                         f"blocks, asked for {double} and {single}")
-    if (double > old_double and old_double == 0) or (single > old_single and old_single == 0):
-        raise ValueError("grow_depth copies existing blocks: a stack with no blocks cannot grow")
-    config = replace(model.config, mm_double_blocks_depth=double, mm_single_blocks_depth=single)
-    grown = HunyuanVideoTransformer(config)
-    state = model.state_dict()
-    for i in range(old_double, double):
-        state.update({f"double_blocks.{i}.{k}": v for k, v in model.double_blocks[i % old_double].state_dict().items()})
-    for i in range(old_single, single):
-        state.update({f"single_blocks.{i}.{k}": v for k, v in model.single_blocks[i % old_single].state_dict().items()})
-    grown.load_state_dict(state, strict=True)
-    for block in grown.double_blocks[old_double:]:
-        _zero_gates(block.img_mod, (2, 5))
-        _zero_gates(block.txt_mod, (2, 5))
-    for block in grown.single_blocks[old_single:]:
-        _zero_gates(block.modulation, (2,))
-    return grown.to(next(model.parameters()).dtype)
-
-
 def build_transformer(config: DiTTrainConfig) -> HunyuanVideoTransformer:
-    """A fresh transformer (seeded by `config.seed`) or the weights of `config.init_from` (deepened by `grow_depth`
-    when set), in float32."""
+    """A fresh transformer (seeded by `config.seed`) or the weights of `config.init_from` (deepened by `grow_depth`,
+    then widened by `grow_width`, when set), in float32."""
     if config.init_from:
         model = load_transformer(config.init_from, dtype=torch.float32)
-        return grow_depth(model, *config.grow_depth) if config.grow_depth else model
+        if config.grow_depth:
+            model = grow_depth(model, *config.grow_depth)
+        if config.grow_width:
+            model = grow_width(model, *config.grow_width, seed=config.seed)
+        return model
     torch.manual_seed(config.seed)
     return HunyuanVideoTransformer(config_from_dict(TransformerConfig, config.transformer))
 
@@ -300,7 +279,7 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
     plot_losses(out / "log.jsonl", out / "loss.png")
     export_ema(model, ema, out / "transformer_ema.safetensors")
     if config.export and step == config.total_steps:
-        export_ema(model, ema, config.export)
+        export_ema(model, ema, config.export, getattr(torch, config.export_dtype))
     return out
 
 
@@ -311,11 +290,12 @@ def averaged(model: HunyuanVideoTransformer, ema: EMA) -> HunyuanVideoTransforme
     return copy.eval()
 
 
-def export_ema(model: HunyuanVideoTransformer, ema: EMA, path: str | Path) -> Path:
-    """Write the EMA weights as a transformer checkpoint (safetensors with its config) at `path`."""
+def export_ema(model: HunyuanVideoTransformer, ema: EMA, path: str | Path, dtype: torch.dtype = torch.float32
+               ) -> Path:
+    """Write the EMA weights as a transformer checkpoint (safetensors with its config) at `path`, in `dtype`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_transformer(averaged(model, ema), path)
+    save_transformer(averaged(model, ema).to(dtype), path)
     return path
 
 
