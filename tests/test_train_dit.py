@@ -143,10 +143,7 @@ def test_grow_depth_starts_as_the_same_function_and_its_new_blocks_train(base, t
     grown = grow_depth(model, double + 2, single + 1).eval()
     assert (grown.config.mm_double_blocks_depth, grown.config.mm_single_blocks_depth) == (double + 2, single + 1)
     c = model.config
-    gen = torch.Generator().manual_seed(0)
-    inputs = (torch.randn(2, c.in_channels, 3, 4, 4, generator=gen), torch.tensor([300.0, 800.0]),
-              torch.randn(2, 5, c.text_states_dim, generator=gen), torch.tensor([[1] * 5, [1] * 3 + [0] * 2]).bool(),
-              torch.randn(2, c.text_states_dim_2, generator=gen), torch.tensor([4000.0, 6000.0]))
+    inputs = _inputs(c, torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(model(*inputs), grown(*inputs))  # the new blocks are exactly the identity
     new_mod = grown.single_blocks[single].modulation.linear.weight

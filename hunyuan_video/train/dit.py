@@ -120,18 +120,19 @@ class DiTTrainConfig:
         if (self.init_from is None) == (not self.transformer):
             raise ValueError("give one of `transformer` (the config of a fresh model) or `init_from` (weights), "
                              "not both: a fine-tune's architecture is that of its weights")
-        if self.grow_depth is not None:
-            if self.init_from is None:
-                raise ValueError("grow_depth deepens the weights of `init_from`; give `init_from`")
-            if len(self.grow_depth) != 2 or not all(isinstance(n, int) and n >= 0 for n in self.grow_depth):
-                raise ValueError(f"grow_depth is [double, single], two block counts; got {self.grow_depth!r}")
-            self.grow_depth = tuple(self.grow_depth)
-        if self.grow_width is not None:
-            if self.init_from is None:
-                raise ValueError("grow_width widens the weights of `init_from`; give `init_from`")
-            if len(self.grow_width) != 2 or not all(isinstance(n, int) and n > 0 for n in self.grow_width):
-                raise ValueError(f"grow_width is [hidden_size, heads_num]; got {self.grow_width!r}")
-            self.grow_width = tuple(self.grow_width)
+        self.grow_depth = self._growth("grow_depth", "deepens", "[double, single], two block counts", 0)
+        self.grow_width = self._growth("grow_width", "widens", "[hidden_size, heads_num]", 1)
+
+    def _growth(self, name: str, verb: str, meaning: str, minimum: int) -> tuple[int, int] | None:
+        """The checked pair of a `grow_*` field (None when unset): two ints >= `minimum`, with `init_from` given."""
+        value = getattr(self, name)
+        if value is None:
+            return None
+        if self.init_from is None:
+            raise ValueError(f"{name} {verb} the weights of `init_from`; give `init_from`")
+        if len(value) != 2 or not all(isinstance(n, int) and n >= minimum for n in value):
+            raise ValueError(f"{name} is {meaning}; got {value!r}")
+        return tuple(value)
 
     @property
     def total_steps(self) -> int:
