@@ -10,6 +10,7 @@ from hunyuan_video.cli import main
 from hunyuan_video.data.manifest import DataWarning
 from hunyuan_video.data.synth import SynthConfig, generate
 from hunyuan_video.train.common import load_checkpoint, read_jsonl, seed_everything
+from hunyuan_video.train.grow import grow_vae_width
 from hunyuan_video.train.vae import (
     ClipSampler,
     VAEStage,
@@ -195,3 +196,46 @@ def test_config_errors(clips, tmp_path):
         load_train_config(path)
     with pytest.raises(SystemExit, match="train-vae: .*learning_rate"):
         main(["train-vae", str(path)])
+
+
+def test_grow_vae_width_is_the_same_function_and_its_new_channels_train():
+    from tests.tiny_models import tiny_vae
+
+    vae = tiny_vae()  # block_out_channels (16, 32, 32, 32), 8 groups, every weight random
+    grown = grow_vae_width(vae, [32, 64, 64, 64], seed=1).eval()
+    assert grown.config.block_out_channels == (32, 64, 64, 64) and grown.config.norm_num_groups == 16
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    with torch.no_grad():
+        z = vae.encode(x).mode()
+        torch.testing.assert_close(grown.encode(x).mode(), z, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(grown.decode(z), vae.decode(z), atol=1e-5, rtol=1e-4)
+    grown.decode(z).square().mean().backward()
+    old = vae.config.block_out_channels[0]
+    assert grown.decoder.conv_out.conv.weight.grad[:, old:].abs().sum() > 0  # the new channels get gradient
+    assert grown.decoder.mid_block.attentions[0].to_q.weight.grad[64 // 2 :].abs().sum() > 0
+
+
+@pytest.mark.parametrize("widths", [[32, 64, 64, 32], [8, 16, 16, 16], [17, 34, 34, 34], [32, 64, 64]])
+def test_grow_vae_width_rejects_what_is_not_one_factor(widths):
+    from tests.tiny_models import tiny_vae
+
+    with pytest.raises(ValueError, match="one factor"):
+        grow_vae_width(tiny_vae(), widths)
+
+
+def test_a_decoder_only_run_can_widen_its_start(clips, tmp_path):
+    with pytest.raises(ValueError, match="give `init_from`"):
+        _config(clips, tmp_path / "x", grow_width=[16, 16, 16, 16])
+    base = train_vae(_config(clips, tmp_path / "base", stages=[VAEStage(steps=1, size=16, frames=5)],
+                             disc_weight=0.0))
+    wide = train_vae(_config(clips, tmp_path / "wide", stages=[VAEStage(steps=2, size=16, frames=5)],
+                             init_from=str(base / "vae"), grow_width=[16, 16, 16, 16], train_encoder=False,
+                             disc_weight=0.0))
+    from hunyuan_video.checkpoint import load_vae
+
+    before, after = load_vae(base / "vae").eval(), load_vae(wide / "vae").eval()
+    assert after.config.block_out_channels == (16, 16, 16, 16) and after.config.norm_num_groups == 8
+    x = load_val_clips(clips / "val", 1, 48, 5)
+    with torch.no_grad():  # the encoder is frozen: the same latents, so a transformer trained on them still fits
+        torch.testing.assert_close(after.encode(x).mode(), before.encode(x).mode(), atol=1e-5, rtol=1e-4)

@@ -1,21 +1,26 @@
-"""Growing a trained transformer into a bigger one that starts where it left off.
+"""Growing a trained model into a bigger one that starts where it left off.
 
-`grow_depth` appends blocks that start as the identity: the same function exactly. `grow_width` widens the hidden
-size (more heads of the same size): the old channels keep their weights, the new ones start random but neither
-read nor write the old ones, so the only change is in the LayerNorms, whose mean and variance now run over zeros
-too; the modulation's scales absorb the variance's part of that (exact when a token's mean is zero).
+`grow_depth` appends transformer blocks that start as the identity: the same function exactly. `grow_width` widens
+the transformer's hidden size (more heads of the same size): the old channels keep their weights, the new ones start
+random but neither read nor write the old ones, so the only change is in the LayerNorms, whose mean and variance
+now run over zeros too; the modulation's scales absorb the variance's part of that (exact when a token's mean is
+zero). `grow_vae_width` widens every block of the VAE by one factor, and its GroupNorms' group count with it: a
+GroupNorm's groups then keep their old members, so the wider VAE computes the same function exactly.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import replace
+from fractions import Fraction
 
 import torch
 from torch import Tensor, nn
 
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
+from hunyuan_video.models.vae import CausalVAE
 
 
 def _zero_gates(modulation: nn.Module, gates: tuple[int, ...]) -> None:
@@ -155,3 +160,40 @@ def grow_width(model: HunyuanVideoTransformer, hidden_size: int, heads_num: int,
                         new[scale_rows] = new[scale_rows] * keep + ((keep - 1.0) if value.ndim == 1 else 0.0)
     grown.load_state_dict(state, strict=True)
     return grown.to(next(model.parameters()).dtype)
+
+
+def grow_vae_width(vae: CausalVAE, block_out_channels: Sequence[int], seed: int = 0) -> CausalVAE:
+    """A wider copy of `vae` with `block_out_channels` (every block widened by the same factor) that computes the
+    same encode and decode.
+
+    `norm_num_groups` grows by the factor too, so each GroupNorm group keeps its size and its old channels. Every
+    weight keeps its old entries in its leading rows and columns; the new rows are a fresh VAE's initialisation
+    (seed `seed`) and the new columns of old rows are zero, so nothing new feeds an old channel. In the mid-block's
+    single-head attention the new query channels start at zero and the old ones are scaled by sqrt(new / old),
+    which undoes the wider head's 1 / sqrt(channels). The latent channels do not change, nor does the latent space.
+    """
+    old = vae.config
+    widths = tuple(int(c) for c in block_out_channels)
+    factors = {Fraction(n, o) for n, o in zip(widths, old.block_out_channels)}
+    factor = factors.pop() if len(factors) == 1 and len(widths) == len(old.block_out_channels) else None
+    if factor is None or factor < 1 or (old.norm_num_groups * factor).denominator != 1:
+        raise ValueError(f"grow_vae_width multiplies every block's channels and the norm_num_groups "
+                         f"({old.norm_num_groups}) by one factor >= 1: {list(widths)} is not such a widening of "
+                         f"{list(old.block_out_channels)}")
+    config = replace(old, block_out_channels=widths, norm_num_groups=int(old.norm_num_groups * factor))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        grown = CausalVAE(config)
+    state = grown.state_dict()
+    with torch.no_grad():
+        for name, value in vae.state_dict().items():
+            new = state[name]
+            rows = value.shape[0]
+            if value.ndim > 1:
+                new[:rows] = 0.0  # nothing new feeds an old output
+            new[tuple(slice(0, n) for n in value.shape)] = value.to(new.dtype)
+            if re.search(r"attentions\.\d+\.to_q\.", name):
+                new[rows:] = 0.0
+                new[:rows] *= math.sqrt(new.shape[0] / rows)
+    grown.load_state_dict(state, strict=True)
+    return grown.to(next(vae.parameters()).dtype)

@@ -38,6 +38,7 @@ from hunyuan_video.train.common import (
     schedule_lambda,
     seed_everything,
 )
+from hunyuan_video.train.grow import grow_vae_width
 from hunyuan_video.train.losses import PatchDiscriminator3D, adaptive_weight, hinge_d_loss, load_lpips, psnr, ssim
 
 
@@ -64,6 +65,7 @@ class VAETrainConfig:
     out_dir: str = "runs/vae"
     vae: dict[str, Any] = field(default_factory=dict)  # VAEConfig fields (from scratch)
     init_from: str = ""  # VAE weights to fine-tune (a file or model folder); "" = from scratch
+    grow_width: list[int] | None = None  # block_out_channels: widen `init_from` first, see `grow_vae_width`
     init_logvar: float = -6.0  # from scratch: the posterior's starting log-variance (see build_vae)
     train_encoder: bool = True  # False: a decoder-only fine-tune that keeps the latent space (and the DiT on it)
     # measure the exported `scaling_factor` (1 / std of the latents) on training clips: None = only from scratch
@@ -115,6 +117,12 @@ class VAETrainConfig:
                 raise ValueError(f"stage {i}: frames must be 1 + 4k and size a multiple of 8, got {s.frames}, {s.size}")
             if not 0.0 <= s.tiled_prob <= 1.0:
                 raise ValueError(f"stage {i}: tiled_prob must be in [0, 1], got {s.tiled_prob}")
+        if self.grow_width is not None:
+            if not self.init_from:
+                raise ValueError("grow_width widens the weights of `init_from`; give `init_from`")
+            if not isinstance(self.grow_width, (list, tuple)) or not all(isinstance(c, int) for c in self.grow_width):
+                raise ValueError(f"grow_width must be a list of block_out_channels, got {self.grow_width!r}")
+            self.grow_width = list(self.grow_width)
         if self.lpips_weight > 0 and not (self.lpips_vgg_path and self.lpips_lin_path):
             raise ValueError(
                 f"lpips_weight is {self.lpips_weight} but lpips_vgg_path / lpips_lin_path are not set: LPIPS needs the "
@@ -291,7 +299,8 @@ def save_side_by_side(path: Path, original: Tensor, reconstruction: Tensor, fps:
 
 
 def build_vae(cfg: VAETrainConfig) -> CausalVAE:
-    """The model to train: `init_from` weights (fine-tune), or a fresh `VAEConfig(**cfg.vae)`.
+    """The model to train: `init_from` weights (fine-tune; widened by `grow_width`, seeded by `seed`, when set), or a
+    fresh `VAEConfig(**cfg.vae)`.
 
     A fresh model starts with a narrow posterior (log-variance `init_logvar`, the bias of `quant_conv`'s second
     half): with the default init its std is about 1, the decoder first sees latents drowned in sampling noise, and
@@ -300,7 +309,8 @@ def build_vae(cfg: VAETrainConfig) -> CausalVAE:
     if cfg.init_from:
         from hunyuan_video.checkpoint import load_vae
 
-        return load_vae(cfg.init_from)
+        vae = load_vae(cfg.init_from)
+        return grow_vae_width(vae, cfg.grow_width, seed=cfg.seed) if cfg.grow_width else vae
     vae = CausalVAE(config_from_dict(VAEConfig, cfg.vae))
     with torch.no_grad():
         vae.quant_conv.bias[vae.config.latent_channels :].fill_(cfg.init_logvar)
