@@ -199,7 +199,7 @@ def test_config_errors(clips, tmp_path):
 
 
 def test_grow_vae_width_is_the_same_function_and_its_new_channels_train():
-    from tests.tiny_models import tiny_vae
+    from tiny_models import tiny_vae
 
     vae = tiny_vae()  # block_out_channels (16, 32, 32, 32), 8 groups, every weight random
     grown = grow_vae_width(vae, [32, 64, 64, 64], seed=1).eval()
@@ -218,7 +218,7 @@ def test_grow_vae_width_is_the_same_function_and_its_new_channels_train():
 
 @pytest.mark.parametrize("widths", [[32, 64, 64, 32], [8, 16, 16, 16], [17, 34, 34, 34], [32, 64, 64]])
 def test_grow_vae_width_rejects_what_is_not_one_factor(widths):
-    from tests.tiny_models import tiny_vae
+    from tiny_models import tiny_vae
 
     with pytest.raises(ValueError, match="one factor"):
         grow_vae_width(tiny_vae(), widths)
