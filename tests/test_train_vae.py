@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_models import tiny_vae
 
+from hunyuan_video.checkpoint import load_vae
 from hunyuan_video.cli import main
 from hunyuan_video.data.manifest import DataWarning
 from hunyuan_video.data.synth import SynthConfig, generate
@@ -70,8 +72,6 @@ def test_resume_is_bit_exact(clips, tmp_path):
     straight = train_vae(_config(clips, tmp_path / "straight", **options))
     train_vae(_config(clips, tmp_path / "resumed", **options), max_steps=4)  # stops inside the tiled + GAN stage
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["step"] == 4
-    from hunyuan_video.checkpoint import load_vae
-
     early = load_vae(tmp_path / "resumed" / "vae").state_dict()["decoder.conv_out.conv.weight"]  # exported at step 4
     torch.testing.assert_close(early, load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["ema"]["shadow"][
         "decoder.conv_out.conv.weight"])
@@ -119,8 +119,6 @@ def test_decoder_only_fine_tune_keeps_the_encoder(clips, tmp_path):
     tuned = train_vae(_config(clips, tmp_path / "tuned", stages=[VAEStage(steps=2, size=16, frames=5)],
                               init_from=str(tmp_path / "base" / "vae"), train_encoder=False, lr=1e-2))
     a, b = load_checkpoint(tmp_path / "base" / "checkpoint.pt"), load_checkpoint(tuned / "checkpoint.pt")
-    from hunyuan_video.checkpoint import load_vae
-
     start = load_vae(tmp_path / "base" / "vae").state_dict()
     frozen = [k for k in start if k.startswith(("encoder.", "quant_conv."))]
     assert frozen and all(torch.equal(b["model"][k], start[k]) for k in frozen)
@@ -199,8 +197,6 @@ def test_config_errors(clips, tmp_path):
 
 
 def test_grow_vae_width_is_the_same_function_and_its_new_channels_train():
-    from tiny_models import tiny_vae
-
     vae = tiny_vae()  # block_out_channels (16, 32, 32, 32), 8 groups, every weight random
     grown = grow_vae_width(vae, [32, 64, 64, 64], seed=1).eval()
     assert grown.config.block_out_channels == (32, 64, 64, 64) and grown.config.norm_num_groups == 16
@@ -218,8 +214,6 @@ def test_grow_vae_width_is_the_same_function_and_its_new_channels_train():
 
 @pytest.mark.parametrize("widths", [[32, 64, 64, 32], [8, 16, 16, 16], [17, 34, 34, 34], [32, 64, 64]])
 def test_grow_vae_width_rejects_what_is_not_one_factor(widths):
-    from tiny_models import tiny_vae
-
     with pytest.raises(ValueError, match="one factor"):
         grow_vae_width(tiny_vae(), widths)
 
@@ -232,8 +226,6 @@ def test_a_decoder_only_run_can_widen_its_start(clips, tmp_path):
     wide = train_vae(_config(clips, tmp_path / "wide", stages=[VAEStage(steps=2, size=16, frames=5)],
                              init_from=str(base / "vae"), grow_width=[16, 16, 16, 16], train_encoder=False,
                              disc_weight=0.0))
-    from hunyuan_video.checkpoint import load_vae
-
     before, after = load_vae(base / "vae").eval(), load_vae(wide / "vae").eval()
     assert after.config.block_out_channels == (16, 16, 16, 16) and after.config.norm_num_groups == 8
     x = load_val_clips(clips / "val", 1, 48, 5)
