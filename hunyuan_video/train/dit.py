@@ -87,6 +87,8 @@ class DiTTrainConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     caption_dropout: float = 0.1
+    # CLIP's pooled vector alone replaced by the empty caption's, so that the model must read the LLM's tokens
+    pooled_dropout: float = 0.0
     gradient_checkpointing: bool = False
     seed: int = 0
     device: str = "cpu"
@@ -113,6 +115,8 @@ class DiTTrainConfig:
             raise ValueError(f"time_sampling {self.time_sampling!r} is not one of {TIME_SAMPLERS}")
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        if not 0.0 <= self.pooled_dropout <= 1.0:
+            raise ValueError(f"pooled_dropout must be in [0, 1], got {self.pooled_dropout}")
         if self.export_dtype not in EXPORT_DTYPES:
             raise ValueError(f"export_dtype {self.export_dtype!r} is not one of {EXPORT_DTYPES}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -163,10 +167,13 @@ def load_train_config(path: str | Path) -> DiTTrainConfig:
     return config_from_dict(DiTTrainConfig, data)
 
 
-def draw_batch(cache: LatentCache, stage: Stage, caption_dropout: float, generator: torch.Generator) -> dict:
+def draw_batch(cache: LatentCache, stage: Stage, caption_dropout: float, generator: torch.Generator,
+               pooled_dropout: float = 0.0) -> dict:
     """A batch of one bucket of `stage`: `x0` sampled from the cached posterior and the clips' text states.
 
-    A caption is replaced by the empty caption with probability `caption_dropout` (for classifier-free guidance).
+    A caption is replaced by the empty caption with probability `caption_dropout` (for classifier-free guidance);
+    of the others, CLIP's pooled vector alone is with probability `pooled_dropout` (the LLM's states stay), so
+    that the caption reaches the model through its tokens, not only through the pooled bag of words.
     """
     weights = torch.tensor(stage.bucket_weights or [1.0] * len(stage.buckets))
     bucket = stage.buckets[int(torch.multinomial(weights, 1, generator=generator))]
@@ -176,11 +183,14 @@ def draw_batch(cache: LatentCache, stage: Stage, caption_dropout: float, generat
     x0 = mean + std * torch.randn(mean.shape, generator=generator)
     text, clip = cache.text, latents.clip[idx]
     drop = torch.rand(stage.batch_size, generator=generator) < caption_dropout
+    drop_pooled = drop
+    if pooled_dropout > 0:  # drawn only when asked for, so that other runs keep their exact batches
+        drop_pooled = drop | (torch.rand(stage.batch_size, generator=generator) < pooled_dropout)
     return {
         "x0": x0,
         "text_states": torch.where(drop[:, None, None], text.null_states, text.states[clip]).float(),
         "text_mask": torch.where(drop[:, None], text.null_mask, text.mask[clip]),
-        "text_states_2": torch.where(drop[:, None], text.null_pooled, text.pooled[clip]).float(),
+        "text_states_2": torch.where(drop_pooled[:, None], text.null_pooled, text.pooled[clip]).float(),
     }
 
 
@@ -258,7 +268,7 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
     while step < end:
         generator = _step_generator(config.seed, step)
         stage = config.stage_at(step)
-        batch = draw_batch(cache, stage, config.caption_dropout, generator)
+        batch = draw_batch(cache, stage, config.caption_dropout, generator, config.pooled_dropout)
         loss = flow_matching_loss(model, batch, config, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
