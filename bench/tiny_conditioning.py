@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tiny_quality import TINY, caption_rows, load_pipeline
+from tiny_quality import TINY, caption_rows, load_pipeline, seeded_latents
 from torch import nn
 
 from hunyuan_video.eval import score
@@ -70,15 +70,13 @@ def main() -> None:
     to_empty = {a["caption"]: "" for a, _ in pairs}
     conditions = {"A": (llm, clip), "LLM reads B": (ReadsOther(llm, to_b), clip),
                   "CLIP reads B": (llm, ReadsOther(clip, to_b)), "no pooled": (llm, ReadsOther(clip, to_empty))}
-    shape = pipe.latent_shape(1, kwargs["height"], kwargs["width"], kwargs["num_frames"])
     report = {}
     for name, (text_encoder, text_encoder_2) in conditions.items():
         pipe.text_encoder, pipe.text_encoder_2 = text_encoder, text_encoder_2
         scores: dict[str, list[dict]] = {"A": [], "B": []}
         for first in range(0, len(pairs), args.batch):
             chunk = pairs[first : first + args.batch]
-            latents = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(first + i))
-                                 for i in range(len(chunk))])
+            latents = seeded_latents(pipe, first, len(chunk), **kwargs)
             videos = pipe([a["caption"] for a, _ in chunk], latents=latents, **kwargs).frames
             for (a, b), video in zip(chunk, videos):
                 scores["A"].append(score(video, a["objects"]))

@@ -57,15 +57,20 @@ def load_pipeline(model: str) -> tuple[HunyuanVideoPipeline, dict]:
                   "flow_shift": defaults["shift"], "negative_prompt": defaults["negative_prompt"]}
 
 
+def seeded_latents(pipe: HunyuanVideoPipeline, first: int, count: int, **kwargs) -> torch.Tensor:
+    """Starting noise of videos `first` .. `first + count - 1`, each drawn with its index as the seed (so a video
+    does not depend on the batch it is sampled in)."""
+    shape = pipe.latent_shape(1, kwargs["height"], kwargs["width"], kwargs["num_frames"])
+    return torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(first + i)) for i in range(count)])
+
+
 def sample_folder(pipe: HunyuanVideoPipeline, rows: list[dict], out: Path, batch: int, **kwargs) -> float:
     """Sample a video per row (seed = its index) into `out` with the manifest; returns seconds per video."""
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for first in range(0, len(rows), batch):
         chunk = rows[first : first + batch]
-        shape = pipe.latent_shape(1, kwargs["height"], kwargs["width"], kwargs["num_frames"])
-        latents = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(first + i))
-                             for i in range(len(chunk))])
+        latents = seeded_latents(pipe, first, len(chunk), **kwargs)
         frames = pipe([r["caption"] for r in chunk], latents=latents, **kwargs).frames
         for row, video in zip(chunk, frames):
             write_video(out / row["file"], video, fps=8)
