@@ -110,3 +110,31 @@ def test_a_missing_or_half_written_cache_is_refused(setup, tmp_path):
     (tmp_path / "cache.json").write_text(json.dumps({**meta, "format": 0}))
     with pytest.raises(ValueError, match="format 0"):
         read_cache(tmp_path, cache_fingerprint(setup), setup.buckets)
+
+
+def test_new_text_encoders_re_encode_only_the_captions(setup, tmp_path):
+    import shutil
+
+    cache_dir = tmp_path / "cache"
+    shutil.copytree(setup.cache_dir, cache_dir)
+    shard = cache_dir / "9x32x32" / "00000.safetensors"
+    before = shard.stat().st_mtime_ns, shard.read_bytes()
+    tok2 = build_word_tokenizer(caption_vocabulary(), "clip")
+    tiny_clip(tok2, seed=7).save_pretrained(tmp_path / "clip")
+    tok2.save_pretrained(tmp_path / "clip")
+    config = DiTTrainConfig(**{**vars(setup), "text_encoder_2": str(tmp_path / "clip"), "cache_dir": str(cache_dir)})
+    build_cache(config, batch_size=3, progress=False)
+    assert (shard.stat().st_mtime_ns, shard.read_bytes()) == before  # the latents were kept, not re-encoded
+    cache = read_cache(cache_dir, cache_fingerprint(config), config.buckets)
+    captions = [json.loads(line)["caption"] for line in (Path(setup.data) / "metadata.jsonl").read_text().split("\n")
+                if line]
+    new_pooled = CLIPTextEncoder.from_pretrained(tmp_path / "clip")(captions)
+    torch.testing.assert_close(cache.text.pooled, new_pooled)
+    with pytest.raises(ValueError, match="stale: text_encoder_2 changed"):
+        read_cache(cache_dir, cache_fingerprint(setup), setup.buckets)
+
+    save_vae(tiny_vae(seed=9), tmp_path / "vae.safetensors")  # a new encoder: everything is encoded again
+    config = DiTTrainConfig(**{**vars(config), "vae": str(tmp_path / "vae.safetensors")})
+    build_cache(config, batch_size=3, progress=False)
+    assert shard.read_bytes() != before[1]
+    assert read_cache(cache_dir, cache_fingerprint(config), config.buckets).meta["clips"] == 4

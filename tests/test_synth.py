@@ -16,8 +16,10 @@ from hunyuan_video.data.synth import (
     caption_vocabulary,
     generate,
     held_out_combos,
+    object_slots,
     render_clip,
     sample_clip,
+    swap_motions,
     valid_combos,
 )
 from hunyuan_video.video_io import read_video, video_info
@@ -79,6 +81,23 @@ def test_captions_use_the_vocabulary_and_name_the_attributes():
         for o in clip.objects:
             assert re.search(rf"\ba {o.size} {o.colour} {o.shape}\b", clip.caption), clip.caption
         assert clip.background in clip.caption and (("gradient" in words) == clip.gradient)
+
+
+def test_object_slots_and_swapped_motions():
+    caption = "on a dark blue background a small red circle moves up and to the left and a large cyan star grows"
+    assert object_slots(caption) == [0, 0, 0, 0, 0] + [1] * 10 + [0] + [2] * 5
+    assert swap_motions(caption) == ("on a dark blue background a small red circle grows and a large cyan star "
+                                     "moves up and to the left")
+    for i in range(200):
+        clip = sample_clip(i, seed=2)
+        words, slots = clip.caption.split(), object_slots(clip.caption)
+        assert max(slots) == len(clip.objects)
+        for k, o in enumerate(clip.objects, 1):
+            assert [w for w, s in zip(words, slots) if s == k][:4] == ["a", o.size, o.colour, o.shape]
+        if len(clip.objects) == 2:
+            assert swap_motions(swap_motions(clip.caption)) == clip.caption
+    with pytest.raises(ValueError, match="does not name two objects"):
+        swap_motions("a small red circle grows on a black background")
 
 
 def test_rendered_object_has_its_colour_where_the_path_says():

@@ -6,11 +6,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import tiny_clip
 
 from hunyuan_video import cli
 from hunyuan_video.data.synth import caption_vocabulary, sample_clip
-from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder
-from hunyuan_video.train.text_encoders import TinyTextEncoderConfig, make_tiny_text_encoders, state_spread, swap_gap
+from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder, build_word_tokenizer
+from hunyuan_video.train.text_encoders import (
+    TinyTextEncoderConfig,
+    binding_gap,
+    make_tiny_text_encoders,
+    object_word_targets,
+    rebind_clip,
+    state_spread,
+    swap_gap,
+)
 
 CAPTIONS = [sample_clip(i, 0, "train").caption for i in range(300)]
 LEFT = "a medium red circle moves to the left on a black background"
@@ -42,3 +51,27 @@ def test_shipped_llm_keeps_words_of_the_same_contexts_apart(shipped_llm, word, t
     llm, spread = shipped_llm
     at_word, _ = swap_gap(llm, LEFT, word, twin)
     assert at_word > 0.25 * spread
+
+
+def test_clip_targets_say_which_words_each_object_holds():
+    tok = build_word_tokenizer(caption_vocabulary(), "clip")
+    caption = "a small red circle grows and a large blue star slides left on a black background"
+    targets = object_word_targets(tok, [caption])[0]
+    words = [set(tok.convert_ids_to_tokens(row.nonzero()[:, 0].tolist())) for row in targets]
+    assert words == [{"and", "on", "a", "black", "background"}, {"a", "small", "red", "circle", "grows"},
+                     {"a", "large", "blue", "star", "slides", "left"}]
+
+
+def test_rebind_clip_binds_two_object_captions_and_keeps_one_object_ones(tmp_path):
+    tok = build_word_tokenizer(caption_vocabulary(), "clip")
+    tiny_clip(tok, hidden=32).save_pretrained(tmp_path / "before")
+    tok.save_pretrained(tmp_path / "before")
+    config = TinyTextEncoderConfig(clip_steps=600, batch_size=32, lr=3e-3, clip_anchor_weight=1.0)
+    losses = rebind_clip(tmp_path / "before", tmp_path / "after", CAPTIONS, config)
+    assert sum(losses[-20:]) < 0.5 * sum(losses[:20])
+    before, after = (CLIPTextEncoder.from_pretrained(tmp_path / name) for name in ("before", "after"))
+    held_out = [sample_clip(i, 0, "test").caption for i in range(200)]
+    assert binding_gap(after, held_out) > 2 * binding_gap(before, held_out)
+    one = [c for c in held_out if " and a " not in c]
+    spread = (before(one) - before(one).roll(1, 0)).norm(dim=1).mean()
+    assert (after(one) - before(one)).norm(dim=1).mean() < 0.2 * spread  # the anchor holds one-object captions

@@ -180,6 +180,34 @@ def caption_vocabulary() -> list[str]:
     return sorted(w.replace("{speed}", "") for w in words)
 
 
+def object_slots(caption: str) -> list[int]:
+    """Which object each word of a caption describes: k for the words of the k-th object phrase ("a {size} ..."),
+    0 for the words around them (the background's, the joining "and", the template's)."""
+    words = caption.split()
+    slots, k, inside = [], 0, False
+    for i, word in enumerate(words):
+        nxt = words[i + 1 : i + 3]
+        if word == "a" and nxt[:1] and nxt[0] in SIZES:
+            k, inside = k + 1, True
+        elif inside and ((word in ("on", "against") and nxt[:1] == ["a"])
+                         or (word == "and" and len(nxt) == 2 and nxt[0] == "a" and nxt[1] in SIZES)):
+            inside = False
+        slots.append(k if inside else 0)
+    return slots
+
+
+def swap_motions(caption: str) -> str:
+    """The caption with the motion phrases of its two objects swapped (the same words, bound the other way)."""
+    words, slots = caption.split(), object_slots(caption)
+    if max(slots) != 2:
+        raise ValueError(f"{caption!r} does not name two objects")
+    spans = [[i for i, s in enumerate(slots) if s == k] for k in (1, 2)]
+    motions = [words[span[4]: span[-1] + 1] for span in spans]  # after "a {size} {colour} {shape}"
+    first, second = spans
+    out = words[: first[4]] + motions[1] + words[first[-1] + 1 : second[4]] + motions[0] + words[second[-1] + 1 :]
+    return " ".join(out)
+
+
 def _object_phrase(obj: SynthObject, rng: np.random.Generator) -> str:
     motion = str(rng.choice(MOTION_PHRASES[obj.motion]))
     speed = str(rng.choice(SPEED_WORDS[obj.speed])) if obj.speed else ""

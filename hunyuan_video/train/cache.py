@@ -119,6 +119,31 @@ def write_cache(
     return cache_dir
 
 
+def reusable_latents(
+    cache_dir: str | Path, fingerprint: dict[str, Any], buckets: list[tuple[int, int, int]]
+) -> dict[str, Any] | None:
+    """The `cache.json` of the complete cache in `cache_dir` if its latents were built from the same VAE encoder
+    and data, over the same buckets, as `fingerprint` and `buckets` ask (so only its text may be stale), else None."""
+    meta_path = Path(cache_dir) / "cache.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    same = meta.get("format") == CACHE_FORMAT and all(
+        meta["fingerprint"].get(k) == fingerprint[k] for k in ("vae", "data"))
+    return meta if same and set(meta["buckets"]) == {bucket_name(b) for b in buckets} else None
+
+
+def write_text(cache_dir: str | Path, fingerprint: dict[str, Any], text: TextStates, meta: dict[str, Any]) -> Path:
+    """Replace a cache's text states (its latents stay), and its fingerprint; `cache.json` is written last."""
+    cache_dir = Path(cache_dir)
+    if text.states.shape[0] != meta["clips"]:
+        raise ValueError(f"{cache_dir} holds {meta['clips']} clips, the new text states {text.states.shape[0]}")
+    (cache_dir / "cache.json").unlink()
+    save_file({k: v.contiguous() for k, v in vars(text).items()}, cache_dir / "text.safetensors")
+    (cache_dir / "cache.json").write_text(json.dumps({**meta, "fingerprint": fingerprint}, indent=2) + "\n")
+    return cache_dir
+
+
 def read_cache(
     cache_dir: str | Path, fingerprint: dict[str, Any], buckets: list[tuple[int, int, int]]
 ) -> LatentCache:
@@ -212,6 +237,12 @@ def build_cache(config: DiTTrainConfig, batch_size: int = 8, progress: bool = Tr
     clip = CLIPTextEncoder.from_pretrained(config.text_encoder_2, device=device)
     text = encode_captions([s.caption for s in dataset.samples], llm, clip, progress=progress)
     del llm, clip
+    fingerprint = cache_fingerprint(config)
+    meta = reusable_latents(config.cache_dir, fingerprint, config.buckets)
+    if meta is not None:
+        print(f"{config.cache_dir}: the VAE encoder, data and buckets are unchanged, the latents are kept; "
+              "only the captions were encoded again")
+        return write_text(config.cache_dir, fingerprint, text, meta)
     vae = load_vae(config.vae, dtype=torch.float32, device=device)
     scale = vae.config.scaling_factor
     buckets = {}
@@ -229,4 +260,4 @@ def build_cache(config: DiTTrainConfig, batch_size: int = 8, progress: bool = Tr
         buckets[bucket] = BucketLatents(torch.cat(means), torch.cat(stds), torch.tensor(group, dtype=torch.int64))
     if len(dataset.report):
         print(dataset.report.summary())
-    return write_cache(config.cache_dir, cache_fingerprint(config), text, buckets)
+    return write_cache(config.cache_dir, fingerprint, text, buckets)

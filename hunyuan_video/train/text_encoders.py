@@ -25,13 +25,17 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from hunyuan_video.data.synth import object_slots, swap_motions
 from hunyuan_video.text_encoder import (
     HIDDEN_STATE_SKIP_LAYER,
     VIDEO_TEMPLATE,
+    CLIPTextEncoder,
     LLMTextEncoder,
     build_word_tokenizer,
     template_crop_start,
 )
+
+MAX_OBJECTS = 2  # object phrases a caption of the synthetic world holds at most
 
 
 @dataclass
@@ -47,6 +51,7 @@ class TinyTextEncoderConfig:
     clip_layers: int = 2
     clip_heads: int = 2
     clip_steps: int = 800
+    clip_anchor_weight: float = 1.0  # rebind_clip: how strongly one-object captions keep their old pooled vectors
     batch_size: int = 32
     lr: float = 3e-3
     seed: int = 0
@@ -113,20 +118,48 @@ def pretrain_llm(
     return _train(model, head, config.llm_steps, config, loss, len(captions), "pretrain tiny Llama")
 
 
+def object_word_targets(tokenizer: PreTrainedTokenizerFast, captions: list[str]) -> torch.Tensor:
+    """`(N, MAX_OBJECTS + 1, V)` multi-hot: row 0 the words around the objects (background, template), row k the
+    words of the caption's k-th object (`object_slots`); one token per word, as the word-level tokenizer gives."""
+    targets = torch.zeros(len(captions), MAX_OBJECTS + 1, len(tokenizer))
+    for n, caption in enumerate(captions):
+        slots = object_slots(caption)
+        ids = tokenizer(caption)["input_ids"][1:-1]  # without <|startoftext|> and <|endoftext|>
+        if len(ids) != len(slots):
+            raise ValueError(f"{caption!r}: {len(ids)} tokens for {len(slots)} words (a word-level tokenizer needed)")
+        if max(slots) > MAX_OBJECTS:
+            raise ValueError(f"{caption!r} names {max(slots)} objects, at most {MAX_OBJECTS} are supported")
+        targets[n, slots, ids] = 1.0
+    targets[..., tokenizer.all_special_ids] = 0.0
+    return targets
+
+
 def pretrain_clip(
-    model: CLIPTextModel, tokenizer: PreTrainedTokenizerFast, captions: list[str], config: TinyTextEncoderConfig
+    model: CLIPTextModel, tokenizer: PreTrainedTokenizerFast, captions: list[str], config: TinyTextEncoderConfig,
+    anchor: CLIPTextModel | None = None,
 ) -> list[float]:
-    """Train the pooled output to tell, through a linear head, which words the caption holds; returns the losses."""
+    """Train the pooled output to tell, through a linear head, which words each object of the caption holds and which
+    words lie around them, so that it binds attributes to objects ("a red circle moves left and a blue square moves
+    up" and its swap differ); returns the losses. With `anchor`, the pooled outputs of one-object captions (which
+    need no binding) are also held near the anchor's, `config.clip_anchor_weight` x their mean squared distance.
+    """
     enc = tokenizer(captions, padding=True, return_tensors="pt")
     ids, mask = enc["input_ids"], enc["attention_mask"]
-    words = torch.zeros(len(captions), len(tokenizer))
-    words.scatter_(1, ids, 1.0)
-    words[:, tokenizer.all_special_ids] = 0.0
-    head = torch.nn.Linear(model.config.hidden_size, len(tokenizer))
+    targets = object_word_targets(tokenizer, captions).flatten(1)
+    head = torch.nn.Linear(model.config.hidden_size, targets.shape[1])
+    single = torch.tensor([max(object_slots(c)) <= 1 for c in captions])
+    if anchor is not None:
+        with torch.no_grad():
+            anchored = anchor(input_ids=ids, attention_mask=mask).pooler_output
 
     def loss(idx: list[int]) -> torch.Tensor:
         pooled = model(input_ids=ids[idx], attention_mask=mask[idx]).pooler_output
-        return F.binary_cross_entropy_with_logits(head(pooled), words[idx])
+        words = F.binary_cross_entropy_with_logits(head(pooled), targets[idx])
+        if anchor is None:
+            return words
+        keep = single[idx].float()
+        drift = ((pooled - anchored[idx]) ** 2).mean(1)
+        return words + config.clip_anchor_weight * (drift * keep).sum() / keep.sum().clamp(min=1)
 
     return _train(model, head, config.clip_steps, config, loss, len(captions), "pretrain tiny CLIP")
 
@@ -203,6 +236,38 @@ def make_tiny_text_encoders(
     return losses
 
 
+def rebind_clip(clip_dir: str | Path, out_dir: str | Path, captions: list[str],
+                config: TinyTextEncoderConfig | None = None) -> list[float]:
+    """Fine-tune the CLIP of `clip_dir` (a `text_encoder_2` folder) to `pretrain_clip`'s per-object objective,
+    anchored to its own pooled vectors on one-object captions, and save it with its tokenizer to `out_dir`.
+
+    For a CLIP pretrained on a bag of words (the session-3 objective), whose pooled vector cannot say which object
+    moves which way, so that a transformer trained on it keeps what it read from one-object captions.
+    """
+    config = config or TinyTextEncoderConfig()
+    torch.manual_seed(config.seed)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(clip_dir)
+    anchor = CLIPTextModel.from_pretrained(clip_dir).eval().requires_grad_(False)
+    clip = CLIPTextModel.from_pretrained(clip_dir)
+    losses = pretrain_clip(clip, tokenizer, captions, config, anchor=anchor)
+    clip.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return losses
+
+
+@torch.no_grad()
+def binding_gap(clip: CLIPTextEncoder, captions: list[str]) -> float:
+    """How far apart the pooled vectors of two-object captions and of the same captions with the two objects'
+    motions swapped lie, over the mean distance between the pooled vectors of unrelated captions (the median over
+    the two-object captions among `captions`). About 0 for a bag-of-words encoder."""
+    pairs = [(c, swap_motions(c)) for c in captions if max(object_slots(c)) == 2]
+    if not pairs:
+        raise ValueError("binding_gap needs two-object captions")
+    a, b = clip([p[0] for p in pairs]), clip([p[1] for p in pairs])
+    spread = (a - a.roll(1, 0)).norm(dim=1).mean()
+    return float(((a - b).norm(dim=1) / spread).median())
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m hunyuan_video.train.text_encoders OUT`: the tiny pair, pretrained on synthetic train captions."""
     import argparse
@@ -215,11 +280,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--captions", type=int, default=4000, help="train-split captions in the corpus")
     parser.add_argument("--world-seed", type=int, default=0, help="seed of the synthetic world (its held-out split)")
     parser.add_argument("--seed", type=int, default=0, help="initialisation and batch order")
+    parser.add_argument("--rebind-clip", metavar="FOLDER",
+                        help="instead: fine-tune this text_encoder_2 folder's CLIP to bind words to objects "
+                             "(rebind_clip) and write it to OUT/text_encoder_2 only")
+    parser.add_argument("--clip-steps", type=int, default=TinyTextEncoderConfig.clip_steps)
+    parser.add_argument("--lr", type=float, default=TinyTextEncoderConfig.lr)
     args = parser.parse_args(argv)
     captions = [sample_clip(i, args.world_seed, "train").caption for i in range(args.captions)]
-    losses = make_tiny_text_encoders(captions, args.out, TinyTextEncoderConfig(seed=args.seed),
-                                     extra_words=caption_vocabulary())
+    config = TinyTextEncoderConfig(seed=args.seed, clip_steps=args.clip_steps, lr=args.lr)
+    if args.rebind_clip:
+        losses = {"clip": rebind_clip(args.rebind_clip, Path(args.out) / "text_encoder_2", captions, config)}
+    else:
+        losses = make_tiny_text_encoders(captions, args.out, config, extra_words=caption_vocabulary())
     summary = {k: {"first": v[0], "last": sum(v[-20:]) / len(v[-20:])} for k, v in losses.items()}
+    clip = CLIPTextEncoder.from_pretrained(Path(args.out) / "text_encoder_2")
+    held_out = [sample_clip(i, args.world_seed, "test").caption for i in range(400)]
+    summary["binding_gap"] = {"train": binding_gap(clip, captions[:400]), "test": binding_gap(clip, held_out)}
     print(json.dumps(summary, indent=1))
 
 
