@@ -9,8 +9,12 @@ through the same `text_encoder.py` code as the real ones, over a word-level voca
   "right", the background colours) predict the same next word, and with tied input/output embeddings they end up
   with near-identical embeddings (cosine 0.98 for "left"/"right") and states. Its embeddings are untied, as in
   Llama-3-8B;
-- the CLIP text model is trained to predict, from its pooled output, which words the caption holds (a linear
-  bag-of-words head, dropped afterwards), so the pooled vector sums up the whole caption.
+- the CLIP text model is trained to predict, from its pooled output, which words each object of the caption holds
+  and which words lie around them (a linear head, dropped afterwards), so the pooled vector sums up the whole
+  caption and binds attributes to objects. A bag-of-words head (the session-3 objective) gives the same pooled
+  vector to "a red circle moves left and a blue square moves up" and to its swap, and a transformer that reads
+  its caption through that vector cannot tell which object moves which way (`binding_gap`, BENCHMARKS.md);
+  `rebind_clip` retrains such a CLIP while one-object captions keep their pooled vectors.
 Both are then frozen and saved in the layout of a real model: `text_encoder/` and `text_encoder_2/`.
 """
 
