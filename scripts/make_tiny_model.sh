@@ -57,6 +57,10 @@ cp runs/vae_tiny_wide/vae/config.json runs/vae_tiny_wide/vae/model.safetensors "
 # Its decoder trained on from there (configs/vae_tiny_wide_more.json, ~40 min with two threads).
 OMP_NUM_THREADS=2 hunyuan-video train-vae configs/vae_tiny_wide_more.json
 cp runs/vae_tiny_wide_more/vae/config.json runs/vae_tiny_wide_more/vae/model.safetensors "$MODEL/vae/"
+# And once more at half the learning rate (configs/vae_tiny_wide_more2.json, ~86 min with one thread beside the
+# transformer run below).
+hunyuan-video train-vae configs/vae_tiny_wide_more2.json
+cp runs/vae_tiny_wide_more2/vae/config.json runs/vae_tiny_wide_more2/vae/model.safetensors "$MODEL/vae/"
 # The CLIP rebound (session 13): pretrained on a bag of the caption's words (step 3's objective until then), its pooled
 # vector could not say which object moves which way, and the transformer reads its caption mostly through that vector.
 # Fine-tuned to tell which words each object holds (~1 min; one-object captions keep their old pooled vectors), the
