@@ -199,7 +199,7 @@ def object_slots(caption: str) -> list[int]:
 def swap_motions(caption: str) -> str:
     """The caption with the motion phrases of its two objects swapped (the same words, bound the other way)."""
     words, slots = caption.split(), object_slots(caption)
-    if max(slots) != 2:
+    if max(slots, default=0) != 2:
         raise ValueError(f"{caption!r} does not name two objects")
     spans = [[i for i, s in enumerate(slots) if s == k] for k in (1, 2)]
     motions = [words[span[4]: span[-1] + 1] for span in spans]  # after "a {size} {colour} {shape}"

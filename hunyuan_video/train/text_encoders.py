@@ -131,7 +131,7 @@ def object_word_targets(tokenizer: PreTrainedTokenizerFast, captions: list[str])
         ids = tokenizer(caption)["input_ids"][1:-1]  # without <|startoftext|> and <|endoftext|>
         if len(ids) != len(slots):
             raise ValueError(f"{caption!r}: {len(ids)} tokens for {len(slots)} words (a word-level tokenizer needed)")
-        if max(slots) > MAX_OBJECTS:
+        if max(slots, default=0) > MAX_OBJECTS:
             raise ValueError(f"{caption!r} names {max(slots)} objects, at most {MAX_OBJECTS} are supported")
         targets[n, slots, ids] = 1.0
     targets[..., tokenizer.all_special_ids] = 0.0
@@ -151,7 +151,7 @@ def pretrain_clip(
     ids, mask = enc["input_ids"], enc["attention_mask"]
     targets = object_word_targets(tokenizer, captions).flatten(1)
     head = torch.nn.Linear(model.config.hidden_size, targets.shape[1])
-    single = torch.tensor([max(object_slots(c)) <= 1 for c in captions])
+    single = torch.tensor([max(object_slots(c), default=0) <= 1 for c in captions])
     if anchor is not None:
         with torch.no_grad():
             anchored = anchor(input_ids=ids, attention_mask=mask).pooler_output
@@ -264,7 +264,7 @@ def binding_gap(clip: CLIPTextEncoder, captions: list[str]) -> float:
     """How far apart the pooled vectors of two-object captions and of the same captions with the two objects'
     motions swapped lie, over the mean distance between the pooled vectors of unrelated captions (the median over
     the two-object captions among `captions`). About 0 for a bag-of-words encoder."""
-    pairs = [(c, swap_motions(c)) for c in captions if max(object_slots(c)) == 2]
+    pairs = [(c, swap_motions(c)) for c in captions if max(object_slots(c), default=0) == 2]
     if not pairs:
         raise ValueError("binding_gap needs two-object captions")
     a, b = clip([p[0] for p in pairs]), clip([p[1] for p in pairs])
