@@ -65,8 +65,8 @@ cp runs/vae_tiny_wide_more2/vae/config.json runs/vae_tiny_wide_more2/vae/model.s
 # vector could not say which object moves which way, and the transformer reads its caption mostly through that vector.
 # Fine-tuned to tell which words each object holds (~1 min; one-object captions keep their old pooled vectors), the
 # cached captions of the first 8000 clips encoded again (the latents stay), and the transformer fine-tuned on them
-# (configs/dit_tiny_bind.json, 4000 steps, ~50 min with one thread beside another job; exported to $MODEL). Step 3 now pretrains the
-# per-object objective from the start, so on a rebuild from scratch this step changes little.
+# (configs/dit_tiny_bind.json, 4000 steps, ~50 min with one thread beside another job; exported to $MODEL). Step 3
+# now pretrains the per-object objective from the start, so on a rebuild from scratch this step changes little.
 python -m hunyuan_video.train.text_encoders runs/clip_bind --rebind-clip "$TINY/text_encoder_2" --clip-steps 1500 --lr 1e-3
 hunyuan-video data synth data_cache/tiny_dit_8000 --clips 8000 --seed 0 --size 64 --frames 17  # = the first 8000 of the 20000
 hunyuan-video cache configs/dit_tiny_bind.json

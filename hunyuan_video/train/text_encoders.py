@@ -149,9 +149,10 @@ def pretrain_clip(
     """
     enc = tokenizer(captions, padding=True, return_tensors="pt")
     ids, mask = enc["input_ids"], enc["attention_mask"]
-    targets = object_word_targets(tokenizer, captions).flatten(1)
+    targets = object_word_targets(tokenizer, captions)
+    single = ~targets[:, 2:].flatten(1).any(1)  # no word of a second object
+    targets = targets.flatten(1)
     head = torch.nn.Linear(model.config.hidden_size, targets.shape[1])
-    single = torch.tensor([max(object_slots(c), default=0) <= 1 for c in captions])
     if anchor is not None:
         with torch.no_grad():
             anchored = anchor(input_ids=ids, attention_mask=mask).pooler_output
