@@ -128,6 +128,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s = data_sub.add_parser("synth", help="write captioned synthetic clips (mp4 + metadata.jsonl)")
     s.add_argument("out", help="output folder")
     s.add_argument("--clips", type=int, default=1000, help="number of clips")
+    s.add_argument("--first", type=int, default=0,
+                   help="index of the first clip (a later one extends a dataset with clips it does not hold)")
     s.add_argument("--seed", type=int, default=0, help="world seed: picks the clips and the held-out combinations")
     s.add_argument("--split", choices=("train", "test"), default="train",
                    help="test: only (colour, shape, motion) combinations that train never shows")
@@ -158,7 +160,7 @@ def _run_data_synth(args: argparse.Namespace) -> int:
     try:
         cfg = SynthConfig(height=height, width=width, frames=args.frames, fps=args.fps,
                           two_object_prob=args.two_object_prob)
-        out = generate(args.out, args.clips, seed=args.seed, split=args.split, config=cfg)
+        out = generate(args.out, args.clips, seed=args.seed, split=args.split, config=cfg, first=args.first)
     except ValueError as e:
         raise SystemExit(f"hunyuan-video data synth: {e}") from e
     print(f"wrote {args.clips} {args.split} clips to {out} (manifest: {out / 'metadata.jsonl'})")
@@ -243,9 +245,11 @@ def _run_data_eval(args: argparse.Namespace) -> int:
 
 def _add_cache(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cache", help="encode a dataset once for transformer training (VAE latents + text states)",
-                       description="Encode every clip of the config's dataset into every bucket of its curriculum "
-                                   "with the VAE, and every caption with both text encoders, into safetensors files "
-                                   "in the config's cache_dir. `train` refuses a cache built from other inputs.")
+                       description="Encode every clip of the config's dataset (and of each of its extra_data) into "
+                                   "every bucket of its curriculum with the VAE, and every caption with both text "
+                                   "encoders, into safetensors files in the config's cache_dir (each extra dataset "
+                                   "in its own). An up-to-date cache is left as it is. `train` refuses a cache built "
+                                   "from other inputs.")
     p.add_argument("config", help="a JSON file with the fields of hunyuan_video.train.dit.DiTTrainConfig")
     p.set_defaults(func=_run_cache)
 
@@ -258,7 +262,7 @@ def _run_cache(args: argparse.Namespace) -> int:
         out = build_cache(load_train_config(args.config))
     except ValueError as e:
         raise SystemExit(f"hunyuan-video cache: {e}") from e
-    print(f"wrote the latent cache to {out}")
+    print(f"wrote the latent cache to {', '.join(map(str, out))}")
     return 0
 
 

@@ -10,7 +10,7 @@ from tiny_models import tiny_clip, tiny_llm, tiny_vae
 from hunyuan_video.checkpoint import load_vae, save_vae
 from hunyuan_video.data.synth import SynthConfig, caption_vocabulary, generate
 from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder, build_word_tokenizer
-from hunyuan_video.train.cache import build_cache, cache_fingerprint, read_cache
+from hunyuan_video.train.cache import build_cache, cache_fingerprint, read_cache, read_sources
 from hunyuan_video.train.dit import DiTTrainConfig
 
 VIDEO, IMAGE = (9, 32, 32), (1, 32, 32)
@@ -138,3 +138,41 @@ def test_new_text_encoders_re_encode_only_the_captions(setup, tmp_path):
     build_cache(config, batch_size=3, progress=False)
     assert shard.read_bytes() != before[1]
     assert read_cache(cache_dir, cache_fingerprint(config), config.buckets).meta["clips"] == 4
+
+
+def test_extra_data_has_its_own_cache_and_merges_with_offset_clips_and_weights(setup, tmp_path, capsys):
+    extra = tmp_path / "extra"
+    generate(extra, 3, seed=0, first=4, config=SynthConfig(height=32, width=32, frames=9, two_object_prob=1),
+             progress=False)
+    config = DiTTrainConfig(**{**vars(setup), "extra_data": [
+        {"data": str(extra), "cache_dir": str(tmp_path / "extra_cache"), "repeats": 3}]})
+    assert config.sources[1] == (str(extra), str(tmp_path / "extra_cache"), 3.0)
+    build_cache(config, batch_size=3, progress=False)
+    assert f"{setup.cache_dir}: up to date" in capsys.readouterr().out  # the first dataset's cache is not redone
+    own = read_cache(tmp_path / "extra_cache", cache_fingerprint(config, str(extra)), config.buckets)
+    base = read_cache(setup.cache_dir, cache_fingerprint(setup), setup.buckets)
+    merged = read_sources(config)
+    assert merged.meta["clips"] == 7 and merged.text.states.shape[0] == 7
+    video = merged.buckets[VIDEO]
+    assert sorted(video.clip.tolist()) == list(range(7))
+    torch.testing.assert_close(video.mean[4:], own.buckets[VIDEO].mean)
+    assert torch.equal(merged.weights[VIDEO], torch.tensor([1.0] * 4 + [3.0] * 3))
+    for row in range(7):  # each row's clip index finds its own caption's states, padded with masked zeros
+        source, clip = (base, int(video.clip[row])) if row < 4 else (own, int(own.buckets[VIDEO].clip[row - 4]))
+        n = source.text.states.shape[1]
+        merged_clip = int(video.clip[row])
+        torch.testing.assert_close(merged.text.states[merged_clip, :n], source.text.states[clip])
+        assert torch.equal(merged.text.mask[merged_clip, :n], source.text.mask[clip])
+        assert not merged.text.mask[merged_clip, n:].any()
+        torch.testing.assert_close(merged.text.pooled[merged_clip], source.text.pooled[clip])
+    assert read_sources(setup).weights is None  # one dataset: drawn uniformly, as before
+
+    with pytest.raises(ValueError, match="its own cache_dir"):
+        DiTTrainConfig(**{**vars(setup), "extra_data": [{"data": str(extra), "cache_dir": setup.cache_dir}]})
+    with pytest.raises(ValueError, match="repeats must be positive"):
+        DiTTrainConfig(**{**vars(setup), "extra_data": [{"data": str(extra), "cache_dir": "c", "repeats": 0}]})
+    with pytest.raises(ValueError, match="unknown keys \\['repeat'\\]"):
+        DiTTrainConfig(**{**vars(setup), "extra_data": [{"data": str(extra), "cache_dir": "c", "repeat": 2}]})
+    missing = DiTTrainConfig(**{**vars(setup), "extra_data": [{"data": str(extra), "cache_dir": str(tmp_path / "no")}]})
+    with pytest.raises(ValueError, match="no complete latent cache"):
+        read_sources(missing)

@@ -151,3 +151,17 @@ def test_two_object_prob_adds_second_objects_and_keeps_the_first(tmp_path):
     assert json.loads((out / "world.json").read_text())["config"]["two_object_prob"] == 1
     with pytest.raises(SystemExit, match="two_object_prob"):
         main(["data", "synth", str(tmp_path / "bad"), "--clips", "1", "--two-object-prob", "1.5"])
+
+
+def test_first_extends_a_dataset_with_the_clips_it_does_not_hold(tmp_path):
+    cfg = SynthConfig(32, 32, 5)
+    generate(tmp_path / "whole", 5, seed=3, config=cfg, progress=False)
+    assert main(["data", "synth", str(tmp_path / "tail"), "--clips", "2", "--first", "3", "--seed", "3",
+                 "--size", "32", "--frames", "5"]) == 0
+    whole = (tmp_path / "whole" / "metadata.jsonl").read_text().splitlines()
+    tail = (tmp_path / "tail" / "metadata.jsonl").read_text().splitlines()
+    assert tail == whole[3:]  # the same clips, under the same file names
+    assert [json.loads(r)["file"] for r in tail] == ["train_000003.mp4", "train_000004.mp4"]
+    assert json.loads((tmp_path / "tail" / "world.json").read_text())["first"] == 3
+    with pytest.raises(SystemExit, match="first must be >= 0"):
+        main(["data", "synth", str(tmp_path / "bad"), "--clips", "1", "--first", "-1"])

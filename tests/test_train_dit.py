@@ -49,6 +49,20 @@ def test_stages_pick_their_buckets_and_dropout_uses_the_empty_caption(base):
     assert torch.equal(masks[dropped], cache.text.null_mask.expand(int(dropped.sum()), -1))
 
 
+def test_row_weights_set_how_often_each_row_is_drawn(base):
+    config = DiTTrainConfig(**base)
+    cache = read_cache(config.cache_dir, cache_fingerprint(config), config.buckets)
+    image = cache.buckets[IMAGE]  # row i holds the constant i, without noise, so that a sample names its row
+    image.mean = torch.arange(4.0)[:, None, None, None, None].expand_as(image.mean)
+    image.std = torch.zeros_like(image.std)
+    cache.weights = {b: torch.tensor([0.0, 0.0, 1.0, 3.0]) for b in cache.buckets}
+    gen = torch.Generator().manual_seed(0)
+    drawn = []
+    for _ in range(100):
+        drawn += draw_batch(cache, config.stage_at(0), 0.0, gen)["x0"][:, 0, 0, 0, 0].int().tolist()
+    assert set(drawn) == {2, 3} and 0.65 < drawn.count(3) / len(drawn) < 0.85  # 3:1, and never the weight-0 rows
+
+
 def test_pooled_dropout_drops_only_clips_pooled_vector(base):
     config = DiTTrainConfig(**base)
     cache = read_cache(config.cache_dir, cache_fingerprint(config), config.buckets)

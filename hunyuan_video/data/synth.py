@@ -359,28 +359,31 @@ def manifest_row(clip: SynthClip, file: str, config: SynthConfig) -> dict[str, A
 
 def generate(
     out: str | Path, clips: int, seed: int = 0, split: str = "train", config: SynthConfig | None = None,
-    progress: bool = True,
+    progress: bool = True, first: int = 0,
 ) -> Path:
-    """Write `clips` mp4 files and their `metadata.jsonl` (plus `world.json`: seed, config, held-out combos)."""
+    """Write clips `first` .. `first + clips - 1` of the world as mp4 files and their `metadata.jsonl` (plus
+    `world.json`: seed, config, held-out combos). A later `first` extends a dataset with clips it does not hold."""
     from tqdm import tqdm
 
     from hunyuan_video.video_io import write_video
 
     if clips < 1:
         raise ValueError(f"clips must be >= 1, got {clips}")
+    if first < 0:
+        raise ValueError(f"first must be >= 0, got {first}")
     cfg = config or SynthConfig()
     out = Path(out)
     if (out / "world.json").exists() and json.loads((out / "world.json").read_text())["split"] != split:
         raise ValueError(f"{out} already holds another split of the world: write the {split} split to its own folder")
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for i in tqdm(range(clips), desc=f"synth {split}", disable=not progress):
+    for i in tqdm(range(first, first + clips), desc=f"synth {split}", disable=not progress):
         clip = sample_clip(i, seed, split, cfg)
         file = f"{split}_{i:06d}.mp4"
         write_video(out / file, render_clip(clip, cfg), fps=cfg.fps)
         rows.append(manifest_row(clip, file, cfg))
     (out / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    world = {"seed": seed, "split": split, "clips": clips, "config": asdict(cfg),
+    world = {"seed": seed, "split": split, "first": first, "clips": clips, "config": asdict(cfg),
              "held_out": sorted(list(c) for c in held_out_combos(seed))}
     (out / "world.json").write_text(json.dumps(world, indent=1) + "\n")
     return out

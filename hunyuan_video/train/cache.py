@@ -83,11 +83,13 @@ class TextStates:
 
 @dataclass
 class LatentCache:
-    """A loaded cache: latents by bucket and text states by clip."""
+    """A loaded cache: latents by bucket and text states by clip; `weights` (per bucket, one per row) say how often
+    each row is drawn relative to the others, uniform when None."""
 
     buckets: dict[tuple[int, int, int], BucketLatents]
     text: TextStates
     meta: dict[str, Any]
+    weights: dict[tuple[int, int, int], torch.Tensor] | None = None
 
 
 def write_cache(
@@ -176,6 +178,49 @@ def read_cache(
     return LatentCache(buckets=latents, text=text, meta=meta)
 
 
+def _pad_text(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    """`tensor` (N, L, ...) padded with zeros (masked out: False / 0) along L to `length`."""
+    pad = tensor.new_zeros((tensor.shape[0], length - tensor.shape[1], *tensor.shape[2:]))
+    return torch.cat([tensor, pad], dim=1)
+
+
+def merge_caches(caches: list[LatentCache], repeats: list[float]) -> LatentCache:
+    """One cache over several built with the same encoders: clip indices offset, text states padded to the longest
+    caption (masked), and each row of cache `i` drawn `repeats[i]` times as often as a row of a cache with 1."""
+    if len(caches) != len(repeats) or not caches:
+        raise ValueError(f"give one repeats value per cache, got {len(repeats)} for {len(caches)}")
+    if len(caches) == 1 and repeats[0] == 1:
+        return caches[0]
+    longest = max(c.text.states.shape[1] for c in caches)
+    first = caches[0].text
+    text = TextStates(
+        states=torch.cat([_pad_text(c.text.states, longest) for c in caches]),
+        mask=torch.cat([_pad_text(c.text.mask, longest) for c in caches]),
+        pooled=torch.cat([c.text.pooled for c in caches]),
+        null_states=_pad_text(first.null_states, longest), null_mask=_pad_text(first.null_mask, longest),
+        null_pooled=first.null_pooled,
+    )
+    offsets = [0]
+    for c in caches[:-1]:
+        offsets.append(offsets[-1] + c.text.states.shape[0])
+    buckets, weights = {}, {}
+    for bucket in caches[0].buckets:
+        parts = [c.buckets[bucket] for c in caches]
+        buckets[bucket] = BucketLatents(torch.cat([p.mean for p in parts]), torch.cat([p.std for p in parts]),
+                                        torch.cat([p.clip + o for p, o in zip(parts, offsets)]))
+        weights[bucket] = torch.cat([torch.full((len(p),), float(r)) for p, r in zip(parts, repeats)])
+    meta = {"clips": int(text.states.shape[0]), "sources": [c.meta for c in caches]}
+    return LatentCache(buckets=buckets, text=text, meta=meta, weights=weights)
+
+
+def read_sources(config: DiTTrainConfig) -> LatentCache:
+    """The caches of `config.data` and of every `config.extra_data`, each checked against its own fingerprint,
+    merged into one (see `merge_caches`)."""
+    caches = [read_cache(cache_dir, cache_fingerprint(config, data), config.buckets)
+              for data, cache_dir, _ in config.sources]
+    return merge_caches(caches, [r for _, _, r in config.sources])
+
+
 def vae_encoder_hash(path: str | Path) -> str:
     """sha256 of what decides the latents: the VAE config (scaling factor included) and the encoder's weights.
     A decoder-only fine-tune keeps it, so latents cached before it stay valid."""
@@ -190,10 +235,10 @@ def vae_encoder_hash(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def cache_fingerprint(config: DiTTrainConfig) -> dict[str, Any]:
-    """What a cache's contents depend on: the VAE's encoder, both text encoders, the dataset's samples, the text
-    length."""
-    samples, _ = read_dataset(config.data)
+def cache_fingerprint(config: DiTTrainConfig, data: str | None = None) -> dict[str, Any]:
+    """What a cache's contents depend on: the VAE's encoder, both text encoders, the samples of the dataset `data`
+    (default `config.data`), the text length."""
+    samples, _ = read_dataset(data or config.data)
     listing = [[str(s.file), s.caption, s.frames, s.height, s.width] for s in samples]
     return {
         "vae": vae_encoder_hash(config.vae),
@@ -222,27 +267,39 @@ def encode_captions(
     )
 
 
+def build_cache(config: DiTTrainConfig, batch_size: int = 8, progress: bool = True) -> list[Path]:
+    """Cache `config.data` in `config.cache_dir` and each of `config.extra_data` in its own `cache_dir` (see
+    `build_source_cache`); returns the cache folders."""
+    return [build_source_cache(config, data, cache_dir, batch_size, progress) for data, cache_dir, _ in config.sources]
+
+
 @torch.no_grad()
-def build_cache(config: DiTTrainConfig, batch_size: int = 8, progress: bool = True) -> Path:
-    """Encode every clip of `config.data` into its buckets of the curriculum, and every caption, once.
+def build_source_cache(config: DiTTrainConfig, data: str, cache_dir: str, batch_size: int = 8,
+                       progress: bool = True) -> Path:
+    """Encode every clip of the dataset `data` into its buckets of the curriculum, and every caption, once, into
+    `cache_dir`, with the config's VAE and text encoders. A cache built from the same inputs is left as it is; one
+    whose text encoders alone changed gets new text states and keeps its latents.
 
     Which clip goes to which bucket is `VideoDataset`'s rule (a video to its best video bucket, and its first frame
     to the image bucket); unreadable files are skipped and reported.
     """
     from hunyuan_video.checkpoint import load_vae
 
-    dataset = VideoDataset(config.data, [Bucket(*b) for b in config.buckets])
+    fingerprint = cache_fingerprint(config, data)
+    meta = reusable_latents(cache_dir, fingerprint, config.buckets)
+    if meta is not None and meta["fingerprint"] == fingerprint:
+        print(f"{cache_dir}: up to date")
+        return Path(cache_dir)
+    dataset = VideoDataset(data, [Bucket(*b) for b in config.buckets])
     device = torch.device(config.device)
     llm = LLMTextEncoder.from_pretrained(config.text_encoder, device=device, max_length=config.text_max_length)
     clip = CLIPTextEncoder.from_pretrained(config.text_encoder_2, device=device)
     text = encode_captions([s.caption for s in dataset.samples], llm, clip, progress=progress)
     del llm, clip
-    fingerprint = cache_fingerprint(config)
-    meta = reusable_latents(config.cache_dir, fingerprint, config.buckets)
     if meta is not None:
-        print(f"{config.cache_dir}: the VAE encoder, data and buckets are unchanged, the latents are kept; "
+        print(f"{cache_dir}: the VAE encoder, data and buckets are unchanged, the latents are kept; "
               "only the captions were encoded again")
-        return write_text(config.cache_dir, fingerprint, text, meta)
+        return write_text(cache_dir, fingerprint, text, meta)
     vae = load_vae(config.vae, dtype=torch.float32, device=device)
     scale = vae.config.scaling_factor
     buckets = {}
@@ -256,8 +313,8 @@ def build_cache(config: DiTTrainConfig, batch_size: int = 8, progress: bool = Tr
             means.append((posterior.mean * scale).cpu())
             stds.append((posterior.std * scale).cpu())
         if not means:
-            raise ValueError(f"no sample of {config.data} fits bucket {bucket_name(bucket)}: change the stages")
+            raise ValueError(f"no sample of {data} fits bucket {bucket_name(bucket)}: change the stages")
         buckets[bucket] = BucketLatents(torch.cat(means), torch.cat(stds), torch.tensor(group, dtype=torch.int64))
     if len(dataset.report):
         print(dataset.report.summary())
-    return write_cache(config.cache_dir, fingerprint, text, buckets)
+    return write_cache(cache_dir, fingerprint, text, buckets)

@@ -21,7 +21,7 @@ from hunyuan_video.checkpoint import load_transformer, save_transformer
 from hunyuan_video.config import TransformerConfig, config_from_dict, config_to_dict
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.scheduler import TIME_SAMPLERS, add_noise, sample_time, velocity_target
-from hunyuan_video.train.cache import LatentCache, cache_fingerprint, read_cache
+from hunyuan_video.train.cache import LatentCache, read_sources
 from hunyuan_video.train.common import (
     EMA,
     LR_SCHEDULES,
@@ -57,6 +57,16 @@ class Stage:
                 raise ValueError(f"stage {self.name!r}: give one non-negative weight per bucket")
 
 
+@dataclass
+class ExtraData:
+    """A further dataset trained beside the config's `data`, cached in its own `cache_dir` with the same encoders;
+    each of its clips is drawn `repeats` times as often as one of `data`'s (e.g. to oversample a kind of clip)."""
+
+    data: str
+    cache_dir: str
+    repeats: float = 1.0
+
+
 EXPORT_DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -71,6 +81,7 @@ class DiTTrainConfig:
     cache_dir: str
     out_dir: str
     stages: list[Stage]
+    extra_data: list[ExtraData] = field(default_factory=list)  # more datasets, each with its own cache
     transformer: dict[str, Any] = field(default_factory=dict)  # TransformerConfig fields of a fresh model
     init_from: str | None = None  # a transformer checkpoint to fine-tune instead of a fresh model
     grow_depth: tuple[int, int] | None = None  # (double, single) blocks: deepen `init_from` first, see `grow_depth`
@@ -107,6 +118,18 @@ class DiTTrainConfig:
 
     def __post_init__(self) -> None:
         self.stages = [s if isinstance(s, Stage) else config_from_dict(Stage, s) for s in self.stages]
+        known = set(ExtraData.__dataclass_fields__)
+        for e in self.extra_data:
+            if isinstance(e, dict) and not set(e) <= known:
+                raise ValueError(f"extra_data: unknown keys {sorted(set(e) - known)}; known keys are {sorted(known)}")
+        self.extra_data = [e if isinstance(e, ExtraData) else config_from_dict(ExtraData, e) for e in self.extra_data]
+        for e in self.extra_data:
+            e.repeats = float(e.repeats)
+            if e.repeats <= 0:
+                raise ValueError(f"extra_data {e.data}: repeats must be positive, got {e.repeats}")
+        cache_dirs = [str(Path(c).resolve()) for _, c, _ in self.sources]
+        if len(set(cache_dirs)) != len(cache_dirs):
+            raise ValueError(f"each dataset needs its own cache_dir, got {[c for _, c, _ in self.sources]}")
         self.betas = tuple(self.betas)
         self.sample_size = tuple(self.sample_size)
         if not self.stages:
@@ -137,6 +160,11 @@ class DiTTrainConfig:
         if len(value) != 2 or not all(isinstance(n, int) and n >= minimum for n in value):
             raise ValueError(f"{name} is {meaning}; got {value!r}")
         return tuple(value)
+
+    @property
+    def sources(self) -> list[tuple[str, str, float]]:
+        """(dataset, cache folder, repeats) of `data` (repeats 1) and of each of `extra_data`."""
+        return [(self.data, self.cache_dir, 1.0)] + [(e.data, e.cache_dir, e.repeats) for e in self.extra_data]
 
     @property
     def total_steps(self) -> int:
@@ -178,7 +206,10 @@ def draw_batch(cache: LatentCache, stage: Stage, caption_dropout: float, generat
     weights = torch.tensor(stage.bucket_weights or [1.0] * len(stage.buckets))
     bucket = stage.buckets[int(torch.multinomial(weights, 1, generator=generator))]
     latents = cache.buckets[bucket]
-    idx = torch.randint(len(latents), (stage.batch_size,), generator=generator)
+    if cache.weights is None:
+        idx = torch.randint(len(latents), (stage.batch_size,), generator=generator)
+    else:
+        idx = torch.multinomial(cache.weights[bucket], stage.batch_size, replacement=True, generator=generator)
     mean, std = latents.mean[idx].float(), latents.std[idx].float()
     x0 = mean + std * torch.randn(mean.shape, generator=generator)
     text, clip = cache.text, latents.clip[idx]
@@ -242,7 +273,7 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
     """
     out = Path(config.out_dir)
     device = torch.device(config.device)
-    cache = read_cache(config.cache_dir, cache_fingerprint(config), config.buckets)
+    cache = read_sources(config)
     model = build_transformer(config).to(device).train()
     model.gradient_checkpointing = config.gradient_checkpointing
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
