@@ -8,7 +8,8 @@ FxHxW/00000.safetensors   per bucket, in shards: latent mean and std (n, C, t, h
 ```
 Training draws `x0 = mean + std * eps` (a sample of the VAE's posterior) and looks the text up by clip index, so
 a clip cached in several buckets (as a video and as an image) keeps one copy of its text states.
-A cache whose fingerprint differs from what the training config points at is refused with the reason.
+A cache whose fingerprint differs from what the training config points at is refused with the reason. Each of a
+config's `extra_data` is cached in its own folder; training reads them all as one (`read_sources`).
 """
 
 from __future__ import annotations
