@@ -1,7 +1,7 @@
 """Sampling settings of the embedded tiny model, chosen on training-split captions (not the held-out ones).
 
 For each CFG scale x flow shift x step count, samples `--videos` clips of the world's train split (from index
-`--first`, past the 20000 clips the model was trained on, so the captions' combinations are familiar but the clips
+`--first`, past clips 0-22999 that its training drew from, so the captions' combinations are familiar but the clips
 are new) and scores them with `hunyuan_video.eval`. Writes OUT/cfg{c}_shift{s}[_steps{n}]/*.mp4 with eval.json, and
 OUT/sweep.json; prints a markdown table. `generate.json` takes the best row; `bench/tiny_quality.py` then measures it
 on held-out captions.
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(TINY), help="model folder (default: the embedded tiny model)")
     parser.add_argument("--out", default="outputs/tiny_sweep")
     parser.add_argument("--videos", type=int, default=40)
-    parser.add_argument("--first", type=int, default=20000,
+    parser.add_argument("--first", type=int, default=30000,
                         help="first train-split clip index (past the training clips)")
     parser.add_argument("--cfg", type=float, nargs="+", default=[2.0, 3.0, 5.0, 7.0])
     parser.add_argument("--shift", type=float, nargs="+", default=[3.0])
