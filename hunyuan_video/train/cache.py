@@ -217,8 +217,8 @@ def merge_caches(caches: list[LatentCache], repeats: list[float]) -> LatentCache
 def read_sources(config: DiTTrainConfig) -> LatentCache:
     """The caches of `config.data` and of every `config.extra_data`, each checked against its own fingerprint,
     merged into one (see `merge_caches`)."""
-    caches = [read_cache(cache_dir, cache_fingerprint(config, data), config.buckets)
-              for data, cache_dir, _ in config.sources]
+    caches = [read_cache(cache_dir, fingerprint, config.buckets)
+              for (_, cache_dir, _), fingerprint in zip(config.sources, source_fingerprints(config))]
     return merge_caches(caches, [r for _, _, r in config.sources])
 
 
@@ -236,18 +236,33 @@ def vae_encoder_hash(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def cache_fingerprint(config: DiTTrainConfig, data: str | None = None) -> dict[str, Any]:
-    """What a cache's contents depend on: the VAE's encoder, both text encoders, the samples of the dataset `data`
-    (default `config.data`), the text length."""
-    samples, _ = read_dataset(data or config.data)
-    listing = [[str(s.file), s.caption, s.frames, s.height, s.width] for s in samples]
+def _encoders_fingerprint(config: DiTTrainConfig) -> dict[str, Any]:
+    """The part of a cache's fingerprint that every dataset of `config` shares: VAE encoder, text encoders, length."""
     return {
         "vae": vae_encoder_hash(config.vae),
         "text_encoder": hash_path(config.text_encoder),
         "text_encoder_2": hash_path(config.text_encoder_2),
-        "data": hashlib.sha256(json.dumps(listing).encode()).hexdigest(),
         "text_max_length": config.text_max_length,
     }
+
+
+def _dataset_hash(data: str) -> str:
+    """sha256 over the samples a dataset folder lists (file, caption, size)."""
+    samples, _ = read_dataset(data)
+    listing = [[str(s.file), s.caption, s.frames, s.height, s.width] for s in samples]
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+
+
+def cache_fingerprint(config: DiTTrainConfig, data: str | None = None) -> dict[str, Any]:
+    """What a cache's contents depend on: the VAE's encoder, both text encoders, the samples of the dataset `data`
+    (default `config.data`), the text length."""
+    return {**_encoders_fingerprint(config), "data": _dataset_hash(data or config.data)}
+
+
+def source_fingerprints(config: DiTTrainConfig) -> list[dict[str, Any]]:
+    """`cache_fingerprint` of each of `config.sources`, hashing the VAE and text encoders once."""
+    encoders = _encoders_fingerprint(config)
+    return [{**encoders, "data": _dataset_hash(data)} for data, _, _ in config.sources]
 
 
 @torch.no_grad()
@@ -271,22 +286,23 @@ def encode_captions(
 def build_cache(config: DiTTrainConfig, batch_size: int = 8, progress: bool = True) -> list[Path]:
     """Cache `config.data` in `config.cache_dir` and each of `config.extra_data` in its own `cache_dir` (see
     `build_source_cache`); returns the cache folders."""
-    return [build_source_cache(config, data, cache_dir, batch_size, progress) for data, cache_dir, _ in config.sources]
+    return [build_source_cache(config, data, cache_dir, fingerprint, batch_size, progress)
+            for (data, cache_dir, _), fingerprint in zip(config.sources, source_fingerprints(config))]
 
 
 @torch.no_grad()
-def build_source_cache(config: DiTTrainConfig, data: str, cache_dir: str, batch_size: int = 8,
-                       progress: bool = True) -> Path:
+def build_source_cache(config: DiTTrainConfig, data: str, cache_dir: str, fingerprint: dict[str, Any],
+                       batch_size: int = 8, progress: bool = True) -> Path:
     """Encode every clip of the dataset `data` into its buckets of the curriculum, and every caption, once, into
-    `cache_dir`, with the config's VAE and text encoders. A cache built from the same inputs is left as it is; one
-    whose text encoders alone changed gets new text states and keeps its latents.
+    `cache_dir`, with the config's VAE and text encoders (`fingerprint`: the `cache_fingerprint` of `data`). A cache
+    built from the same inputs is left as it is; one whose text encoders alone changed gets new text states and keeps
+    its latents.
 
     Which clip goes to which bucket is `VideoDataset`'s rule (a video to its best video bucket, and its first frame
     to the image bucket); unreadable files are skipped and reported.
     """
     from hunyuan_video.checkpoint import load_vae
 
-    fingerprint = cache_fingerprint(config, data)
     meta = reusable_latents(cache_dir, fingerprint, config.buckets)
     if meta is not None and meta["fingerprint"] == fingerprint:
         print(f"{cache_dir}: up to date")

@@ -66,6 +66,11 @@ class ExtraData:
     cache_dir: str
     repeats: float = 1.0
 
+    def __post_init__(self) -> None:
+        self.repeats = float(self.repeats)
+        if self.repeats <= 0:
+            raise ValueError(f"extra_data {self.data}: repeats must be positive, got {self.repeats}")
+
 
 EXPORT_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -123,10 +128,6 @@ class DiTTrainConfig:
             if isinstance(e, dict) and not set(e) <= known:
                 raise ValueError(f"extra_data: unknown keys {sorted(set(e) - known)}; known keys are {sorted(known)}")
         self.extra_data = [e if isinstance(e, ExtraData) else config_from_dict(ExtraData, e) for e in self.extra_data]
-        for e in self.extra_data:
-            e.repeats = float(e.repeats)
-            if e.repeats <= 0:
-                raise ValueError(f"extra_data {e.data}: repeats must be positive, got {e.repeats}")
         cache_dirs = [str(Path(c).resolve()) for _, c, _ in self.sources]
         if len(set(cache_dirs)) != len(cache_dirs):
             raise ValueError(f"each dataset needs its own cache_dir, got {[c for _, c, _ in self.sources]}")
