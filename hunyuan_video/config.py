@@ -105,9 +105,15 @@ class VAEConfig:
     mid_block_add_attention: bool = True
     down_block_types: tuple[str, ...] = field(default=("DownEncoderBlockCausal3D",) * 4)
     up_block_types: tuple[str, ...] = field(default=("UpDecoderBlockCausal3D",) * 4)
+    # Not official: a decoder wider than the encoder (None: the encoder's widths and groups), as
+    # `grow_vae_width(..., decoder_only=True)` makes one; the encoder, hence the latent space, is unchanged.
+    decoder_block_out_channels: tuple[int, ...] | None = None
+    decoder_norm_num_groups: int | None = None
 
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(self.block_out_channels)
+        if self.decoder_block_out_channels is not None:
+            self.decoder_block_out_channels = tuple(self.decoder_block_out_channels)
         self.down_block_types = tuple(self.down_block_types)
         self.up_block_types = tuple(self.up_block_types)
         n = len(self.block_out_channels)
@@ -130,8 +136,22 @@ class VAEConfig:
         if any(c % self.norm_num_groups for c in self.block_out_channels):
             raise ValueError(f"every block_out_channels {self.block_out_channels} must be divisible by norm_num_groups "
                              f"{self.norm_num_groups}")
+        widths, groups = self.decoder_widths, self.decoder_groups
+        if len(widths) != n or any(c % groups for c in widths):
+            raise ValueError(f"decoder_block_out_channels {widths} needs one entry per block_out_channels ({n}), each "
+                             f"divisible by decoder_norm_num_groups {groups}")
         if self.act_fn != "silu":
             raise ValueError(f"only act_fn='silu' is supported, got {self.act_fn!r}")
+
+    @property
+    def decoder_widths(self) -> tuple[int, ...]:
+        """The decoder's block_out_channels (in the encoder's order; the decoder runs them backwards)."""
+        return self.decoder_block_out_channels or self.block_out_channels
+
+    @property
+    def decoder_groups(self) -> int:
+        """The decoder's GroupNorm group count."""
+        return self.decoder_norm_num_groups or self.norm_num_groups
 
 
 VAE_PRESETS: dict[str, VAEConfig] = {

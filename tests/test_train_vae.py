@@ -7,8 +7,9 @@ import torch
 from PIL import Image
 from tiny_models import tiny_vae
 
-from hunyuan_video.checkpoint import load_vae
+from hunyuan_video.checkpoint import load_vae, save_vae
 from hunyuan_video.cli import main
+from hunyuan_video.config import VAEConfig, config_to_dict
 from hunyuan_video.data.manifest import DataWarning
 from hunyuan_video.data.synth import SynthConfig, generate
 from hunyuan_video.train.common import load_checkpoint, read_jsonl, seed_everything
@@ -218,6 +219,38 @@ def test_grow_vae_width_rejects_what_is_not_one_factor(widths):
         grow_vae_width(tiny_vae(), widths)
 
 
+def test_grow_vae_width_decoder_only_keeps_the_encoder_and_saves_its_own_widths(tmp_path):
+    vae = tiny_vae()  # block_out_channels (16, 32, 32, 32), 8 groups
+    grown = grow_vae_width(vae, [32, 64, 64, 64], seed=1, decoder_only=True).eval()
+    c = grown.config
+    assert (c.block_out_channels, c.norm_num_groups) == (vae.config.block_out_channels, 8)
+    assert (c.decoder_block_out_channels, c.decoder_norm_num_groups) == ((32, 64, 64, 64), 16)
+    for name, value in vae.encoder.state_dict().items():
+        assert torch.equal(grown.encoder.state_dict()[name], value)
+    assert grown.decoder.conv_in.conv.weight.shape[0] == 64
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    with torch.no_grad():
+        z = vae.encode(x).mode()
+        torch.testing.assert_close(grown.decode(z), vae.decode(z), atol=1e-5, rtol=1e-4)
+        save_vae(grown, tmp_path / "wide.safetensors")  # the decoder's widths travel with the weights
+        loaded = load_vae(tmp_path / "wide.safetensors")
+        assert loaded.config == grown.config
+        torch.testing.assert_close(loaded.decode(z), grown.decode(z), atol=0, rtol=0)
+        twice = grow_vae_width(grown, [64, 128, 128, 128], decoder_only=True).eval()  # a factor of its own widths
+        assert twice.config.decoder_norm_num_groups == 32
+        torch.testing.assert_close(twice.decode(z), vae.decode(z), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="decoder_only=True"):
+        grow_vae_width(grown, [32, 64, 64, 64])
+    with pytest.raises(ValueError, match="one factor"):
+        grow_vae_width(grown, [48, 64, 64, 64], decoder_only=True)
+    with pytest.raises(ValueError, match="decoder_block_out_channels"):
+        VAEConfig(**{**config_to_dict(vae.config), "decoder_block_out_channels": [32, 64, 64]})
+    with pytest.raises(ValueError, match="decoder_norm_num_groups"):
+        VAEConfig(**{**config_to_dict(vae.config), "decoder_block_out_channels": [24, 48, 48, 48],
+                     "decoder_norm_num_groups": 16})
+
+
 def test_a_decoder_only_run_can_widen_its_start(clips, tmp_path):
     with pytest.raises(ValueError, match="give `init_from`"):
         _config(clips, tmp_path / "x", grow_width=[16, 16, 16, 16])
@@ -231,3 +264,12 @@ def test_a_decoder_only_run_can_widen_its_start(clips, tmp_path):
     x = load_val_clips(clips / "val", 1, 48, 5)
     with torch.no_grad():  # the encoder is frozen: the same latents, so a transformer trained on them still fits
         torch.testing.assert_close(after.encode(x).mode(), before.encode(x).mode(), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="give grow_width"):
+        _config(clips, tmp_path / "x", init_from=str(base / "vae"), grow_decoder_only=True)
+    decoder = train_vae(_config(clips, tmp_path / "decoder", stages=[VAEStage(steps=2, size=16, frames=5)],
+                                init_from=str(base / "vae"), grow_width=[16, 16, 16, 16], grow_decoder_only=True,
+                                train_encoder=False, disc_weight=0.0))
+    grown = load_vae(decoder / "vae").eval()  # from its folder's config.json
+    assert grown.config.block_out_channels == (8, 8, 8, 8) and grown.config.decoder_block_out_channels == (16,) * 4
+    for name, value in before.encoder.state_dict().items():  # the encoder is the start's, weight for weight
+        assert torch.equal(grown.encoder.state_dict()[name], value)

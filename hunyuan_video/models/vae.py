@@ -201,7 +201,7 @@ class Decoder(nn.Module):
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
-        ch, groups = config.block_out_channels[::-1], config.norm_num_groups
+        ch, groups = config.decoder_widths[::-1], config.decoder_groups
         self.conv_in = CausalConv3d(config.latent_channels, ch[0], 3)
         self.mid_block = MidBlock(ch[0], groups, config.mid_block_add_attention)
         self.up_blocks = nn.ModuleList(

@@ -162,9 +162,11 @@ def grow_width(model: HunyuanVideoTransformer, hidden_size: int, heads_num: int,
     return grown.to(next(model.parameters()).dtype)
 
 
-def grow_vae_width(vae: CausalVAE, block_out_channels: Sequence[int], seed: int = 0) -> CausalVAE:
+def grow_vae_width(vae: CausalVAE, block_out_channels: Sequence[int], seed: int = 0, decoder_only: bool = False
+                   ) -> CausalVAE:
     """A wider copy of `vae` with `block_out_channels` (every block widened by the same factor) that computes the
-    same encode and decode.
+    same encode and decode; with `decoder_only`, only the decoder widens (`decoder_block_out_channels`) and the
+    encoder is copied as it is.
 
     `norm_num_groups` grows by the factor too, so each GroupNorm group keeps its size and its old channels. Every
     weight keeps its old entries in its leading rows and columns; the new rows are a fresh VAE's initialisation
@@ -173,14 +175,23 @@ def grow_vae_width(vae: CausalVAE, block_out_channels: Sequence[int], seed: int 
     which undoes the wider head's 1 / sqrt(channels). The latent channels do not change, nor does the latent space.
     """
     old = vae.config
+    if old.decoder_block_out_channels is not None and not decoder_only:
+        raise ValueError("this VAE's decoder has widths of its own (decoder_block_out_channels): widen the decoder "
+                         "with decoder_only=True")
+    old_widths, old_groups = (old.decoder_widths, old.decoder_groups) if decoder_only else (
+        old.block_out_channels, old.norm_num_groups)
     widths = tuple(int(c) for c in block_out_channels)
-    factors = {Fraction(n, o) for n, o in zip(widths, old.block_out_channels)}
-    factor = factors.pop() if len(factors) == 1 and len(widths) == len(old.block_out_channels) else None
-    if factor is None or factor < 1 or (old.norm_num_groups * factor).denominator != 1:
+    factors = {Fraction(n, o) for n, o in zip(widths, old_widths)}
+    factor = factors.pop() if len(factors) == 1 and len(widths) == len(old_widths) else None
+    if factor is None or factor < 1 or (old_groups * factor).denominator != 1:
         raise ValueError(f"grow_vae_width multiplies every block's channels and the norm_num_groups "
-                         f"({old.norm_num_groups}) by one factor >= 1: {list(widths)} is not such a widening of "
-                         f"{list(old.block_out_channels)}")
-    config = replace(old, block_out_channels=widths, norm_num_groups=int(old.norm_num_groups * factor))
+                         f"({old_groups}) by one factor >= 1: {list(widths)} is not such a widening of "
+                         f"{list(old_widths)}")
+    groups = int(old_groups * factor)
+    if decoder_only:
+        config = replace(old, decoder_block_out_channels=widths, decoder_norm_num_groups=groups)
+    else:
+        config = replace(old, block_out_channels=widths, norm_num_groups=groups)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         grown = CausalVAE(config)

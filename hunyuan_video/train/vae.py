@@ -66,6 +66,7 @@ class VAETrainConfig:
     vae: dict[str, Any] = field(default_factory=dict)  # VAEConfig fields (from scratch)
     init_from: str = ""  # VAE weights to fine-tune (a file or model folder); "" = from scratch
     grow_width: list[int] | None = None  # block_out_channels: widen `init_from` first, see `grow_vae_width`
+    grow_decoder_only: bool = False  # grow_width widens only the decoder (keeps the encoder as it is)
     init_logvar: float = -6.0  # from scratch: the posterior's starting log-variance (see build_vae)
     train_encoder: bool = True  # False: a decoder-only fine-tune that keeps the latent space (and the DiT on it)
     # measure the exported `scaling_factor` (1 / std of the latents) on training clips: None = only from scratch
@@ -123,6 +124,8 @@ class VAETrainConfig:
             if not isinstance(self.grow_width, (list, tuple)) or not all(isinstance(c, int) for c in self.grow_width):
                 raise ValueError(f"grow_width must be a list of block_out_channels, got {self.grow_width!r}")
             self.grow_width = list(self.grow_width)
+        if self.grow_decoder_only and not self.grow_width:
+            raise ValueError("grow_decoder_only widens the decoder to grow_width; give grow_width")
         if self.lpips_weight > 0 and not (self.lpips_vgg_path and self.lpips_lin_path):
             raise ValueError(
                 f"lpips_weight is {self.lpips_weight} but lpips_vgg_path / lpips_lin_path are not set: LPIPS needs the "
@@ -310,7 +313,9 @@ def build_vae(cfg: VAETrainConfig) -> CausalVAE:
         from hunyuan_video.checkpoint import load_vae
 
         vae = load_vae(cfg.init_from)
-        return grow_vae_width(vae, cfg.grow_width, seed=cfg.seed) if cfg.grow_width else vae
+        if cfg.grow_width:
+            return grow_vae_width(vae, cfg.grow_width, seed=cfg.seed, decoder_only=cfg.grow_decoder_only)
+        return vae
     vae = CausalVAE(config_from_dict(VAEConfig, cfg.vae))
     with torch.no_grad():
         vae.quant_conv.bias[vae.config.latent_channels :].fill_(cfg.init_logvar)
