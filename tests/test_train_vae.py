@@ -13,7 +13,7 @@ from hunyuan_video.config import VAEConfig, config_to_dict
 from hunyuan_video.data.manifest import DataWarning
 from hunyuan_video.data.synth import SynthConfig, generate
 from hunyuan_video.train.common import load_checkpoint, read_jsonl, seed_everything
-from hunyuan_video.train.grow import grow_vae_width
+from hunyuan_video.train.grow import grow_vae_width, narrow_vae_encoder
 from hunyuan_video.train.vae import (
     ClipSampler,
     VAEStage,
@@ -249,6 +249,27 @@ def test_grow_vae_width_decoder_only_keeps_the_encoder_and_saves_its_own_widths(
     with pytest.raises(ValueError, match="decoder_norm_num_groups"):
         VAEConfig(**{**config_to_dict(vae.config), "decoder_block_out_channels": [24, 48, 48, 48],
                      "decoder_norm_num_groups": 16})
+
+
+def test_narrow_vae_encoder_undoes_a_widening_exactly_and_refuses_live_channels():
+    vae = tiny_vae()  # block_out_channels (16, 32, 32, 32), 8 groups, every weight random
+    grown = grow_vae_width(vae, [32, 64, 64, 64], seed=1)
+    grown.decoder.conv_out.conv.weight.data.add_(0.01)  # the decoder trained on: it stays as it is
+    narrow = narrow_vae_encoder(grown, [16, 32, 32, 32])
+    c = narrow.config
+    assert (c.block_out_channels, c.norm_num_groups) == ((16, 32, 32, 32), 8)
+    assert (c.decoder_block_out_channels, c.decoder_norm_num_groups) == ((32, 64, 64, 64), 16)
+    for name, value in vae.encoder.state_dict().items():  # the start's encoder, but for the attention's scale
+        torch.testing.assert_close(narrow.encoder.state_dict()[name], value, atol=1e-7, rtol=1e-6)
+    assert torch.equal(narrow.decoder.conv_out.conv.weight, grown.decoder.conv_out.conv.weight)
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(narrow.encode(x).mode(), vae.encode(x).mode(), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="dropped channels feed"):
+        narrow_vae_encoder(vae, [8, 16, 16, 16])  # a trained encoder's channels all matter
+    with pytest.raises(ValueError, match="one factor"):
+        narrow_vae_encoder(grown, [16, 32, 32, 16])
 
 
 def test_a_decoder_only_run_can_widen_its_start(clips, tmp_path):

@@ -5,7 +5,9 @@ the transformer's hidden size (more heads of the same size): the old channels ke
 random but neither read nor write the old ones, so the only change is in the LayerNorms, whose mean and variance
 now run over zeros too; the modulation's scales absorb the variance's part of that (exact when a token's mean is
 zero). `grow_vae_width` widens every block of the VAE by one factor, and its GroupNorms' group count with it: a
-GroupNorm's groups then keep their old members, so the wider VAE computes the same function exactly.
+GroupNorm's groups then keep their old members, so the wider VAE computes the same function exactly; with
+`decoder_only` the decoder alone widens. `narrow_vae_encoder` undoes a widening of an encoder that was not trained
+after it (its new channels feed nothing), exactly.
 """
 
 from __future__ import annotations
@@ -208,3 +210,39 @@ def grow_vae_width(vae: CausalVAE, block_out_channels: Sequence[int], seed: int 
                 new[:rows] *= math.sqrt(new.shape[0] / rows)
     grown.load_state_dict(state, strict=True)
     return grown.to(next(vae.parameters()).dtype)
+
+
+def narrow_vae_encoder(vae: CausalVAE, block_out_channels: Sequence[int]) -> CausalVAE:
+    """A copy of `vae` whose encoder keeps only the leading `block_out_channels` of each block (its GroupNorms' group
+    count shrunk by the same factor), the decoder as it is: the undoing of `grow_vae_width` for an encoder that was
+    not trained after it, whose new channels feed nothing.
+
+    Exact, and checked: a dropped channel must feed no kept one (zero columns in every kept row, zero query rows in
+    the mid-block's attention, whose kept query rows are scaled back by sqrt(new / old)); otherwise a ValueError.
+    """
+    old = vae.config
+    widths = tuple(int(c) for c in block_out_channels)
+    factors = {Fraction(n, o) for n, o in zip(widths, old.block_out_channels)}
+    factor = factors.pop() if len(factors) == 1 and len(widths) == len(old.block_out_channels) else None
+    if factor is None or factor > 1 or (old.norm_num_groups * factor).denominator != 1:
+        raise ValueError(f"narrow_vae_encoder divides every block's channels and the norm_num_groups "
+                         f"({old.norm_num_groups}) by one factor: {list(widths)} is not such a narrowing of "
+                         f"{list(old.block_out_channels)}")
+    config = replace(old, block_out_channels=widths, norm_num_groups=int(old.norm_num_groups * factor),
+                     decoder_block_out_channels=old.decoder_widths, decoder_norm_num_groups=old.decoder_groups)
+    narrow = CausalVAE(config)
+    state = narrow.state_dict()
+    with torch.no_grad():
+        for name, value in vae.state_dict().items():
+            new = state[name]
+            kept = value[tuple(slice(0, n) for n in new.shape)]
+            if value.ndim > 1 and value[: new.shape[0], new.shape[1] :].any():
+                raise ValueError(f"narrow_vae_encoder would change the encoder: dropped channels feed {name}")
+            if re.search(r"attentions\.\d+\.to_q\.", name):
+                if value[new.shape[0] :].any():
+                    raise ValueError(f"narrow_vae_encoder would change the encoder's attention: {name} has non-zero "
+                                     "dropped rows")
+                kept = kept * math.sqrt(new.shape[0] / value.shape[0])
+            new.copy_(kept)
+    narrow.load_state_dict(state, strict=True)
+    return narrow.to(next(vae.parameters()).dtype)
