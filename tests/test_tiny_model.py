@@ -24,7 +24,7 @@ def test_the_embedded_model_is_small_and_in_the_official_layout():
     assert folder.layout == "official"
     weights = [p for p in TINY.rglob("*") if p.suffix in (".safetensors", ".pt", ".bin")]
     assert weights and all(p.suffix == ".safetensors" for p in weights)
-    assert sum(p.stat().st_size for p in weights) <= 40 * 2**20
+    assert sum(p.stat().st_size for p in weights) <= 56 * 2**20  # 50 MiB, 30 of it the VAE (2x decoder)
     defaults = json.loads((TINY / "generate.json").read_text())
     assert defaults["height"] >= 64 and defaults["width"] >= 64 and defaults["frames"] >= 17
 
