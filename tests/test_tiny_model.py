@@ -78,7 +78,8 @@ def test_the_trained_transformer_follows_held_out_captions_better_than_a_random_
 
 
 def test_held_out_captions_get_their_colour(pipe):
-    """The 100 captions and seeds of BENCHMARKS.md's held-out row (~0.4 s a video; frames scored before the mp4
+    """The 100 captions and seeds of BENCHMARKS.md's held-out row (~1.7 s a video on 2 cores, most of it the 2x-wide
+    VAE decoder: the suite's longest test at ~170 s; frames scored before the mp4
     encoding the benchmark adds). With 8 captions one video was 12.5 points and the bar a coin flip for a model
     near it; with 100 the test measures the figure the benchmark reports."""
     defaults = json.loads((TINY / "generate.json").read_text())
