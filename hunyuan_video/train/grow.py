@@ -164,6 +164,21 @@ def grow_width(model: HunyuanVideoTransformer, hidden_size: int, heads_num: int,
     return grown.to(next(model.parameters()).dtype)
 
 
+def _one_factor(block_out_channels: Sequence[int], old_widths: Sequence[int], old_groups: int, wider: bool
+                ) -> tuple[tuple[int, ...], int]:
+    """`block_out_channels` as a tuple and the GroupNorm group count that keeps every group's size, when the widths
+    are `old_widths` times one factor (>= 1 when `wider`, <= 1 otherwise) that leaves whole groups; else a
+    ValueError."""
+    widths = tuple(int(c) for c in block_out_channels)
+    factors = {Fraction(n, o) for n, o in zip(widths, old_widths)}
+    factor = factors.pop() if len(factors) == 1 and len(widths) == len(old_widths) else None
+    if factor is None or (factor < 1 if wider else factor > 1) or (old_groups * factor).denominator != 1:
+        verb, kind = ("grow_vae_width multiplies", "widening") if wider else ("narrow_vae_encoder divides", "narrowing")
+        raise ValueError(f"{verb} every block's channels and the norm_num_groups ({old_groups}) by one factor"
+                         f"{' >= 1' if wider else ''}: {list(widths)} is not such a {kind} of {list(old_widths)}")
+    return widths, int(old_groups * factor)
+
+
 def grow_vae_width(vae: CausalVAE, block_out_channels: Sequence[int], seed: int = 0, decoder_only: bool = False
                    ) -> CausalVAE:
     """A wider copy of `vae` with `block_out_channels` (every block widened by the same factor) that computes the
@@ -182,14 +197,7 @@ def grow_vae_width(vae: CausalVAE, block_out_channels: Sequence[int], seed: int 
                          "with decoder_only=True")
     old_widths, old_groups = (old.decoder_widths, old.decoder_groups) if decoder_only else (
         old.block_out_channels, old.norm_num_groups)
-    widths = tuple(int(c) for c in block_out_channels)
-    factors = {Fraction(n, o) for n, o in zip(widths, old_widths)}
-    factor = factors.pop() if len(factors) == 1 and len(widths) == len(old_widths) else None
-    if factor is None or factor < 1 or (old_groups * factor).denominator != 1:
-        raise ValueError(f"grow_vae_width multiplies every block's channels and the norm_num_groups "
-                         f"({old_groups}) by one factor >= 1: {list(widths)} is not such a widening of "
-                         f"{list(old_widths)}")
-    groups = int(old_groups * factor)
+    widths, groups = _one_factor(block_out_channels, old_widths, old_groups, wider=True)
     if decoder_only:
         config = replace(old, decoder_block_out_channels=widths, decoder_norm_num_groups=groups)
     else:
@@ -221,14 +229,8 @@ def narrow_vae_encoder(vae: CausalVAE, block_out_channels: Sequence[int]) -> Cau
     the mid-block's attention, whose kept query rows are scaled back by sqrt(new / old)); otherwise a ValueError.
     """
     old = vae.config
-    widths = tuple(int(c) for c in block_out_channels)
-    factors = {Fraction(n, o) for n, o in zip(widths, old.block_out_channels)}
-    factor = factors.pop() if len(factors) == 1 and len(widths) == len(old.block_out_channels) else None
-    if factor is None or factor > 1 or (old.norm_num_groups * factor).denominator != 1:
-        raise ValueError(f"narrow_vae_encoder divides every block's channels and the norm_num_groups "
-                         f"({old.norm_num_groups}) by one factor: {list(widths)} is not such a narrowing of "
-                         f"{list(old.block_out_channels)}")
-    config = replace(old, block_out_channels=widths, norm_num_groups=int(old.norm_num_groups * factor),
+    widths, groups = _one_factor(block_out_channels, old.block_out_channels, old.norm_num_groups, wider=False)
+    config = replace(old, block_out_channels=widths, norm_num_groups=groups,
                      decoder_block_out_channels=old.decoder_widths, decoder_norm_num_groups=old.decoder_groups)
     narrow = CausalVAE(config)
     state = narrow.state_dict()
