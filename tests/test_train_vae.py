@@ -132,6 +132,28 @@ def test_decoder_only_fine_tune_keeps_the_encoder(clips, tmp_path):
     assert a["step"] == 1 and b["step"] == 2
 
 
+def test_latent_anchor_holds_the_encoder_near_the_latents_it_started_from(clips, tmp_path):
+    train_vae(_config(clips, tmp_path / "base", stages=[VAEStage(steps=1, size=16, frames=5)], disc_weight=0.0))
+    start = str(tmp_path / "base" / "vae")
+    tune = dict(stages=[VAEStage(steps=6, size=16, frames=5, batch_size=2)], init_from=start, disc_weight=0.0,
+                lr=1e-2, ema_decay=0.0, val_dir=str(clips / "val"), val_every=6, val_clips=2, val_size=48,
+                val_frames=9, val_samples=0)
+    free = train_vae(_config(clips, tmp_path / "free", **tune))
+    held = train_vae(_config(clips, tmp_path / "held", latent_anchor_weight=100.0, **tune))
+
+    base, val = load_vae(start), load_val_clips(clips / "val", 2, 48, 9)
+    with torch.no_grad():
+        reference = base.encode(val, tiling=False).mode()
+        drift = {run.name: ((load_vae(run / "vae").encode(val, tiling=False).mode() - reference)
+                            * base.config.scaling_factor).pow(2).mean().item() for run in (free, held)}
+    assert drift["held"] < drift["free"] / 10, drift
+    weights = "encoder.conv_in.conv.weight"
+    assert not torch.equal(load_vae(held / "vae").state_dict()[weights], base.state_dict()[weights])  # it trains
+    log = read_jsonl(held / "log.jsonl")
+    assert "drift" in log[0] and log[-1]["val_drift"] == pytest.approx(drift["held"], rel=1e-3)
+    assert "drift" not in read_jsonl(free / "log.jsonl")[0]
+
+
 def test_clip_sampler_strides_crops_and_mixes_images(clips):
     sampler = ClipSampler(clips / "train", max_stride=8, seed=0)
     stage = VAEStage(steps=1, size=32, frames=5, batch_size=2, image_batch_size=3)
@@ -181,6 +203,10 @@ def test_config_errors(clips, tmp_path):
         _config(clips, tmp_path, lpips_weight=0.1)
     with pytest.raises(ValueError, match="rec_loss"):
         _config(clips, tmp_path, rec_loss="l2")
+    with pytest.raises(ValueError, match="latent_anchor_weight .* needs init_from"):
+        _config(clips, tmp_path, latent_anchor_weight=1.0)
+    with pytest.raises(ValueError, match="latent_anchor_weight .* needs init_from"):
+        _config(clips, tmp_path, latent_anchor_weight=1.0, init_from="x", train_encoder=False)
     with pytest.raises(ValueError, match="lr_schedule"):
         _config(clips, tmp_path, lr_schedule="linear")
     with pytest.raises(ValueError, match="1 \\+ 4k"):

@@ -26,7 +26,8 @@ from torch import Tensor
 
 from hunyuan_video.config import VAEConfig, config_from_dict, config_to_dict, save_config
 from hunyuan_video.data.dataset import frames_to_tensor, resize_crop
-from hunyuan_video.models.vae import CausalVAE
+from hunyuan_video.models.tiling import TileSpec
+from hunyuan_video.models.vae import CausalVAE, DiagonalGaussian
 from hunyuan_video.train.common import (
     EMA,
     LR_SCHEDULES,
@@ -69,6 +70,9 @@ class VAETrainConfig:
     grow_decoder_only: bool = False  # grow_width widens only the decoder (keeps the encoder as it is)
     init_logvar: float = -6.0  # from scratch: the posterior's starting log-variance (see build_vae)
     train_encoder: bool = True  # False: a decoder-only fine-tune that keeps the latent space (and the DiT on it)
+    # > 0: the encoder trains but its posterior means are pulled towards those of `init_from`'s encoder (the mean
+    # squared drift in the DiT's unit-variance units, times this weight), so a DiT trained on the old latents still fits
+    latent_anchor_weight: float = 0.0
     # measure the exported `scaling_factor` (1 / std of the latents) on training clips: None = only from scratch
     # (a fine-tune of the official VAE keeps its 0.476986, which the released DiT expects)
     refit_scaling_factor: bool | None = None
@@ -132,6 +136,10 @@ class VAETrainConfig:
                 "pretrained VGG16 (torchvision vgg16-397923af.pth) and the LPIPS v0.1 linear layers (lpips "
                 "weights/v0.1/vgg.pth) as local files; set both paths, or set lpips_weight to 0"
             )
+        if self.latent_anchor_weight < 0 or (self.latent_anchor_weight > 0 and not (self.init_from and
+                                                                                    self.train_encoder)):
+            raise ValueError(f"latent_anchor_weight {self.latent_anchor_weight} needs init_from and train_encoder "
+                             "(it ties a training encoder to the one it starts from), and must be >= 0")
         if self.rec_loss not in ("l1", "mse"):
             raise ValueError(f"rec_loss {self.rec_loss!r} is not one of ('l1', 'mse')")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -322,6 +330,22 @@ def build_vae(cfg: VAETrainConfig) -> CausalVAE:
     return vae
 
 
+def frozen_encoder(model: CausalVAE) -> CausalVAE:
+    """A frozen copy of `model` without its decoder: the encoder whose latents `latent_drift` measures against."""
+    anchor = copy.deepcopy(model).eval().requires_grad_(False)
+    anchor.decoder = None
+    return anchor
+
+
+def latent_drift(posterior: DiagonalGaussian, anchor: CausalVAE, video: Tensor,
+                 tiling: bool | TileSpec = False) -> Tensor:
+    """Mean squared distance of `posterior`'s means from `anchor`'s on the same `video`, in units of the latent
+    space's std (times the scaling factor, as the DiT sees them): 0.01 is a drift of 10% of a latent's spread."""
+    with torch.no_grad():
+        reference = anchor.encode(video, tiling=tiling).mode().float()
+    return ((posterior.mode().float() - reference) * anchor.config.scaling_factor).pow(2).mean()
+
+
 @torch.no_grad()
 def latent_scaling_factor(model: CausalVAE, videos: Tensor) -> float:
     """1 / std of the posterior means of `videos`: the factor that gives the diffusion model unit-variance latents."""
@@ -361,6 +385,7 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
     if any(s.tiled_prob for s in cfg.stages) or cfg.val_dir:  # a bad tile size fails now, not hours in
         vae.official_tiling().check(vae.config.spatial_compression_ratio, vae.config.time_compression_ratio)
     ema = EMA(vae, cfg.ema_decay)
+    anchor = frozen_encoder(vae) if cfg.latent_anchor_weight > 0 else None
     if not cfg.train_encoder:
         vae.encoder.requires_grad_(False)
         vae.quant_conv.requires_grad_(False)
@@ -390,6 +415,10 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
         model = copy.deepcopy(vae).eval()
         ema.copy_to(model)
         scores = evaluate(model, val_clips)
+        if anchor is not None:
+            with torch.no_grad():
+                drifts = [latent_drift(model.encode(c, tiling=False), anchor, c) for c in val_clips.to(device).split(4)]
+            scores["drift"] = torch.stack(drifts).mean().item()
         for i in range(min(cfg.val_samples, len(val_clips))):
             clip = val_clips[i : i + 1].to(device)
             save_side_by_side(out / "val" / f"step{step:07d}_clip{i}.mp4", clip[0], reconstruct(model, clip, False)[0])
@@ -415,6 +444,10 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
             kl = posterior.kl().sum() / x.numel()  # per pixel, like the L1 term: kl_weight keeps its usual meaning
             loss = rec + cfg.kl_weight * kl
             scalars = {"rec": rec.detach(), "kl": kl.detach()}
+            if anchor is not None:
+                drift = latent_drift(posterior, anchor, x, tiling)
+                loss = loss + cfg.latent_anchor_weight * drift
+                scalars["drift"] = drift.detach()
             if use_gan:
                 g_loss = -disc(y).float().mean()
                 weight = cfg.disc_weight * adaptive_weight(rec, g_loss, vae.last_layer)
