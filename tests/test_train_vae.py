@@ -139,7 +139,7 @@ def test_latent_anchor_holds_the_encoder_near_the_latents_it_started_from(clips,
                 lr=1e-2, ema_decay=0.0, val_dir=str(clips / "val"), val_every=6, val_clips=2, val_size=48,
                 val_frames=9, val_samples=0)
     free = train_vae(_config(clips, tmp_path / "free", **tune))
-    held = train_vae(_config(clips, tmp_path / "held", latent_anchor_weight=100.0, **tune))
+    held = train_vae(_config(clips, tmp_path / "held", latent_anchor_weight=100.0, encoder_lr=2e-2, **tune))
 
     base, val = load_vae(start), load_val_clips(clips / "val", 2, 48, 9)
     with torch.no_grad():
@@ -152,6 +152,8 @@ def test_latent_anchor_holds_the_encoder_near_the_latents_it_started_from(clips,
     log = read_jsonl(held / "log.jsonl")
     assert "drift" in log[0] and log[-1]["val_drift"] == pytest.approx(drift["held"], rel=1e-3)
     assert "drift" not in read_jsonl(free / "log.jsonl")[0]
+    groups = load_checkpoint(held / "checkpoint.pt")["optimizer"]["param_groups"]  # decoder, then encoder
+    assert [g["lr"] for g in groups] == pytest.approx([1e-2, 2e-2])
 
 
 def test_clip_sampler_strides_crops_and_mixes_images(clips):
@@ -207,6 +209,8 @@ def test_config_errors(clips, tmp_path):
         _config(clips, tmp_path, latent_anchor_weight=1.0)
     with pytest.raises(ValueError, match="latent_anchor_weight .* needs init_from"):
         _config(clips, tmp_path, latent_anchor_weight=1.0, init_from="x", train_encoder=False)
+    with pytest.raises(ValueError, match="encoder_lr .*train_encoder true"):
+        _config(clips, tmp_path, encoder_lr=1e-3, train_encoder=False)
     with pytest.raises(ValueError, match="lr_schedule"):
         _config(clips, tmp_path, lr_schedule="linear")
     with pytest.raises(ValueError, match="1 \\+ 4k"):

@@ -91,6 +91,7 @@ class VAETrainConfig:
     disc_layers: int = 3
     # optimisation
     lr: float = 1e-4
+    encoder_lr: float | None = None  # the encoder's (and quant_conv's) learning rate when it trains; None = lr
     disc_lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.01
@@ -140,6 +141,9 @@ class VAETrainConfig:
                                                                                     self.train_encoder)):
             raise ValueError(f"latent_anchor_weight {self.latent_anchor_weight} needs init_from and train_encoder "
                              "(it ties a training encoder to the one it starts from), and must be >= 0")
+        if self.encoder_lr is not None and not (self.train_encoder and self.encoder_lr > 0):
+            raise ValueError(f"encoder_lr {self.encoder_lr} is for a training encoder (train_encoder true) and "
+                             "must be > 0")
         if self.rec_loss not in ("l1", "mse"):
             raise ValueError(f"rec_loss {self.rec_loss!r} is not one of ('l1', 'mse')")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -390,7 +394,10 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
         vae.encoder.requires_grad_(False)
         vae.quant_conv.requires_grad_(False)
     params = [p for p in vae.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    encoder = {id(p) for p in [*vae.encoder.parameters(), *vae.quant_conv.parameters()]}
+    groups = [{"params": [p for p in params if id(p) not in encoder], "lr": cfg.lr},
+              {"params": [p for p in params if id(p) in encoder], "lr": cfg.encoder_lr or cfg.lr}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], betas=cfg.betas, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule_lambda(
         cfg.lr_schedule, cfg.warmup_steps, cfg.total_steps))
     disc, opt_d = None, None
