@@ -132,6 +132,17 @@ def test_decoder_only_fine_tune_keeps_the_encoder(clips, tmp_path):
     assert a["step"] == 1 and b["step"] == 2
 
 
+def test_encoder_only_fine_tune_keeps_the_decoder(clips, tmp_path):
+    train_vae(_config(clips, tmp_path / "base", stages=[VAEStage(steps=1, size=16, frames=5)], disc_weight=0.0))
+    start = load_vae(tmp_path / "base" / "vae").state_dict()
+    tuned = train_vae(_config(clips, tmp_path / "tuned", stages=[VAEStage(steps=2, size=16, frames=5)],
+                              init_from=str(tmp_path / "base" / "vae"), train_decoder=False, disc_weight=0.0, lr=1e-2))
+    end = load_vae(tuned / "vae").state_dict()  # the EMA weights
+    kept = [k for k in start if k.startswith(("decoder.", "post_quant_conv."))]
+    assert kept and all(torch.equal(end[k], start[k]) for k in kept)
+    assert not torch.equal(end["encoder.conv_in.conv.weight"], start["encoder.conv_in.conv.weight"])
+
+
 def test_latent_anchor_holds_the_encoder_near_the_latents_it_started_from(clips, tmp_path):
     train_vae(_config(clips, tmp_path / "base", stages=[VAEStage(steps=1, size=16, frames=5)], disc_weight=0.0))
     start = str(tmp_path / "base" / "vae")
@@ -209,6 +220,10 @@ def test_config_errors(clips, tmp_path):
         _config(clips, tmp_path, latent_anchor_weight=1.0)
     with pytest.raises(ValueError, match="latent_anchor_weight .* needs init_from"):
         _config(clips, tmp_path, latent_anchor_weight=1.0, init_from="x", train_encoder=False)
+    with pytest.raises(ValueError, match="nothing would train"):
+        _config(clips, tmp_path, train_encoder=False, train_decoder=False)
+    with pytest.raises(ValueError, match="disc_weight is 0.05 but train_decoder is false"):
+        _config(clips, tmp_path, train_decoder=False, disc_weight=0.05)
     with pytest.raises(ValueError, match="encoder_lr .*train_encoder true"):
         _config(clips, tmp_path, encoder_lr=1e-3, train_encoder=False)
     with pytest.raises(ValueError, match="lr_schedule"):

@@ -70,6 +70,8 @@ class VAETrainConfig:
     grow_decoder_only: bool = False  # grow_width widens only the decoder (keeps the encoder as it is)
     init_logvar: float = -6.0  # from scratch: the posterior's starting log-variance (see build_vae)
     train_encoder: bool = True  # False: a decoder-only fine-tune that keeps the latent space (and the DiT on it)
+    train_decoder: bool = True  # False: an encoder-only fine-tune; the decoder (what turns a DiT's latents into video)
+    # stays exactly as it is
     # > 0: the encoder trains but its posterior means are pulled towards those of `init_from`'s encoder (the mean
     # squared drift in the DiT's unit-variance units, times this weight), so a DiT trained on the old latents still fits
     latent_anchor_weight: float = 0.0
@@ -141,6 +143,11 @@ class VAETrainConfig:
                                                                                     self.train_encoder)):
             raise ValueError(f"latent_anchor_weight {self.latent_anchor_weight} needs init_from and train_encoder "
                              "(it ties a training encoder to the one it starts from), and must be >= 0")
+        if not (self.train_encoder or self.train_decoder):
+            raise ValueError("train_encoder and train_decoder are both false: nothing would train")
+        if not self.train_decoder and self.disc_weight > 0:
+            raise ValueError(f"disc_weight is {self.disc_weight} but train_decoder is false: the GAN loss (and its "
+                             "adaptive weight, taken at the decoder's last layer) trains the decoder; set it to 0")
         if self.encoder_lr is not None and not (self.train_encoder and self.encoder_lr > 0):
             raise ValueError(f"encoder_lr {self.encoder_lr} is for a training encoder (train_encoder true) and "
                              "must be > 0")
@@ -393,6 +400,9 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
     if not cfg.train_encoder:
         vae.encoder.requires_grad_(False)
         vae.quant_conv.requires_grad_(False)
+    if not cfg.train_decoder:
+        vae.post_quant_conv.requires_grad_(False)
+        vae.decoder.requires_grad_(False)
     params = [p for p in vae.parameters() if p.requires_grad]
     encoder = {id(p) for p in [*vae.encoder.parameters(), *vae.quant_conv.parameters()]}
     groups = [{"params": [p for p in params if id(p) not in encoder], "lr": cfg.lr},
