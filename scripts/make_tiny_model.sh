@@ -90,6 +90,11 @@ export_vae(narrow_vae_encoder(load_vae('runs/vae_tiny_wide2/vae'), [16, 16, 32, 
 # threads alone): 31.2 -> 31.6 dB held-out; the encoder and the transformer are unchanged.
 hunyuan-video train-vae configs/vae_tiny_wide2_more.json
 cp runs/vae_tiny_wide2_more/vae/config.json runs/vae_tiny_wide2_more/vae/model.safetensors "$MODEL/vae/"
+# The encoder alone trained (session 17, configs/vae_tiny_enc.json: "train_decoder": false, latents anchored to the
+# shipped ones, init_from $MODEL/vae; ~50 min with two threads alone): 31.6 -> 31.75 dB held-out; the decoder, and so
+# every video the transformer makes, is bit for bit the same.
+hunyuan-video train-vae configs/vae_tiny_enc.json
+cp runs/vae_tiny_enc/vae/config.json runs/vae_tiny_enc/vae/model.safetensors "$MODEL/vae/"
 # Measured beside it and not kept (BENCHMARKS.md): 3000 more clips, all with two objects, drawn twice as often.
 # hunyuan-video data synth data_cache/tiny_dit_two --clips 3000 --first 20000 --seed 0 --size 64 --frames 17 \
 #     --two-object-prob 1
