@@ -397,17 +397,18 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
         vae.official_tiling().check(vae.config.spatial_compression_ratio, vae.config.time_compression_ratio)
     ema = EMA(vae, cfg.ema_decay)
     anchor = frozen_encoder(vae) if cfg.latent_anchor_weight > 0 else None
-    if not cfg.train_encoder:
-        vae.encoder.requires_grad_(False)
-        vae.quant_conv.requires_grad_(False)
-    if not cfg.train_decoder:
-        vae.post_quant_conv.requires_grad_(False)
-        vae.decoder.requires_grad_(False)
+    encoder_ids = {id(p) for p in [*vae.encoder.parameters(), *vae.quant_conv.parameters()]}
+    encoder = [p for p in vae.parameters() if id(p) in encoder_ids]
+    decoder = [p for p in vae.parameters() if id(p) not in encoder_ids]  # post_quant_conv and the decoder
+    groups = []
+    sides = ((decoder, cfg.train_decoder, cfg.lr), (encoder, cfg.train_encoder, cfg.encoder_lr or cfg.lr))
+    for side, trains, lr in sides:
+        for p in side:
+            p.requires_grad_(trains)
+        if trains:
+            groups.append({"params": side, "lr": lr})
     params = [p for p in vae.parameters() if p.requires_grad]
-    encoder = {id(p) for p in [*vae.encoder.parameters(), *vae.quant_conv.parameters()]}
-    groups = [{"params": [p for p in params if id(p) not in encoder], "lr": cfg.lr},
-              {"params": [p for p in params if id(p) in encoder], "lr": cfg.encoder_lr or cfg.lr}]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], betas=cfg.betas, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(groups, betas=cfg.betas, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule_lambda(
         cfg.lr_schedule, cfg.warmup_steps, cfg.total_steps))
     disc, opt_d = None, None
