@@ -79,7 +79,7 @@ hunyuan-video train-vae configs/vae_tiny_wide_more3.json
 cp runs/vae_tiny_wide_more3/vae/config.json runs/vae_tiny_wide_more3/vae/model.safetensors "$MODEL/vae/"
 hunyuan-video train-vae configs/vae_tiny_wide_more4.json
 cp runs/vae_tiny_wide_more4/vae/config.json runs/vae_tiny_wide_more4/vae/model.safetensors "$MODEL/vae/"
-# The decoder widened 2x alone (session 15, configs/vae_tiny_wide2.json: "grow_decoder_only", decoder 64,64,128,128;
+# The decoder widened 2x alone (session 15, configs/vae_tiny_wide2.json: "grow_part": "decoder", decoder 64,64,128,128;
 # ~95 min with two threads), then the encoder's new channels of vae_tiny_wide.json, frozen and dead since, dropped
 # (narrow_vae_encoder, exact): 30.7 -> 31.2 dB held-out; the encoder, its latents and the transformer are unchanged.
 hunyuan-video train-vae configs/vae_tiny_wide2.json

@@ -5,8 +5,8 @@ the transformer's hidden size (more heads of the same size): the old channels ke
 random but neither read nor write the old ones, so the only change is in the LayerNorms, whose mean and variance
 now run over zeros too; the modulation's scales absorb the variance's part of that (exact when a token's mean is
 zero). `grow_vae_width` widens every block of the VAE by one factor, and its GroupNorms' group count with it: a
-GroupNorm's groups then keep their old members, so the wider VAE computes the same function exactly; with
-`decoder_only` the decoder alone widens. `narrow_vae_encoder` undoes a widening of an encoder that was not trained
+GroupNorm's groups then keep their old members, so the wider VAE computes the same function exactly; `part`
+widens the encoder or the decoder alone. `narrow_vae_encoder` undoes a widening of an encoder that was not trained
 after it (its new channels feed nothing), exactly.
 """
 
@@ -179,11 +179,11 @@ def _one_factor(block_out_channels: Sequence[int], old_widths: Sequence[int], ol
     return widths, int(old_groups * factor)
 
 
-def grow_vae_width(vae: CausalVAE, block_out_channels: Sequence[int], seed: int = 0, decoder_only: bool = False
+def grow_vae_width(vae: CausalVAE, block_out_channels: Sequence[int], seed: int = 0, part: str = "both"
                    ) -> CausalVAE:
     """A wider copy of `vae` with `block_out_channels` (every block widened by the same factor) that computes the
-    same encode and decode; with `decoder_only`, only the decoder widens (`decoder_block_out_channels`) and the
-    encoder is copied as it is.
+    same encode and decode. `part` is "both", or "encoder" / "decoder" to widen that side alone (the other is
+    copied as it is; a decoder then keeps widths of its own, `decoder_block_out_channels`).
 
     `norm_num_groups` grows by the factor too, so each GroupNorm group keeps its size and its old channels. Every
     weight keeps its old entries in its leading rows and columns; the new rows are a fresh VAE's initialisation
@@ -191,15 +191,20 @@ def grow_vae_width(vae: CausalVAE, block_out_channels: Sequence[int], seed: int 
     single-head attention the new query channels start at zero and the old ones are scaled by sqrt(new / old),
     which undoes the wider head's 1 / sqrt(channels). The latent channels do not change, nor does the latent space.
     """
+    if part not in ("both", "encoder", "decoder"):
+        raise ValueError(f"part must be 'both', 'encoder' or 'decoder', got {part!r}")
     old = vae.config
-    if old.decoder_block_out_channels is not None and not decoder_only:
-        raise ValueError("this VAE's decoder has widths of its own (decoder_block_out_channels): widen the decoder "
-                         "with decoder_only=True")
-    old_widths, old_groups = (old.decoder_widths, old.decoder_groups) if decoder_only else (
+    if old.decoder_block_out_channels is not None and part == "both":
+        raise ValueError("this VAE's decoder has widths of its own (decoder_block_out_channels): widen one side at "
+                         "a time, part='encoder' or part='decoder'")
+    old_widths, old_groups = (old.decoder_widths, old.decoder_groups) if part == "decoder" else (
         old.block_out_channels, old.norm_num_groups)
     widths, groups = _one_factor(block_out_channels, old_widths, old_groups, wider=True)
-    if decoder_only:
+    if part == "decoder":
         config = replace(old, decoder_block_out_channels=widths, decoder_norm_num_groups=groups)
+    elif part == "encoder":
+        config = replace(old, block_out_channels=widths, norm_num_groups=groups,
+                         decoder_block_out_channels=old.decoder_widths, decoder_norm_num_groups=old.decoder_groups)
     else:
         config = replace(old, block_out_channels=widths, norm_num_groups=groups)
     with torch.random.fork_rng(devices=[]):

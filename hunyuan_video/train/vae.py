@@ -67,7 +67,7 @@ class VAETrainConfig:
     vae: dict[str, Any] = field(default_factory=dict)  # VAEConfig fields (from scratch)
     init_from: str = ""  # VAE weights to fine-tune (a file or model folder); "" = from scratch
     grow_width: list[int] | None = None  # block_out_channels: widen `init_from` first, see `grow_vae_width`
-    grow_decoder_only: bool = False  # grow_width widens only the decoder (keeps the encoder as it is)
+    grow_part: str = "both"  # what grow_width widens: "both", or "encoder" / "decoder" alone (the other side as it is)
     init_logvar: float = -6.0  # from scratch: the posterior's starting log-variance (see build_vae)
     train_encoder: bool = True  # False: a decoder-only fine-tune that keeps the latent space (and the DiT on it)
     train_decoder: bool = True  # False: an encoder-only fine-tune; the decoder (what turns a DiT's latents into video)
@@ -131,8 +131,10 @@ class VAETrainConfig:
             if not isinstance(self.grow_width, (list, tuple)) or not all(isinstance(c, int) for c in self.grow_width):
                 raise ValueError(f"grow_width must be a list of block_out_channels, got {self.grow_width!r}")
             self.grow_width = list(self.grow_width)
-        if self.grow_decoder_only and not self.grow_width:
-            raise ValueError("grow_decoder_only widens the decoder to grow_width; give grow_width")
+        if self.grow_part not in ("both", "encoder", "decoder"):
+            raise ValueError(f"grow_part must be 'both', 'encoder' or 'decoder', got {self.grow_part!r}")
+        if self.grow_part != "both" and not self.grow_width:
+            raise ValueError(f"grow_part {self.grow_part!r} widens that side to grow_width; give grow_width")
         if self.lpips_weight > 0 and not (self.lpips_vgg_path and self.lpips_lin_path):
             raise ValueError(
                 f"lpips_weight is {self.lpips_weight} but lpips_vgg_path / lpips_lin_path are not set: LPIPS needs the "
@@ -333,7 +335,7 @@ def build_vae(cfg: VAETrainConfig) -> CausalVAE:
 
         vae = load_vae(cfg.init_from)
         if cfg.grow_width:
-            return grow_vae_width(vae, cfg.grow_width, seed=cfg.seed, decoder_only=cfg.grow_decoder_only)
+            return grow_vae_width(vae, cfg.grow_width, seed=cfg.seed, part=cfg.grow_part)
         return vae
     vae = CausalVAE(config_from_dict(VAEConfig, cfg.vae))
     with torch.no_grad():
