@@ -272,8 +272,7 @@ def test_grow_vae_width_decoder_only_keeps_the_encoder_and_saves_its_own_widths(
     c = grown.config
     assert (c.block_out_channels, c.norm_num_groups) == (vae.config.block_out_channels, 8)
     assert (c.decoder_block_out_channels, c.decoder_norm_num_groups) == ((32, 64, 64, 64), 16)
-    for name, value in vae.encoder.state_dict().items():
-        assert torch.equal(grown.encoder.state_dict()[name], value)
+    _assert_same(grown.encoder.state_dict(), vae.encoder.state_dict())
     assert grown.decoder.conv_in.conv.weight.shape[0] == 64
     torch.manual_seed(0)
     x = torch.rand(1, 3, 9, 32, 32) * 2 - 1
@@ -305,8 +304,7 @@ def test_grow_vae_width_encoder_only_keeps_the_decoder_and_the_latents():
     c = grown.config
     assert (c.block_out_channels, c.norm_num_groups) == ((32, 64, 64, 64), 16)
     assert (c.decoder_block_out_channels, c.decoder_norm_num_groups) == ((32, 64, 64, 64), 16)
-    for name, value in decoder_wide.decoder.state_dict().items():
-        assert torch.equal(grown.decoder.state_dict()[name], value)
+    _assert_same(grown.decoder.state_dict(), decoder_wide.decoder.state_dict())
     assert grown.encoder.conv_in.conv.weight.shape[0] == 32
     torch.manual_seed(0)
     x = torch.rand(1, 3, 9, 32, 32) * 2 - 1
@@ -363,8 +361,7 @@ def test_a_decoder_only_run_can_widen_its_start(clips, tmp_path):
                                 train_encoder=False, disc_weight=0.0))
     grown = load_vae(decoder / "vae").eval()  # from its folder's config.json
     assert grown.config.block_out_channels == (8, 8, 8, 8) and grown.config.decoder_block_out_channels == (16,) * 4
-    for name, value in before.encoder.state_dict().items():  # the encoder is the start's, weight for weight
-        assert torch.equal(grown.encoder.state_dict()[name], value)
+    _assert_same(grown.encoder.state_dict(), before.encoder.state_dict())  # the start's encoder, weight for weight
     with pytest.raises(ValueError, match="grow_part must be"):
         _config(clips, tmp_path / "x", init_from=str(base / "vae"), grow_width=[16, 16, 16, 16], grow_part="mid")
     encoder = train_vae(_config(clips, tmp_path / "encoder", stages=[VAEStage(steps=2, size=16, frames=5)],
@@ -372,6 +369,5 @@ def test_a_decoder_only_run_can_widen_its_start(clips, tmp_path):
                                 train_decoder=False, disc_weight=0.0))
     wide_encoder = load_vae(encoder / "vae").eval()
     assert wide_encoder.config.block_out_channels == (16,) * 4 and wide_encoder.config.decoder_widths == (8,) * 4
-    for name, value in before.decoder.state_dict().items():  # the decoder is the start's, weight for weight
-        assert torch.equal(wide_encoder.decoder.state_dict()[name], value)
+    _assert_same(wide_encoder.decoder.state_dict(), before.decoder.state_dict())  # the start's decoder, bit for bit
     assert not torch.equal(wide_encoder.encoder.conv_in.conv.weight[:8], before.encoder.conv_in.conv.weight)

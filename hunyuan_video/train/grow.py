@@ -179,6 +179,9 @@ def _one_factor(block_out_channels: Sequence[int], old_widths: Sequence[int], ol
     return widths, int(old_groups * factor)
 
 
+VAE_GROW_PARTS = ("both", "encoder", "decoder")  # what `grow_vae_width` widens
+
+
 def grow_vae_width(vae: CausalVAE, block_out_channels: Sequence[int], seed: int = 0, part: str = "both"
                    ) -> CausalVAE:
     """A wider copy of `vae` with `block_out_channels` (every block widened by the same factor) that computes the
@@ -191,8 +194,8 @@ def grow_vae_width(vae: CausalVAE, block_out_channels: Sequence[int], seed: int 
     single-head attention the new query channels start at zero and the old ones are scaled by sqrt(new / old),
     which undoes the wider head's 1 / sqrt(channels). The latent channels do not change, nor does the latent space.
     """
-    if part not in ("both", "encoder", "decoder"):
-        raise ValueError(f"part must be 'both', 'encoder' or 'decoder', got {part!r}")
+    if part not in VAE_GROW_PARTS:
+        raise ValueError(f"part must be one of {VAE_GROW_PARTS}, got {part!r}")
     old = vae.config
     if old.decoder_block_out_channels is not None and part == "both":
         raise ValueError("this VAE's decoder has widths of its own (decoder_block_out_channels): widen one side at "

@@ -39,7 +39,7 @@ from hunyuan_video.train.common import (
     schedule_lambda,
     seed_everything,
 )
-from hunyuan_video.train.grow import grow_vae_width
+from hunyuan_video.train.grow import VAE_GROW_PARTS, grow_vae_width
 from hunyuan_video.train.losses import PatchDiscriminator3D, adaptive_weight, hinge_d_loss, load_lpips, psnr, ssim
 
 
@@ -131,8 +131,8 @@ class VAETrainConfig:
             if not isinstance(self.grow_width, (list, tuple)) or not all(isinstance(c, int) for c in self.grow_width):
                 raise ValueError(f"grow_width must be a list of block_out_channels, got {self.grow_width!r}")
             self.grow_width = list(self.grow_width)
-        if self.grow_part not in ("both", "encoder", "decoder"):
-            raise ValueError(f"grow_part must be 'both', 'encoder' or 'decoder', got {self.grow_part!r}")
+        if self.grow_part not in VAE_GROW_PARTS:
+            raise ValueError(f"grow_part must be one of {VAE_GROW_PARTS}, got {self.grow_part!r}")
         if self.grow_part != "both" and not self.grow_width:
             raise ValueError(f"grow_part {self.grow_part!r} widens that side to grow_width; give grow_width")
         if self.lpips_weight > 0 and not (self.lpips_vgg_path and self.lpips_lin_path):
