@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +13,7 @@ from hunyuan_video.train.losses import (
     hinge_d_loss,
     load_lpips,
     psnr,
+    reconstruction_loss,
     ssim,
 )
 
@@ -105,3 +108,21 @@ def test_psnr_and_ssim():
     assert (noisy < 0.9).all() and (ssim(x, y) > noisy).all()
     with pytest.raises(ValueError, match="equal shapes"):
         ssim(x, x[:, :, :1])
+
+
+def test_reconstruction_losses():
+    x = torch.rand(2, 3, 5, 8, 8) * 2 - 1
+    y = (x + torch.randn_like(x) * torch.tensor([0.01, 0.3]).view(2, 1, 1, 1, 1)).requires_grad_()
+    error = y - x
+    torch.testing.assert_close(reconstruction_loss(error, "l1"), error.abs().mean())
+    torch.testing.assert_close(reconstruction_loss(error, "mse"), error.pow(2).mean())
+    # log_mse is minus the mean PSNR in natural-log units, up to a constant: log(MSE) = log(4) - PSNR ln(10) / 10
+    log_mse = reconstruction_loss(error, "log_mse")
+    torch.testing.assert_close(log_mse, math.log(4) - psnr(y, x).mean() * math.log(10) / 10)
+    # so each clip's gradient is the plain MSE's divided by that clip's MSE: the clean one (900x less) is not drowned
+    (grad,) = torch.autograd.grad(log_mse, y, retain_graph=True)
+    (mse_grad,) = torch.autograd.grad(reconstruction_loss(error, "mse"), y)
+    clip_mse = error.detach().pow(2).flatten(1).mean(1).view(2, 1, 1, 1, 1)
+    torch.testing.assert_close(grad, mse_grad / clip_mse)
+    with pytest.raises(ValueError, match="rec_loss 'l2'"):
+        reconstruction_loss(error, "l2")

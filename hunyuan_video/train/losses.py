@@ -149,6 +149,22 @@ def adaptive_weight(rec_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: to
     return (rec_grad.norm() / (g_grad.norm() + 1e-4)).clamp(0.0, max_weight).detach()
 
 
+REC_LOSSES = ("l1", "mse", "log_mse")
+
+
+def reconstruction_loss(error: torch.Tensor, kind: str) -> torch.Tensor:
+    """The reconstruction term of a (B, ...) error (output - target): "l1", "mse", or "log_mse", the mean over samples
+    of log(MSE), which is minus their mean PSNR times ln 10 / 10, so a clip's gradient is its squared error's divided by
+    its MSE."""
+    if kind == "l1":
+        return error.abs().mean()
+    if kind == "mse":
+        return error.pow(2).mean()
+    if kind == "log_mse":
+        return error.pow(2).flatten(1).mean(1).clamp_min(1e-12).log().mean()
+    raise ValueError(f"rec_loss {kind!r} is not one of {REC_LOSSES}")
+
+
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Peak signal-to-noise ratio in dB per sample, for tensors in [-1, 1] shaped (B, ...)."""
     mse = ((x.float() - y.float()) / 2).pow(2).flatten(1).mean(1)

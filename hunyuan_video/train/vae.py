@@ -40,7 +40,16 @@ from hunyuan_video.train.common import (
     seed_everything,
 )
 from hunyuan_video.train.grow import VAE_GROW_PARTS, grow_vae_width
-from hunyuan_video.train.losses import PatchDiscriminator3D, adaptive_weight, hinge_d_loss, load_lpips, psnr, ssim
+from hunyuan_video.train.losses import (
+    REC_LOSSES,
+    PatchDiscriminator3D,
+    adaptive_weight,
+    hinge_d_loss,
+    load_lpips,
+    psnr,
+    reconstruction_loss,
+    ssim,
+)
 
 
 @dataclass
@@ -82,7 +91,9 @@ class VAETrainConfig:
     video_per_image: int = 4  # video:image batches 4:1, as in the paper
     max_frame_stride: int = 8
     # loss
-    rec_loss: str = "l1"  # the paper's L1, or "mse" (converges faster to a high PSNR with Adam at a fixed lr)
+    # the paper's "l1"; "mse" (converges faster to a high PSNR with Adam at a fixed lr); or "log_mse", the mean over
+    # samples of log(MSE): minus their mean PSNR (up to 10 / ln 10), so each clip counts by its dB, not its error
+    rec_loss: str = "l1"
     kl_weight: float = 1e-6
     lpips_weight: float = 0.1
     lpips_vgg_path: str = ""  # torchvision vgg16-397923af.pth
@@ -153,8 +164,8 @@ class VAETrainConfig:
         if self.encoder_lr is not None and not (self.train_encoder and self.encoder_lr > 0):
             raise ValueError(f"encoder_lr {self.encoder_lr} is for a training encoder (train_encoder true) and "
                              "must be > 0")
-        if self.rec_loss not in ("l1", "mse"):
-            raise ValueError(f"rec_loss {self.rec_loss!r} is not one of ('l1', 'mse')")
+        if self.rec_loss not in REC_LOSSES:
+            raise ValueError(f"rec_loss {self.rec_loss!r} is not one of {REC_LOSSES}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule {self.lr_schedule!r} is not one of {LR_SCHEDULES}")
         if self.video_per_image < 1 or self.max_frame_stride < 1:
@@ -457,7 +468,7 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
             posterior = vae.encode(x, tiling=tiling)
             y = vae.decode(posterior.sample(), tiling=tiling)
             error = y.float() - x
-            rec = error.abs().mean() if cfg.rec_loss == "l1" else error.pow(2).mean()
+            rec = reconstruction_loss(error, cfg.rec_loss)
             if lpips is not None:
                 frames = lambda v: v.transpose(1, 2).flatten(0, 1)  # (B, C, T, H, W) -> (B*T, C, H, W)
                 rec = rec + cfg.lpips_weight * lpips(frames(y.float()), frames(x)).mean()
