@@ -99,6 +99,11 @@ cp runs/vae_tiny_enc/vae/config.json runs/vae_tiny_enc/vae/model.safetensors "$M
 # alone): 31.75 -> 31.83 dB held-out; again the decoder and every video the transformer makes stay bit for bit.
 hunyuan-video train-vae configs/vae_tiny_enc2.json
 cp runs/vae_tiny_enc2/vae/config.json runs/vae_tiny_enc2/vae/model.safetensors "$MODEL/vae/"
+# The encoder widened 2x and trained alone (session 19, configs/vae_tiny_encw2.json: "grow_part": "encoder", the same
+# latents at step 0, lr 5e-5, init_from $MODEL/vae; ~60 min with two threads alone): 31.83 -> 31.87 dB held-out; the
+# decoder and every video the transformer makes stay bit for bit.
+hunyuan-video train-vae configs/vae_tiny_encw2.json
+cp runs/vae_tiny_encw2/vae/config.json runs/vae_tiny_encw2/vae/model.safetensors "$MODEL/vae/"
 # Measured beside it and not kept (BENCHMARKS.md): 3000 more clips, all with two objects, drawn twice as often.
 # hunyuan-video data synth data_cache/tiny_dit_two --clips 3000 --first 20000 --seed 0 --size 64 --frames 17 \
 #     --two-object-prob 1
