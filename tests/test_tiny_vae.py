@@ -3,10 +3,12 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 import hunyuan_video
 from hunyuan_video.checkpoint import load_vae
-from hunyuan_video.data.synth import SynthConfig, generate
+from hunyuan_video.data.dataset import frames_to_tensor
+from hunyuan_video.data.synth import SynthConfig, generate, render_clip, sample_clip
 from hunyuan_video.train.losses import psnr, ssim
 from hunyuan_video.train.vae import load_val_clips, reconstruct
 
@@ -49,3 +51,13 @@ def test_tiny_vae_reconstructs_fresh_clips_above_30_db(vae_and_clips):
         rec = reconstruct(vae, clips, tiling)
         assert psnr(rec, clips).mean() > 30, f"tiling={tiling}"
         assert ssim(rec, clips).mean() > 0.9, f"tiling={tiling}"
+
+
+def test_tiny_vae_on_raw_renders_loses_only_the_codec_gap(vae_and_clips):
+    """The same 4 clips as raw renders (sharp colour edges, unlike any clip it trains on): 29.9 dB against 31.4."""
+    vae, clips = vae_and_clips
+    cfg = SynthConfig(height=64, width=64, frames=17)
+    raw = torch.stack([frames_to_tensor(render_clip(sample_clip(i, 1234, "test", cfg), cfg)) for i in range(4)])
+    assert psnr(raw, clips).mean() > 33  # the codec's own loss on them
+    on_raw, on_mp4 = (psnr(reconstruct(vae, x, False), x).mean() for x in (raw, clips))
+    assert on_raw > 29 and on_mp4 - 2 < on_raw < on_mp4
