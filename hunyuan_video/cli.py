@@ -189,7 +189,7 @@ def _run_train_vae(args: argparse.Namespace) -> int:
         if args.out_dir:
             cfg.out_dir = args.out_dir
         out = train_vae(cfg, resume=args.resume, max_steps=args.max_steps)
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # a config, data or weights file that is missing or wrong
         raise SystemExit(f"hunyuan-video train-vae: {e}") from None
     written = ", ".join(name for name in ("log.jsonl", "loss.png", "checkpoint.pt") if (out / name).exists())
     print(f"done: {out} ({written}; the EMA weights of the last step in {out / 'vae'})")
@@ -262,7 +262,7 @@ def _run_cache(args: argparse.Namespace) -> int:
 
     try:
         out = build_cache(load_config(DiTTrainConfig, args.config))
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # a config, data or weights file that is missing or wrong
         raise SystemExit(f"hunyuan-video cache: {e}") from None
     print(f"wrote the latent cache to {', '.join(map(str, out))}")
     return 0
@@ -287,7 +287,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     try:
         out = train(load_config(DiTTrainConfig, args.config), resume=args.resume, max_steps=args.max_steps)
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # a config, data or weights file that is missing or wrong
         raise SystemExit(f"hunyuan-video train: {e}") from None
     print(f"training output in {out}")
     return 0

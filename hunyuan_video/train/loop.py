@@ -74,7 +74,9 @@ class Periodic:
 
 
 def last_step(total_steps: int, max_steps: int | None) -> int:
-    """Where a run stops: the end of its schedule, or `max_steps` when that is sooner."""
+    """Where a run stops: the end of its schedule, or `max_steps` (>= 1) when that is sooner."""
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     return min(total_steps, max_steps or total_steps)
 
 
@@ -104,6 +106,7 @@ def run_loop(
     """
     out = Path(out_dir)
     checkpoint = out / "checkpoint.pt"
+    end = last_step(total_steps, max_steps)
     done = 0
     if resume:
         done = load_training_state(checkpoint, **parts)
@@ -114,7 +117,6 @@ def run_loop(
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
     logger = JsonlLogger(out / "log.jsonl") if main else None
-    end = last_step(total_steps, max_steps)
     bar = tqdm(total=end, initial=done, desc=desc, dynamic_ncols=True, disable=not (progress and main))
     while done < end:
         scalars = step(done)
