@@ -1,10 +1,10 @@
-"""Throughput of the data side: writing synthetic clips, loading training batches, scoring videos.
+"""Throughput of the data side: writing synthetic clips, drawing VAE training batches, scoring videos.
 
 The official repository ships no data pipeline, so there is no reference to run side by side; the numbers say
 whether data keeps up with training on the machine at hand (a training step of the tiny VAE takes far longer).
 
     python bench/data.py                      # 64 clips of 17x64x64 in a temporary folder
-    python bench/data.py --clips 256 --workers 2
+    python bench/data.py --clips 256 --batch-size 4
 
 Prints markdown rows for BENCHMARKS.md.
 """
@@ -19,10 +19,9 @@ from pathlib import Path
 
 import torch
 
-from hunyuan_video.data.buckets import parse_buckets
-from hunyuan_video.data.dataset import BucketBatchSampler, VideoDataset, make_loader
 from hunyuan_video.data.synth import SynthConfig, generate
 from hunyuan_video.eval import evaluate_folder
+from hunyuan_video.train.vae import ClipSampler, VAEStage
 
 
 def main() -> None:
@@ -30,8 +29,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--batches", type=int, default=40, help="batches to time (after 2 warm-up ones)")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
-    parser.add_argument("--buckets", default="17x64x64,1x64x64")
+    parser.add_argument("--frames", type=int, default=17, help="frames of a video sample")
+    parser.add_argument("--size", type=int, default=64, help="crop size")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -41,13 +40,13 @@ def main() -> None:
         generate(root, args.clips, seed=0, config=cfg, progress=False)
         synth_s = time.perf_counter() - t0
 
-        dataset = VideoDataset(root, parse_buckets(args.buckets))
-        sampler = BucketBatchSampler(dataset, args.batch_size, seed=0)
-        loader = iter(make_loader(dataset, sampler, num_workers=args.workers))
+        sampler = ClipSampler(root, max_stride=8, seed=0)
+        stage = VAEStage(steps=1, size=args.size, frames=args.frames, batch_size=args.batch_size,
+                         image_batch_size=args.batch_size)
         for _ in range(2):
-            next(loader)
+            sampler.batch(stage, video_per_image=4)
         t0 = time.perf_counter()
-        samples = sum(len(next(loader)["caption"]) for _ in range(args.batches))
+        samples = sum(len(sampler.batch(stage, video_per_image=4)) for _ in range(args.batches))
         load_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -60,8 +59,8 @@ def main() -> None:
     print("| --- | --- | --- |")
     size = f"{cfg.frames}x{cfg.height}x{cfg.width}"
     print(f"| `data synth` (draw + H.264) | {size} | {args.clips / synth_s:.0f} clips/s |")
-    print(f"| loader (decode, resize, crop) | B={args.batch_size}, {args.buckets}, 4:1, "
-          f"{args.workers} workers | {samples / load_s:.0f} samples/s |")
+    print(f"| VAE batches (decode, stride, rescale, crop) | B={args.batch_size}, {args.frames}x{args.size}x"
+          f"{args.size}, 4:1 | {samples / load_s:.0f} samples/s |")
     print(f"| `data eval` (decode + score) | {size} | {report['n'] / eval_s:.0f} "
           f"clips/s (colour {report['colour_accuracy']:.0%}, motion {report['motion_accuracy']:.0%}) |")
 

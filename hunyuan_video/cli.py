@@ -181,15 +181,16 @@ def _add_train_vae(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train_vae(args: argparse.Namespace) -> int:
-    from hunyuan_video.train.vae import load_train_config, train_vae
+    from hunyuan_video.train.common import load_config
+    from hunyuan_video.train.vae import VAETrainConfig, train_vae
 
     try:
-        cfg = load_train_config(args.config)
+        cfg = load_config(VAETrainConfig, args.config)
         if args.out_dir:
             cfg.out_dir = args.out_dir
         out = train_vae(cfg, resume=args.resume, max_steps=args.max_steps)
-    except ValueError as e:
-        raise SystemExit(f"hunyuan-video train-vae: {e}") from e
+    except (ValueError, OSError) as e:  # a config, data or weights file that is missing or wrong
+        raise SystemExit(f"hunyuan-video train-vae: {e}") from None
     written = ", ".join(name for name in ("log.jsonl", "loss.png", "checkpoint.pt") if (out / name).exists())
     print(f"done: {out} ({written}; the EMA weights of the last step in {out / 'vae'})")
     return 0
@@ -256,12 +257,13 @@ def _add_cache(sub: argparse._SubParsersAction) -> None:
 
 def _run_cache(args: argparse.Namespace) -> int:
     from hunyuan_video.train.cache import build_cache
-    from hunyuan_video.train.dit import load_train_config
+    from hunyuan_video.train.common import load_config
+    from hunyuan_video.train.dit import DiTTrainConfig
 
     try:
-        out = build_cache(load_train_config(args.config))
-    except ValueError as e:
-        raise SystemExit(f"hunyuan-video cache: {e}") from e
+        out = build_cache(load_config(DiTTrainConfig, args.config))
+    except (ValueError, OSError) as e:  # a config, data or weights file that is missing or wrong
+        raise SystemExit(f"hunyuan-video cache: {e}") from None
     print(f"wrote the latent cache to {', '.join(map(str, out))}")
     return 0
 
@@ -280,12 +282,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from hunyuan_video.train.dit import load_train_config, train
+    from hunyuan_video.train.common import load_config
+    from hunyuan_video.train.dit import DiTTrainConfig, train
 
     try:
-        out = train(load_train_config(args.config), resume=args.resume, max_steps=args.max_steps)
-    except ValueError as e:
-        raise SystemExit(f"hunyuan-video train: {e}") from e
+        out = train(load_config(DiTTrainConfig, args.config), resume=args.resume, max_steps=args.max_steps)
+    except (ValueError, OSError) as e:  # a config, data or weights file that is missing or wrong
+        raise SystemExit(f"hunyuan-video train: {e}") from None
     print(f"training output in {out}")
     return 0
 

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from hunyuan_video.train import dit, vae
+from hunyuan_video.train.common import load_config
+from hunyuan_video.train.dit import DiTTrainConfig
+from hunyuan_video.train.vae import VAETrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.json"))
@@ -13,7 +15,7 @@ DOCS = "".join((ROOT / name).read_text() for name in ("scripts/make_tiny_model.s
 
 def load(path: Path):
     """Load a config with the loader its kind's CLI command uses (vae_* -> train-vae, the rest -> train)."""
-    return (vae if path.name.startswith("vae") else dit).load_train_config(path)
+    return load_config(VAETrainConfig if path.name.startswith("vae") else DiTTrainConfig, path)
 
 
 def test_configs_exist():

@@ -1,4 +1,4 @@
-"""Datasets: manifest and .txt captions, bad files (skipped, counted, reported), buckets, stride, resume."""
+"""Datasets: manifest and .txt captions, bad files (skipped, counted, reported), buckets, frames read."""
 
 import json
 import shutil
@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from hunyuan_video.data import Bucket, DataWarning, SkipReport, assign_bucket, parse_buckets, read_dataset
-from hunyuan_video.data.dataset import BucketBatchSampler, Request, VideoDataset, make_loader, resize_crop
+from hunyuan_video.data.dataset import VideoDataset, resize_crop
 from hunyuan_video.video_io import write_video
 
 
@@ -126,57 +126,17 @@ def test_too_short_clips_are_skipped_and_images_fill_image_buckets(tmp_path, cli
         "9x32x32": ["long.mp4"], "1x16x16": ["still.png"]}
 
 
-def test_stride_start_and_frames_read(tmp_path, clips):
-    _folder(tmp_path, clips, ["long.mp4", "nine.mp4"])
-    _write_manifest(tmp_path, [{"file": n, "caption": n} for n in ("long.mp4", "nine.mp4")])
-    ds = VideoDataset(tmp_path, parse_buckets("5x16x16"))
-    sampler = BucketBatchSampler(ds, batch_size=2, video_image_ratio=(1, 0), max_stride=8, seed=0)
-    strides = {"long.mp4": set(), "nine.mp4": set()}
-    for step in range(150):
-        for r in sampler.batch(step):
-            n = ds.samples[r.index].frames
-            assert 0 <= r.start and r.start + 4 * r.stride <= n - 1
-            strides[ds.samples[r.index].file.name].add(r.stride)
-    assert strides == {"long.mp4": set(range(1, 9)), "nine.mp4": {1, 2}}
-    r = next(r for s in range(50) for r in sampler.batch(s) if ds.samples[r.index].frames == 40 and r.stride > 2)
-    item = ds[r]
-    assert item["video"].shape == (3, 5, 16, 16) and item["caption"] == "long.mp4"
-    np.testing.assert_allclose(_grey_level(item["video"]), r.start + r.stride * np.arange(5), atol=0.5)
+def test_load_reads_the_frames_asked_for(tmp_path, clips):
+    _folder(tmp_path, clips, ["long.mp4", "still.png"])
+    _write_manifest(tmp_path, [{"file": n, "caption": n} for n in ("long.mp4", "still.png")])
+    ds = VideoDataset(tmp_path, parse_buckets("5x16x16,1x16x16"))
+    video = ds.load(0, Bucket(5, 16, 16), start=3, stride=7)
+    assert video.shape == (3, 5, 16, 16)
+    np.testing.assert_allclose(_grey_level(video), 3 + 7 * np.arange(5), atol=0.5)
+    assert ds.load(1, Bucket(1, 16, 16)).shape == (3, 1, 16, 16)
 
 
-def test_batches_mix_buckets_at_the_ratio_and_resume_exactly(tmp_path, clips):
-    names = ["long.mp4", "nine.mp4", "wide.mp4"]
-    _folder(tmp_path, clips, names)
-    _write_manifest(tmp_path, [{"file": n, "caption": n} for n in names])
-    ds = VideoDataset(tmp_path, parse_buckets("9x16x16,9x16x32,1x16x16"))
-    assert len(ds.groups[Bucket(9, 16, 32)]) == 1 and len(ds.groups[Bucket(1, 16, 16)]) == 3
-    sampler = BucketBatchSampler(ds, batch_size=2, image_batch_size=3, video_image_ratio=(4, 1), seed=5)
-    batches = [sampler.batch(s) for s in range(20)]
-    kinds = ["image" if b[0].bucket.frames == 1 else "video" for b in batches]
-    assert kinds == (["video"] * 4 + ["image"]) * 4
-    assert all(len({r.bucket for r in b}) == 1 for b in batches)
-    assert {len(b) for b in batches if b[0].bucket.frames == 1} == {3}
-    # one epoch of video batches shows every video: 9x16x16 holds 2 (one batch), 9x16x32 one (topped up to 2)
-    assert sampler.batches_per_epoch("video") == 2
-    assert {r.index for b in batches[:2] for r in b} == {0, 1, 2}
-    # pure in (seed, step): a fresh sampler resumed at step 7 continues identically; another seed differs
-    loader = iter(make_loader(ds, sampler))
-    first = [next(loader) for _ in range(9)]
-    resumed = BucketBatchSampler(ds, batch_size=2, image_batch_size=3, video_image_ratio=(4, 1), seed=5)
-    resumed.load_state_dict({"seed": 5, "step": 7, "samples": 3})
-    again = iter(make_loader(ds, resumed))
-    for want in first[7:]:
-        got = next(again)
-        assert got["file"] == want["file"] and torch.equal(got["video"], want["video"])
-    other = BucketBatchSampler(ds, batch_size=2, image_batch_size=3, seed=6)
-    assert [other.batch(s) for s in range(20)] != batches
-    with pytest.raises(ValueError, match="same data and seed"):
-        other.load_state_dict(sampler.state_dict())
-    with pytest.raises(ValueError, match="no sample fits a image bucket"):
-        BucketBatchSampler(VideoDataset(tmp_path, parse_buckets("9x16x16")), batch_size=2)
-
-
-def test_file_broken_at_load_time_is_replaced_and_reported(tmp_path, clips):
+def test_verify_reads_every_header_and_skips_what_cannot_fill_a_bucket(tmp_path, clips):
     _folder(tmp_path, clips, ["long.mp4", "cut.mp4", "nine.mp4", "broken.mp4"])
     rows = [{"file": "cut.mp4", "caption": "truncated"},  # its header is fine: only decoding finds it short
             {"file": "nine.mp4", "caption": "lies about its length", "frames": 40, "height": 32, "width": 32},
@@ -185,29 +145,12 @@ def test_file_broken_at_load_time_is_replaced_and_reported(tmp_path, clips):
     _write_manifest(tmp_path, rows)
     ds = VideoDataset(tmp_path, parse_buckets("33x16x16"))  # the manifest is trusted: nothing skipped yet
     assert len(ds.groups[Bucket(33, 16, 16)]) == 4 and len(ds.report) == 0
-    sampler = BucketBatchSampler(ds, batch_size=4, video_image_ratio=(1, 0), seed=0)
-    loader = make_loader(ds, sampler, num_workers=1)  # through a worker process
-    for _, batch in zip(range(3), loader):
-        assert batch["video"].shape == (4, 3, 33, 16, 16) and set(batch["file"]) == {str(tmp_path / "long.mp4")}
-        with pytest.warns(DataWarning) if batch["skipped"] else _no_warning():
-            ds.report.add_all(batch["skipped"])
-    reasons = {f.split("/")[-1]: r for f, r in ds.report.skipped}
-    assert reasons.keys() == {"cut.mp4", "nine.mp4", "broken.mp4"}
-    assert "past the end" in reasons["cut.mp4"] and "past the end" in reasons["nine.mp4"]
-    assert "not a readable video" in reasons["broken.mp4"]
+    with pytest.raises(ValueError):
+        ds.load(2, Bucket(33, 16, 16))  # broken.mp4
     with pytest.warns(DataWarning):  # verify=True reads every header: two of the three are caught before training
         verified = VideoDataset(tmp_path, parse_buckets("33x16x16"), verify=True)
     assert [verified.samples[i].file.name for i in verified.groups[Bucket(33, 16, 16)]] == ["cut.mp4", "long.mp4"]
     assert sorted(r.split(":")[0] for _, r in verified.report.skipped) == ["too short", "unreadable"]
-    _write_manifest(tmp_path, rows[:3])  # nothing readable left: then, and only then, loading fails
-    with pytest.raises(RuntimeError, match="no readable sample left in bucket 33x16x16"):
-        VideoDataset(tmp_path, parse_buckets("33x16x16"))[Request(0, Bucket(33, 16, 16), 0, 1)]
-
-
-def _no_warning():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def test_report_counts_each_file_once():

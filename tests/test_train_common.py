@@ -1,5 +1,7 @@
 import json
 import random
+from dataclasses import dataclass
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -11,13 +13,19 @@ from hunyuan_video.train.common import (
     JsonlLogger,
     autocast_context,
     load_checkpoint,
+    load_config,
     plot_losses,
     read_jsonl,
+    resolve_device,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    stage_at,
     warmup_lambda,
 )
+from hunyuan_video.train.distributed import check_divisible, shard_rows
+from hunyuan_video.train.dit import Stage
+from hunyuan_video.train.vae import VAEStage
 
 
 def test_ema_follows_the_exponential_average_and_copies_back():
@@ -104,3 +112,70 @@ def test_warmup_lambda_and_autocast():
     with autocast_context("cpu"):
         y = nn.Linear(2, 2)(torch.randn(1, 2))
     assert y.dtype == torch.float32
+
+
+@dataclass
+class _Config:
+    name: str
+    betas: tuple[float, float] = (0.9, 0.999)
+    steps: int = 1
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError("steps must be >= 1")
+
+
+def test_load_config_refuses_what_it_cannot_read(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"name": "a", "betas": [0.5, 0.9]}))
+    assert load_config(_Config, path) == _Config("a", (0.5, 0.9))  # lists become tuples where the field is one
+    cases = [({"name": "a", "lr": 1}, r"c.json: unknown config keys \['lr'\]; known keys are \['betas', 'name', "
+                                       r"'steps'\]"),
+             ({"steps": 2}, r"c.json: missing keys \['name'\]"),
+             ({"name": "a", "steps": 0}, r"c.json: steps must be >= 1"),
+             ({"name": "a", "steps": "2"}, r"c.json: .*not supported"),  # a wrong type fails in the checks
+             ([1, 2], r"c.json: expected a JSON object of _Config fields, got list")]
+    for data, message in cases:
+        path.write_text(json.dumps(data))
+        with pytest.raises(ValueError, match=message):
+            load_config(_Config, path)
+    path.write_text("{")
+    with pytest.raises(ValueError, match="c.json is not valid JSON"):
+        load_config(_Config, path)
+    with pytest.raises(ValueError, match="config .*nothing.json does not exist"):
+        load_config(_Config, tmp_path / "nothing.json")
+
+
+def test_stage_at_is_one_rule_for_both_trainers():
+    dit = [Stage("a", 2, 1, [(1, 8, 8)]), Stage("b", 1, 1, [(1, 8, 8)])]
+    vae = [VAEStage(steps=2, size=8, frames=1), VAEStage(steps=1, size=16, frames=1)]
+    for stages in (dit, vae):
+        assert [stage_at(stages, s) for s in range(3)] == [stages[0], stages[0], stages[1]]
+        for past in (3, 10):
+            with pytest.raises(ValueError, match=f"step {past} is past the end of the schedule \\(0 .. 2\\)"):
+                stage_at(stages, past)
+
+
+def test_resolve_device():
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="'gpu' is not a torch device"):
+        resolve_device("gpu")
+    with mock.patch("torch.cuda.is_available", return_value=False):
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(ValueError, match="'cuda:1' but torch sees no CUDA GPU"):
+            resolve_device("cuda:1")
+    with mock.patch("torch.cuda.is_available", return_value=True):
+        assert resolve_device("auto") == torch.device("cuda")
+
+
+def test_ranks_split_batches_evenly():
+    batch = {"x": torch.arange(6), "name": "kept"}
+    assert shard_rows(batch) is batch  # without a process group: the whole batch
+    with mock.patch("hunyuan_video.train.distributed.rank_and_world", return_value=(1, 3)):
+        part = shard_rows(batch)
+        assert part["x"].tolist() == [1, 4] and part["name"] == "kept"
+        assert shard_rows(torch.arange(6)).tolist() == [1, 4]
+        check_divisible(6, "batch_size")
+        with pytest.raises(ValueError, match="batch_size 4 does not split over 3 ranks"):
+            check_divisible(4, "batch_size")

@@ -9,7 +9,8 @@ FxHxW/00000.safetensors   per bucket, in shards: latent mean and std (n, C, t, h
 Training draws `x0 = mean + std * eps` (a sample of the VAE's posterior) and looks the text up by clip index, so
 a clip cached in several buckets (as a video and as an image) keeps one copy of its text states.
 A cache whose fingerprint differs from what the training config points at is refused with the reason. Each of a
-config's `extra_data` is cached in its own folder; training reads them all as one (`read_sources`).
+config's `extra_data` is cached in its own folder; training reads them all as one (`read_sources`). What the cache
+reads of a training config is a `CacheSpec`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -29,11 +30,27 @@ from hunyuan_video.data.buckets import Bucket
 from hunyuan_video.data.dataset import VideoDataset
 from hunyuan_video.data.manifest import read_dataset
 from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder
-
-if TYPE_CHECKING:
-    from hunyuan_video.train.dit import DiTTrainConfig
+from hunyuan_video.train.common import resolve_device
 
 CACHE_FORMAT = 2
+
+
+class CacheSpec(Protocol):
+    """What building and reading a cache needs of a training config (`train.dit.DiTTrainConfig` is one)."""
+
+    @property
+    def sources(self) -> list[tuple[str, str, float]]:
+        """(dataset folder, cache folder, repeats) of each dataset."""
+
+    @property
+    def buckets(self) -> list[tuple[int, int, int]]:
+        """Every bucket the cache must hold."""
+
+    vae: str  # the VAE checkpoint or folder whose encoder makes the latents
+    text_encoder: str  # the LLM folder
+    text_encoder_2: str  # the CLIP folder
+    text_max_length: int  # LLM tokens after the template
+    device: str  # where to encode ("auto": CUDA when present)
 
 
 def bucket_name(bucket: tuple[int, int, int]) -> str:
@@ -214,7 +231,7 @@ def merge_caches(caches: list[LatentCache], repeats: list[float]) -> LatentCache
     return LatentCache(buckets=buckets, text=text, meta=meta, weights=weights)
 
 
-def read_sources(config: DiTTrainConfig) -> LatentCache:
+def read_sources(config: CacheSpec) -> LatentCache:
     """The caches of `config.data` and of every `config.extra_data`, each checked against its own fingerprint,
     merged into one (see `merge_caches`)."""
     caches = [read_cache(cache_dir, fingerprint, config.buckets)
@@ -236,7 +253,7 @@ def vae_encoder_hash(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _encoders_fingerprint(config: DiTTrainConfig) -> dict[str, Any]:
+def _encoders_fingerprint(config: CacheSpec) -> dict[str, Any]:
     """The part of a cache's fingerprint that every dataset of `config` shares: VAE encoder, text encoders, length."""
     return {
         "vae": vae_encoder_hash(config.vae),
@@ -253,13 +270,13 @@ def _dataset_hash(data: str) -> str:
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
-def cache_fingerprint(config: DiTTrainConfig, data: str | None = None) -> dict[str, Any]:
+def cache_fingerprint(config: CacheSpec, data: str | None = None) -> dict[str, Any]:
     """What a cache's contents depend on: the VAE's encoder, both text encoders, the samples of the dataset `data`
     (default `config.data`), the text length."""
     return {**_encoders_fingerprint(config), "data": _dataset_hash(data or config.data)}
 
 
-def source_fingerprints(config: DiTTrainConfig) -> list[dict[str, Any]]:
+def source_fingerprints(config: CacheSpec) -> list[dict[str, Any]]:
     """`cache_fingerprint` of each of `config.sources`, hashing the VAE and text encoders once."""
     encoders = _encoders_fingerprint(config)
     return [{**encoders, "data": _dataset_hash(data)} for data, _, _ in config.sources]
@@ -283,7 +300,7 @@ def encode_captions(
     )
 
 
-def build_cache(config: DiTTrainConfig, batch_size: int = 8, progress: bool = True) -> list[Path]:
+def build_cache(config: CacheSpec, batch_size: int = 8, progress: bool = True) -> list[Path]:
     """Cache `config.data` in `config.cache_dir` and each of `config.extra_data` in its own `cache_dir` (see
     `build_source_cache`); returns the cache folders."""
     return [build_source_cache(config, data, cache_dir, fingerprint, batch_size, progress)
@@ -291,7 +308,7 @@ def build_cache(config: DiTTrainConfig, batch_size: int = 8, progress: bool = Tr
 
 
 @torch.no_grad()
-def build_source_cache(config: DiTTrainConfig, data: str, cache_dir: str, fingerprint: dict[str, Any],
+def build_source_cache(config: CacheSpec, data: str, cache_dir: str, fingerprint: dict[str, Any],
                        batch_size: int = 8, progress: bool = True) -> Path:
     """Encode every clip of the dataset `data` into its buckets of the curriculum, and every caption, once, into
     `cache_dir`, with the config's VAE and text encoders (`fingerprint`: the `cache_fingerprint` of `data`). A cache
@@ -308,7 +325,7 @@ def build_source_cache(config: DiTTrainConfig, data: str, cache_dir: str, finger
         print(f"{cache_dir}: up to date")
         return Path(cache_dir)
     dataset = VideoDataset(data, [Bucket(*b) for b in config.buckets])
-    device = torch.device(config.device)
+    device = resolve_device(config.device)
     llm = LLMTextEncoder.from_pretrained(config.text_encoder, device=device, max_length=config.text_max_length)
     clip = CLIPTextEncoder.from_pretrained(config.text_encoder_2, device=device)
     text = encode_captions([s.caption for s in dataset.samples], llm, clip, progress=progress)

@@ -1,20 +1,91 @@
-"""Pieces every trainer shares: EMA weights, RNG state, atomic checkpoints, a JSONL log and its plot, LR warm-up."""
+"""Pieces every trainer shares: its config file, stages and device; EMA weights, RNG state, atomic checkpoints, a
+JSONL log and its plot, LR warm-up."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
+
+from hunyuan_video.config import config_from_dict
+
+T = TypeVar("T")
+
+
+def config_from_fields(cls: type[T], data: Any, where: str, unknown_what: str = "keys") -> T:
+    """Build the dataclass `cls` from a JSON object, refusing unknown keys (a typo must not silently change a run)
+    and missing required ones; lists become tuples where the field's default is a tuple. Errors name `where`."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a JSON object of {cls.__name__} fields, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown {unknown_what} {unknown}; known keys are {sorted(fields)}")
+    missing = [name for name, f in fields.items() if name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"{where}: missing keys {missing}")
+    return config_from_dict(cls, data)
+
+
+def load_config(cls: type[T], path: str | Path) -> T:
+    """Read a training config (a JSON object of `cls`'s fields) from `path`. A missing file, invalid JSON, unknown
+    or missing keys and invalid values are each a one-line ValueError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    try:
+        return config_from_fields(cls, data, str(path), "config keys")
+    except (TypeError, ValueError) as error:  # a value of the wrong type fails inside the dataclass's checks
+        message = str(error)
+        raise ValueError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+
+
+class _Stage(Protocol):
+    steps: int
+
+
+StageT = TypeVar("StageT", bound=_Stage)
+
+
+def stage_at(stages: Sequence[StageT], step: int) -> StageT:
+    """The stage of a schedule (stages of `steps` steps each, in order) that trains global step `step` (0-based);
+    a ValueError past the last stage's last step."""
+    remaining = step
+    for stage in stages:
+        if 0 <= remaining < stage.steps:
+            return stage
+        remaining -= stage.steps
+    raise ValueError(f"step {step} is past the end of the schedule (0 .. {sum(s.steps for s in stages) - 1})")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """The device a trainer runs on: `"auto"` is CUDA when torch sees a GPU, else the CPU; another name is read by
+    torch, and a CUDA device without a GPU is a ValueError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {device!r} is not a torch device: use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} but torch sees no CUDA GPU: use auto or cpu")
+    return resolved
 
 
 class EMA:

@@ -8,31 +8,28 @@ exactly the batches, noise and times an uninterrupted run would have seen.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from hunyuan_video.checkpoint import load_transformer, save_transformer
-from hunyuan_video.config import TransformerConfig, config_from_dict, config_to_dict
+from hunyuan_video.config import TransformerConfig, config_from_dict
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.scheduler import TIME_SAMPLERS, add_noise, sample_time, velocity_target
 from hunyuan_video.train.cache import LatentCache, read_sources
 from hunyuan_video.train.common import (
     EMA,
     LR_SCHEDULES,
-    JsonlLogger,
     autocast_context,
-    load_training_state,
-    plot_losses,
-    save_training_state,
-    schedule_lambda,
+    config_from_fields,
+    resolve_device,
+    stage_at,
 )
-from hunyuan_video.train.grow import grow_depth, grow_width
+from hunyuan_video.train.distributed import check_divisible, is_main, shard_rows
+from hunyuan_video.train.loop import Periodic, adamw, apply_gradients, lr_schedule, run_loop
 
 
 @dataclass
@@ -89,8 +86,6 @@ class DiTTrainConfig:
     extra_data: list[ExtraData] = field(default_factory=list)  # more datasets, each with its own cache
     transformer: dict[str, Any] = field(default_factory=dict)  # TransformerConfig fields of a fresh model
     init_from: str | None = None  # a transformer checkpoint to fine-tune instead of a fresh model
-    grow_depth: tuple[int, int] | None = None  # (double, single) blocks: deepen `init_from` first, see `grow_depth`
-    grow_width: tuple[int, int] | None = None  # (hidden_size, heads_num): then widen it, see `grow_width`
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
@@ -107,7 +102,7 @@ class DiTTrainConfig:
     pooled_dropout: float = 0.0
     gradient_checkpointing: bool = False
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # "auto": CUDA when torch sees a GPU, else the CPU
     log_every: int = 10
     checkpoint_every: int = 500
     sample_every: int = 0  # 0: only at the end
@@ -122,12 +117,10 @@ class DiTTrainConfig:
     export_dtype: str = "float32"  # ... in this dtype ("float16" halves the file; loading casts it back)
 
     def __post_init__(self) -> None:
-        self.stages = [s if isinstance(s, Stage) else config_from_dict(Stage, s) for s in self.stages]
-        known = set(ExtraData.__dataclass_fields__)
-        for e in self.extra_data:
-            if isinstance(e, dict) and not set(e) <= known:
-                raise ValueError(f"extra_data: unknown keys {sorted(set(e) - known)}; known keys are {sorted(known)}")
-        self.extra_data = [e if isinstance(e, ExtraData) else config_from_dict(ExtraData, e) for e in self.extra_data]
+        self.stages = [s if isinstance(s, Stage) else config_from_fields(Stage, s, f"stages[{i}]")
+                       for i, s in enumerate(self.stages)]
+        self.extra_data = [e if isinstance(e, ExtraData) else config_from_fields(ExtraData, e, "extra_data")
+                           for e in self.extra_data]
         cache_dirs = [str(Path(c).resolve()) for _, c, _ in self.sources]
         if len(set(cache_dirs)) != len(cache_dirs):
             raise ValueError(f"each dataset needs its own cache_dir, got {[c for _, c, _ in self.sources]}")
@@ -148,19 +141,6 @@ class DiTTrainConfig:
         if (self.init_from is None) == (not self.transformer):
             raise ValueError("give one of `transformer` (the config of a fresh model) or `init_from` (weights), "
                              "not both: a fine-tune's architecture is that of its weights")
-        self.grow_depth = self._growth("grow_depth", "deepens", "[double, single], two block counts", 0)
-        self.grow_width = self._growth("grow_width", "widens", "[hidden_size, heads_num]", 1)
-
-    def _growth(self, name: str, verb: str, meaning: str, minimum: int) -> tuple[int, int] | None:
-        """The checked pair of a `grow_*` field (None when unset): two ints >= `minimum`, with `init_from` given."""
-        value = getattr(self, name)
-        if value is None:
-            return None
-        if self.init_from is None:
-            raise ValueError(f"{name} {verb} the weights of `init_from`; give `init_from`")
-        if len(value) != 2 or not all(isinstance(n, int) and n >= minimum for n in value):
-            raise ValueError(f"{name} is {meaning}; got {value!r}")
-        return tuple(value)
 
     @property
     def sources(self) -> list[tuple[str, str, float]]:
@@ -178,22 +158,8 @@ class DiTTrainConfig:
         return sorted({b for s in self.stages for b in s.buckets})
 
     def stage_at(self, step: int) -> Stage:
-        """The stage that trains global step `step` (0-based)."""
-        for stage in self.stages:
-            if step < stage.steps:
-                return stage
-            step -= stage.steps
-        raise ValueError(f"step {step} is past the end of the curriculum")
-
-
-def load_train_config(path: str | Path) -> DiTTrainConfig:
-    """Read a training config from JSON; unknown keys are an error (a typo must not be silently ignored)."""
-    data = json.loads(Path(path).read_text())
-    known = set(DiTTrainConfig.__dataclass_fields__)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown config keys {unknown}; known keys are {sorted(known)}")
-    return config_from_dict(DiTTrainConfig, data)
+        """The stage that trains global step `step` (0-based); a ValueError past the last step (see `stage_at`)."""
+        return stage_at(self.stages, step)
 
 
 def draw_batch(cache: LatentCache, stage: Stage, caption_dropout: float, generator: torch.Generator,
@@ -227,29 +193,26 @@ def draw_batch(cache: LatentCache, stage: Stage, caption_dropout: float, generat
 
 
 def build_transformer(config: DiTTrainConfig) -> HunyuanVideoTransformer:
-    """A fresh transformer (seeded by `config.seed`) or the weights of `config.init_from` (deepened by `grow_depth`,
-    then widened by `grow_width`, when set), in float32."""
+    """A fresh transformer (seeded by `config.seed`) or the weights of `config.init_from`, in float32."""
     if config.init_from:
-        model = load_transformer(config.init_from, dtype=torch.float32)
-        if config.grow_depth:
-            model = grow_depth(model, *config.grow_depth)
-        if config.grow_width:
-            model = grow_width(model, *config.grow_width, seed=config.seed)
-        return model
+        return load_transformer(config.init_from, dtype=torch.float32)
     torch.manual_seed(config.seed)
     return HunyuanVideoTransformer(config_from_dict(TransformerConfig, config.transformer))
 
 
-def flow_matching_loss(
-    model: HunyuanVideoTransformer, batch: dict, config: DiTTrainConfig, generator: torch.Generator
-) -> torch.Tensor:
-    """MSE between the predicted and the true velocity `noise - x0` at `x_t = (1 - t) x0 + t noise`."""
-    x0 = batch["x0"]
-    t = sample_time(x0.shape[0], config.time_sampling, config.time_shift, config.logit_mean, config.logit_std,
+def draw_noise(shape: torch.Size, config: DiTTrainConfig, generator: torch.Generator) -> dict:
+    """The times `t` (one per row) and the noise of a batch of latents of `shape`, drawn on the CPU: the same numbers
+    on every device."""
+    t = sample_time(shape[0], config.time_sampling, config.time_shift, config.logit_mean, config.logit_std,
                     generator=generator)
-    noise = torch.randn(x0.shape, generator=generator)  # drawn on the CPU: the same numbers on every device
-    device = torch.device(config.device)
-    x0, noise, t = x0.to(device), noise.to(device), t.to(device)
+    return {"t": t, "noise": torch.randn(shape, generator=generator)}
+
+
+def velocity_loss(model: HunyuanVideoTransformer, batch: dict, config: DiTTrainConfig) -> torch.Tensor:
+    """MSE between the predicted and the true velocity `noise - x0` at `x_t = (1 - t) x0 + t noise`, for a batch
+    that carries its `t` and `noise` (see `draw_noise`), on the model's device."""
+    device = next(model.parameters()).device
+    x0, noise, t = batch["x0"].to(device), batch["noise"].to(device), batch["t"].to(device)
     x_t, target = add_noise(x0, noise, t), velocity_target(x0, noise)
     guidance = None
     if model.config.guidance_embed:
@@ -258,6 +221,13 @@ def flow_matching_loss(
         pred = model(x_t, t * 1000.0, batch["text_states"].to(device), batch["text_mask"],
                      batch["text_states_2"].to(device), guidance)
     return F.mse_loss(pred.float(), target)
+
+
+def flow_matching_loss(
+    model: HunyuanVideoTransformer, batch: dict, config: DiTTrainConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """`velocity_loss` of `batch` at times and noise drawn from `generator`."""
+    return velocity_loss(model, {**batch, **draw_noise(batch["x0"].shape, config, generator)}, config)
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
@@ -270,59 +240,43 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
     Writes `checkpoint.pt` (model, EMA, optimizer, LR schedule, step, RNG), `log.jsonl`, `loss.png`,
     `samples/step_N/*.mp4` and `transformer_ema.safetensors` (the averaged weights of the last step) to `out_dir`.
     `max_steps` stops early (after that many steps in total) so that a later `resume` can go on; such a run writes
-    its weights to `out_dir` only, `export` is written by a finished run.
+    its weights and samples to `out_dir` only, `export` is written by a finished run. Under `torch.distributed` each
+    rank trains its rows of every batch (see `train.distributed`) and rank 0 writes.
     """
     out = Path(config.out_dir)
-    device = torch.device(config.device)
+    device = resolve_device(config.device)
+    for stage in config.stages:
+        check_divisible(stage.batch_size, f"stage {stage.name!r}: batch_size")
     cache = read_sources(config)
     model = build_transformer(config).to(device).train()
     model.gradient_checkpointing = config.gradient_checkpointing
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
-                                  weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_lambda(
-        config.lr_schedule, config.warmup_steps, config.total_steps))
+    optimizer = adamw(model.parameters(), config.lr, config.betas, config.weight_decay)
+    schedule = lr_schedule(optimizer, config.lr_schedule, config.warmup_steps, config.total_steps)
     ema = EMA(model, config.ema_decay)
-    step = 0
-    checkpoint_path = out / "checkpoint.pt"
-    if resume:
-        step = load_training_state(checkpoint_path, model=model, ema=ema, optimizer=optimizer, schedule=schedule)
-    elif checkpoint_path.exists():
-        raise ValueError(f"{checkpoint_path} exists: pass --resume to continue it, or choose another out_dir")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
-    logger = JsonlLogger(out / "log.jsonl")
-    end = min(config.total_steps, max_steps or config.total_steps)
 
-    def save() -> None:
-        save_training_state(checkpoint_path, step, model=model, ema=ema, optimizer=optimizer, schedule=schedule)
-
-    bar = tqdm(total=end, initial=step, desc="train", disable=not progress)
-    while step < end:
-        generator = _step_generator(config.seed, step)
-        stage = config.stage_at(step)
-        batch = draw_batch(cache, stage, config.caption_dropout, generator, config.pooled_dropout)
-        loss = flow_matching_loss(model, batch, config, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        schedule.step()
+    def step(index: int) -> dict:
+        # Every draw of the step, for the whole batch, comes from its own generator: the same on every rank and
+        # after a resume; each rank then trains its rows.
+        generator = _step_generator(config.seed, index)
+        batch = draw_batch(cache, config.stage_at(index), config.caption_dropout, generator, config.pooled_dropout)
+        batch.update(draw_noise(batch["x0"].shape, config, generator))
+        loss = velocity_loss(model, shard_rows(batch), config)
+        grad_norm = apply_gradients(loss, optimizer, model.parameters(), config.grad_clip, schedule)
         ema.update(model)
-        step += 1
-        bar.update()
-        bar.set_postfix(loss=f"{loss.item():.4f}", stage=stage.name)
-        if step % config.log_every == 0 or step == end:
-            logger.log(step, loss=loss.detach(), grad_norm=grad_norm, lr=schedule.get_last_lr()[0])
-        if step % config.checkpoint_every == 0 or step == end:
-            save()
-        if config.sample_prompts and (config.sample_every and step % config.sample_every == 0 or
-                                      step == config.total_steps):
-            write_samples(config, model, ema, step)
-    bar.close()
-    plot_losses(out / "log.jsonl", out / "loss.png")
-    export_ema(model, ema, out / "transformer_ema.safetensors")
-    if config.export and step == config.total_steps:
-        export_ema(model, ema, config.export, getattr(torch, config.export_dtype))
+        return {"loss": loss.detach(), "grad_norm": grad_norm, "lr": schedule.get_last_lr()[0]}
+
+    def sample(index: int) -> None:
+        write_samples(config, model, ema, index)
+
+    periodic = [Periodic(config.sample_every, sample)] if config.sample_prompts else []
+    done = run_loop(step, dict(model=model, ema=ema, optimizer=optimizer, schedule=schedule), out, config,
+                    total_steps=config.total_steps, log_every=config.log_every,
+                    checkpoint_every=config.checkpoint_every, max_steps=max_steps, resume=resume, periodic=periodic,
+                    desc="train", progress=progress)
+    if is_main():
+        export_ema(model, ema, out / "transformer_ema.safetensors")
+        if config.export and done == config.total_steps:
+            export_ema(model, ema, config.export, getattr(torch, config.export_dtype))
     return out
 
 
@@ -350,7 +304,7 @@ def write_samples(config: DiTTrainConfig, model: HunyuanVideoTransformer, ema: E
     from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder
     from hunyuan_video.video_io import write_video
 
-    device = torch.device(config.device)
+    device = next(model.parameters()).device
     pipe = HunyuanVideoPipeline(
         averaged(model, ema), load_vae(config.vae, dtype=torch.float32, device=device),
         LLMTextEncoder.from_pretrained(config.text_encoder, device=device, max_length=config.text_max_length),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,22 +23,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hunyuan_video.config import VAEConfig, config_from_dict, config_to_dict, save_config
+from hunyuan_video.config import VAEConfig, config_from_dict, save_config
 from hunyuan_video.data.dataset import frames_to_tensor, resize_crop
 from hunyuan_video.models.tiling import TileSpec
 from hunyuan_video.models.vae import CausalVAE, DiagonalGaussian
 from hunyuan_video.train.common import (
     EMA,
     LR_SCHEDULES,
-    JsonlLogger,
     autocast_context,
-    load_training_state,
-    plot_losses,
-    save_training_state,
-    schedule_lambda,
+    config_from_fields,
+    resolve_device,
     seed_everything,
+    stage_at,
 )
-from hunyuan_video.train.grow import VAE_GROW_PARTS, grow_vae_width
+from hunyuan_video.train.distributed import check_divisible, is_main, shard_rows
+from hunyuan_video.train.loop import Periodic, adamw, apply_gradients, last_step, lr_schedule, run_loop
 from hunyuan_video.train.losses import (
     REC_LOSSES,
     PatchDiscriminator3D,
@@ -75,8 +73,6 @@ class VAETrainConfig:
     out_dir: str = "runs/vae"
     vae: dict[str, Any] = field(default_factory=dict)  # VAEConfig fields (from scratch)
     init_from: str = ""  # VAE weights to fine-tune (a file or model folder); "" = from scratch
-    grow_width: list[int] | None = None  # block_out_channels: widen `init_from` first, see `grow_vae_width`
-    grow_part: str = "both"  # what grow_width widens: "both", or "encoder" / "decoder" alone (the other side as it is)
     init_logvar: float = -6.0  # from scratch: the posterior's starting log-variance (see build_vae)
     train_encoder: bool = True  # False: a decoder-only fine-tune that keeps the latent space (and the DiT on it)
     train_decoder: bool = True  # False: an encoder-only fine-tune; the decoder (what turns a DiT's latents into video)
@@ -125,7 +121,8 @@ class VAETrainConfig:
     val_samples: int = 2  # reconstructions saved as mp4 at each validation
 
     def __post_init__(self) -> None:
-        self.stages = [s if isinstance(s, VAEStage) else VAEStage(**s) for s in self.stages]
+        self.stages = [s if isinstance(s, VAEStage) else config_from_fields(VAEStage, s, f"stages[{i}]")
+                       for i, s in enumerate(self.stages)]
         self.betas = tuple(self.betas)
         if not self.stages:
             raise ValueError("stages is empty: give at least one {steps, size, frames} stage")
@@ -136,16 +133,6 @@ class VAETrainConfig:
                 raise ValueError(f"stage {i}: frames must be 1 + 4k and size a multiple of 8, got {s.frames}, {s.size}")
             if not 0.0 <= s.tiled_prob <= 1.0:
                 raise ValueError(f"stage {i}: tiled_prob must be in [0, 1], got {s.tiled_prob}")
-        if self.grow_width is not None:
-            if not self.init_from:
-                raise ValueError("grow_width widens the weights of `init_from`; give `init_from`")
-            if not isinstance(self.grow_width, (list, tuple)) or not all(isinstance(c, int) for c in self.grow_width):
-                raise ValueError(f"grow_width must be a list of block_out_channels, got {self.grow_width!r}")
-            self.grow_width = list(self.grow_width)
-        if self.grow_part not in VAE_GROW_PARTS:
-            raise ValueError(f"grow_part must be one of {VAE_GROW_PARTS}, got {self.grow_part!r}")
-        if self.grow_part != "both" and not self.grow_width:
-            raise ValueError(f"grow_part {self.grow_part!r} widens that side to grow_width; give grow_width")
         if self.lpips_weight > 0 and not (self.lpips_vgg_path and self.lpips_lin_path):
             raise ValueError(
                 f"lpips_weight is {self.lpips_weight} but lpips_vgg_path / lpips_lin_path are not set: LPIPS needs the "
@@ -176,24 +163,12 @@ class VAETrainConfig:
 
     @property
     def total_steps(self) -> int:
+        """The length of the whole schedule."""
         return sum(s.steps for s in self.stages)
 
     def stage_at(self, step: int) -> VAEStage:
-        """The stage that step `step` (0-based) belongs to."""
-        for stage in self.stages:
-            if step < stage.steps:
-                return stage
-            step -= stage.steps
-        return self.stages[-1]
-
-
-def load_train_config(path: str | Path) -> VAETrainConfig:
-    """Read a VAE training config from JSON; unknown keys are an error (a typo would silently change the run)."""
-    data = json.loads(Path(path).read_text())
-    unknown = set(data) - set(VAETrainConfig.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; see hunyuan_video.train.vae.VAETrainConfig")
-    return VAETrainConfig(**data)
+        """The stage that trains step `step` (0-based); a ValueError past the last step (see `stage_at`)."""
+        return stage_at(self.stages, step)
 
 
 def _resize_short_side(video: Tensor, short: int) -> Tensor:
@@ -334,8 +309,7 @@ def save_side_by_side(path: Path, original: Tensor, reconstruction: Tensor, fps:
 
 
 def build_vae(cfg: VAETrainConfig) -> CausalVAE:
-    """The model to train: `init_from` weights (fine-tune; widened by `grow_width`, seeded by `seed`, when set), or a
-    fresh `VAEConfig(**cfg.vae)`.
+    """The model to train: `init_from` weights (fine-tune), or a fresh `VAEConfig(**cfg.vae)`.
 
     A fresh model starts with a narrow posterior (log-variance `init_logvar`, the bias of `quant_conv`'s second
     half): with the default init its std is about 1, the decoder first sees latents drowned in sampling noise, and
@@ -344,10 +318,7 @@ def build_vae(cfg: VAETrainConfig) -> CausalVAE:
     if cfg.init_from:
         from hunyuan_video.checkpoint import load_vae
 
-        vae = load_vae(cfg.init_from)
-        if cfg.grow_width:
-            return grow_vae_width(vae, cfg.grow_width, seed=cfg.seed, part=cfg.grow_part)
-        return vae
+        return load_vae(cfg.init_from)
     vae = CausalVAE(config_from_dict(VAEConfig, cfg.vae))
     with torch.no_grad():
         vae.quant_conv.bias[vae.config.latent_channels :].fill_(cfg.init_logvar)
@@ -390,18 +361,19 @@ def export_vae(model: CausalVAE, folder: str | Path) -> Path:
     return folder
 
 
-def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None = None) -> Path:
+def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None = None, progress: bool = True
+              ) -> Path:
     """Run (or with `resume`, continue) a training run; returns `cfg.out_dir`.
 
     `max_steps` stops early after that many total steps (the schedule is still that of the whole config), exporting
-    the EMA weights of that step and leaving a checkpoint to resume from.
+    the EMA weights of that step and leaving a checkpoint to resume from. Under `torch.distributed` each rank trains
+    its rows of every batch (see `train.distributed`; the adaptive GAN weight is each rank's own) and rank 0 writes.
     """
-    from tqdm import tqdm
-
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)
+    device = resolve_device(cfg.device)
+    for i, s in enumerate(cfg.stages):
+        check_divisible(s.batch_size, f"stage {i}: batch_size")
+        check_divisible(s.image_batch_size, f"stage {i}: image_batch_size")
     seed_everything(cfg.seed)
 
     vae = build_vae(cfg).to(device).train()
@@ -421,48 +393,23 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
         if trains:
             groups.append({"params": side, "lr": lr})
     params = [p for p in vae.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(groups, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule_lambda(
-        cfg.lr_schedule, cfg.warmup_steps, cfg.total_steps))
+    opt = adamw(groups, cfg.lr, cfg.betas, cfg.weight_decay)
+    sched = lr_schedule(opt, cfg.lr_schedule, cfg.warmup_steps, cfg.total_steps)
     disc, opt_d = None, None
     if cfg.disc_weight > 0:
         disc = PatchDiscriminator3D(vae.config.out_channels, cfg.disc_channels, cfg.disc_layers).to(device).train()
-        opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9), weight_decay=cfg.weight_decay)
+        opt_d = adamw(disc.parameters(), cfg.disc_lr, (0.5, 0.9), cfg.weight_decay)
     lpips = load_lpips(cfg.lpips_vgg_path, cfg.lpips_lin_path).to(device) if cfg.lpips_weight > 0 else None
     sampler = ClipSampler(cfg.train_dir, cfg.max_frame_stride, cfg.seed)
     val_clips = load_val_clips(cfg.val_dir, cfg.val_clips, cfg.val_size, cfg.val_frames) if cfg.val_dir else None
-    (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
 
-    step = 0
-    ckpt_path = out / "checkpoint.pt"
-    parts = dict(model=vae, ema=ema, optimizer=opt, scheduler=sched, disc=disc, disc_optimizer=opt_d, sampler=sampler)
-    if resume:
-        step = load_training_state(ckpt_path, **parts)
-
-    def checkpoint() -> None:
-        save_training_state(ckpt_path, step, **parts)
-
-    def validate() -> dict[str, float]:
-        model = copy.deepcopy(vae).eval()
-        ema.copy_to(model)
-        scores = evaluate(model, val_clips)
-        if anchor is not None:
-            with torch.no_grad():
-                drifts = [latent_drift(model.encode(c, tiling=False), anchor, c) for c in val_clips.to(device).split(4)]
-            scores["drift"] = torch.stack(drifts).mean().item()
-        for i in range(min(cfg.val_samples, len(val_clips))):
-            clip = val_clips[i : i + 1].to(device)
-            save_side_by_side(out / "val" / f"step{step:07d}_clip{i}.mp4", clip[0], reconstruct(model, clip, False)[0])
-        return scores
-
-    logger = JsonlLogger(out / "log.jsonl")
-    end = min(cfg.total_steps, max_steps or cfg.total_steps)
-    bar = tqdm(total=end, initial=step, desc="train-vae", dynamic_ncols=True)
-    while step < end:
-        stage = cfg.stage_at(step)
-        x = sampler.batch(stage, cfg.video_per_image).to(device)
+    def step(index: int) -> dict:
+        # Every rank draws the whole batch from the same sampler state (what it draws depends on what decodes), and
+        # trains its rows.
+        stage = cfg.stage_at(index)
+        x = shard_rows(sampler.batch(stage, cfg.video_per_image)).to(device)
         tiling = vae.official_tiling() if stage.tiled_prob and torch.rand(()) < stage.tiled_prob else False
-        use_gan = disc is not None and step >= cfg.disc_start
+        use_gan = disc is not None and index >= cfg.disc_start
 
         with autocast_context(device):
             posterior = vae.encode(x, tiling=tiling)
@@ -484,37 +431,39 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
                 weight = cfg.disc_weight * adaptive_weight(rec, g_loss, vae.last_layer)
                 loss = loss + weight * g_loss
                 scalars.update(g=g_loss.detach(), gan_weight=weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        scalars["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        sched.step()
+        scalars["grad_norm"] = apply_gradients(loss, opt, params, cfg.grad_clip, sched)
         ema.update(vae)
         if use_gan:
             with autocast_context(device):
                 d_loss = hinge_d_loss(disc(x).float(), disc(y.detach()).float())
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
+            apply_gradients(d_loss, opt_d, disc.parameters())
             scalars["d"] = d_loss.detach()
-        step += 1
-        bar.update(1)
+        return {"loss": loss.detach(), "lr": sched.get_last_lr()[0], **scalars}
 
-        if step % cfg.log_every == 0 or step == end:
-            logger.log(step, loss=loss.detach(), lr=sched.get_last_lr()[0], **scalars)
-            bar.set_postfix(loss=f"{loss.item():.4f}", size=stage.size, frames=x.shape[2])
-        if val_clips is not None and (step % cfg.val_every == 0 or step == end):
-            scores = validate()
-            logger.log(step, **{f"val_{k}": v for k, v in scores.items()})
-            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
-        if step % cfg.checkpoint_every == 0 or step == end:
-            checkpoint()
-    bar.close()
+    def validate(index: int) -> dict[str, float]:
+        model = copy.deepcopy(vae).eval()
+        ema.copy_to(model)
+        scores = evaluate(model, val_clips)
+        if anchor is not None:
+            with torch.no_grad():
+                drifts = [latent_drift(model.encode(c, tiling=False), anchor, c) for c in val_clips.to(device).split(4)]
+            scores["drift"] = torch.stack(drifts).mean().item()
+        for i in range(min(cfg.val_samples, len(val_clips))):
+            clip = val_clips[i : i + 1].to(device)
+            save_side_by_side(out / "val" / f"step{index:07d}_clip{i}.mp4", clip[0], reconstruct(model, clip, False)[0])
+        return {f"val_{k}": v for k, v in scores.items()}
+
+    parts = dict(model=vae, ema=ema, optimizer=opt, scheduler=sched, disc=disc, disc_optimizer=opt_d, sampler=sampler)
+    done = run_loop(step, parts, out, cfg, total_steps=cfg.total_steps, log_every=cfg.log_every,
+                    checkpoint_every=cfg.checkpoint_every, max_steps=max_steps, resume=resume,
+                    periodic=[Periodic(cfg.val_every, validate)] if val_clips is not None else [],
+                    desc="train-vae", progress=progress)
+    if not is_main():
+        return out
     if len(sampler.report):
         print(sampler.report.summary())
         sampler.report.save(out / "skipped.json")
-    plot_losses(out / "log.jsonl", out / "loss.png")
-    if step == end:  # a run stopped by `max_steps` exports too; `resume` continues it
+    if done == last_step(cfg.total_steps, max_steps):  # a run stopped by `max_steps` exports too; `resume` goes on
         final = copy.deepcopy(vae).eval()
         ema.copy_to(final)
         refit = not cfg.init_from if cfg.refit_scaling_factor is None else cfg.refit_scaling_factor

@@ -1,0 +1,140 @@
+"""The training loop both trainers run, and the optimisation pieces they share.
+
+A trainer builds its model, optimisers, EMA and data, then hands `run_loop` a `step(step_index) -> scalars` closure
+(one optimisation step: draw this rank's part of the batch, compute the loss, `apply_gradients`, update the EMA) and
+the parts to checkpoint. The loop owns what is the same for every trainer: exact resume (`--resume`) or refusing to
+overwrite a run, `config.json`, the step count and `max_steps`, the JSONL log and its plot, periodic jobs (samples,
+validation), atomic checkpoints with the RNG state, and the progress bar. Under `torch.distributed` only rank 0
+logs, writes and runs the periodic jobs; every rank steps and loads the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from hunyuan_video.config import config_to_dict
+from hunyuan_video.train.common import (
+    JsonlLogger,
+    load_training_state,
+    plot_losses,
+    save_training_state,
+    schedule_lambda,
+)
+from hunyuan_video.train.distributed import average_gradients, is_main, mean_over_ranks
+
+Scalars = Mapping[str, Tensor | float]
+
+
+def adamw(params: Iterable[Any], lr: float, betas: tuple[float, float], weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over `params` (parameters, or groups that may set their own `lr`)."""
+    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, schedule: str, warmup_steps: int, total_steps: int
+                ) -> torch.optim.lr_scheduler.LambdaLR:
+    """The config's `lr_schedule` (see `common.schedule_lambda`) over the whole run of `total_steps` steps."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_lambda(schedule, warmup_steps, total_steps))
+
+
+def apply_gradients(loss: Tensor, optimizer: torch.optim.Optimizer, params: Iterable[torch.nn.Parameter],
+                    grad_clip: float | None = None, schedule: torch.optim.lr_scheduler.LRScheduler | None = None
+                    ) -> Tensor | None:
+    """One update: clear the gradients, backpropagate `loss`, average the gradients over the ranks, clip their norm
+    to `grad_clip` (when given), step the optimiser and the schedule. Returns the norm before clipping, or None."""
+    params = list(params)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    average_gradients(params)
+    norm = None if grad_clip is None else torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    if schedule is not None:
+        schedule.step()
+    return norm
+
+
+@dataclass
+class Periodic:
+    """A job a run does every `every` steps (0: never in between) and after its last step, on rank 0: `run(step)`
+    writes samples or validates, and may return scalars to log."""
+
+    every: int
+    run: Callable[[int], Scalars | None]
+
+    def due(self, step: int, end: int) -> bool:
+        """Whether the job runs after step `step` of a run that stops at `end`."""
+        return step == end or (self.every > 0 and step % self.every == 0)
+
+
+def last_step(total_steps: int, max_steps: int | None) -> int:
+    """Where a run stops: the end of its schedule, or `max_steps` (>= 1) when that is sooner."""
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    return min(total_steps, max_steps or total_steps)
+
+
+def run_loop(
+    step: Callable[[int], Scalars],
+    parts: Mapping[str, Any],
+    out_dir: str | Path,
+    config: Any,
+    *,
+    total_steps: int,
+    log_every: int,
+    checkpoint_every: int,
+    max_steps: int | None = None,
+    resume: bool = False,
+    periodic: Sequence[Periodic] = (),
+    desc: str = "train",
+    progress: bool = True,
+) -> int:
+    """Run `step(i)` for i from the start (0, or with `resume` the step of `out_dir/checkpoint.pt`) to
+    `last_step(total_steps, max_steps)`; returns the step reached.
+
+    `parts` (name -> object with `state_dict`/`load_state_dict`, or None) and the RNG state are what
+    `checkpoint.pt` holds, written every `checkpoint_every` steps and after the last. The scalars `step` returns are
+    averaged over the ranks and appended to `log.jsonl` every `log_every` steps and after the last; `loss.png` plots
+    them at the end. `config` (a dataclass) is written to `config.json`. Without `resume` an existing checkpoint is
+    an error, so that a run is never overwritten by accident.
+    """
+    out = Path(out_dir)
+    checkpoint = out / "checkpoint.pt"
+    end = last_step(total_steps, max_steps)
+    done = 0
+    if resume:
+        done = load_training_state(checkpoint, **parts)
+    elif checkpoint.exists():
+        raise ValueError(f"{checkpoint} exists: pass --resume to continue it, or choose another out_dir")
+    main = is_main()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
+    logger = JsonlLogger(out / "log.jsonl") if main else None
+    bar = tqdm(total=end, initial=done, desc=desc, dynamic_ncols=True, disable=not (progress and main))
+    while done < end:
+        scalars = step(done)
+        done += 1
+        bar.update()
+        if done % log_every == 0 or done == end:
+            scalars = mean_over_ranks(scalars)  # a collective: every rank takes part
+            if logger is not None:
+                logger.log(done, **scalars)
+            if "loss" in scalars:
+                bar.set_postfix(loss=f"{float(scalars['loss']):.4f}")
+        for job in periodic:
+            if main and job.due(done, end) and (extra := job.run(done)):
+                logger.log(done, **extra)
+                bar.write(f"step {done}: " + ", ".join(f"{k} {float(v):.3f}" for k, v in extra.items()))
+        if main and (done % checkpoint_every == 0 or done == end):
+            save_training_state(checkpoint, done, **parts)
+    bar.close()
+    if main:
+        plot_losses(out / "log.jsonl", out / "loss.png")
+    return done
