@@ -1,4 +1,4 @@
-"""The shipped training configs: each one loads into its dataclass, writes to its own run folder, and is documented."""
+"""The shipped training configs: each one loads into its dataclass and writes to its own run folder."""
 
 from pathlib import Path
 
@@ -10,7 +10,6 @@ from hunyuan_video.train.vae import VAETrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.json"))
-DOCS = "".join((ROOT / name).read_text() for name in ("scripts/make_tiny_model.sh", "README.md", "BENCHMARKS.md"))
 
 
 def load(path: Path):
@@ -23,10 +22,9 @@ def test_configs_exist():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_config_loads_and_is_documented(path: Path):
+def test_config_loads(path: Path):
     config = load(path)
     assert config.out_dir, f"{path.name} has no out_dir"
-    assert path.name in DOCS, f"{path.name} is named in no recipe or benchmark"
 
 
 def test_run_folders_are_distinct():
