@@ -251,13 +251,15 @@ def test_stages_called_by_hand_equal_forward(model):
 
 def test_first_block_input_is_what_the_first_block_projects(model):
     seen = []
-    model.double_blocks[0].img_attn_qkv.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    hook = model.double_blocks[0].img_attn_qkv.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     inputs = make_inputs(TINY)
-    with torch.no_grad():
-        state = model.embed(**inputs, first_frame_t=torch.zeros(2))
-        model.blocks(state)
-        probe = model.first_block_input(state)
-    model.double_blocks[0].img_attn_qkv._forward_pre_hooks.clear()
+    try:
+        with torch.no_grad():
+            state = model.embed(**inputs, first_frame_t=torch.zeros(2))
+            model.blocks(state)
+            probe = model.first_block_input(state)
+    finally:
+        hook.remove()
     assert torch.equal(probe, seen[0])
 
 
