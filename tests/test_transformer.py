@@ -11,6 +11,7 @@ composition never change the output, and that the varlen path gets the official 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -22,7 +23,7 @@ from diffusers import HunyuanVideoTransformer3DModel
 import hunyuan_video.models.attention as attention_module
 from hunyuan_video import TRANSFORMER_PRESETS, HunyuanVideoTransformer, TransformerConfig, load_transformer
 from hunyuan_video.checkpoint import transformer_config_to_diffusers
-from hunyuan_video.models.attention import drop_text_padding
+from hunyuan_video.models.attention import AttentionBackendError, drop_text_padding
 from hunyuan_video.models.rope import apply_rope, rope_tables, with_text_rows
 
 TINY = TRANSFORMER_PRESETS["test-tiny"]
@@ -238,3 +239,118 @@ def test_bad_inputs_raise_clear_errors(model):
         model(**{**inputs, "text_states": inputs["text_states"][..., :5]})
     with pytest.raises(ValueError, match="t must have shape"):
         model(**{**inputs, "t": inputs["t"][0]})
+
+
+def test_stages_called_by_hand_equal_forward(model):
+    for inputs in (make_inputs(TINY), {**make_inputs(TINY), "text_mask": None}):
+        with torch.no_grad():
+            state = model.embed(**inputs)
+            assert state.grid == (5, 3, 2) and state.img.shape == (2, 5 * 3 * 2, TINY.hidden_size)
+            assert torch.equal(model.head(model.blocks(state)), model(**inputs))
+
+
+def test_first_block_input_is_what_the_first_block_projects(model):
+    seen = []
+    hook = model.double_blocks[0].img_attn_qkv.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    inputs = make_inputs(TINY)
+    try:
+        with torch.no_grad():
+            state = model.embed(**inputs, first_frame_t=torch.zeros(2))
+            model.blocks(state)
+            probe = model.first_block_input(state)
+    finally:
+        hook.remove()
+    assert torch.equal(probe, seen[0])
+
+
+def test_set_attention_backend_checks_before_any_forward(model):
+    model = copy.deepcopy(model)
+    for name, message in (("flash", "'flash' (needs the flash-attn package|runs on CUDA only)"),
+                          ("sage", "'sage' (needs the sageattention package|runs on CUDA only)"),
+                          ("fast", "unknown attention backend 'fast'")):
+        with pytest.raises(AttentionBackendError, match=message):
+            model.set_attention_backend(name)
+        assert model.attention_backend == "auto"
+    inputs = make_inputs(TINY)
+    with torch.no_grad():
+        auto = model(**inputs)
+        model.set_attention_backend("sdpa")
+        assert torch.equal(model(**inputs), auto)  # on the CPU "auto" is SDPA with a key mask
+        model.set_attention_backend("flex")  # the official padding segments: video outputs agree
+        assert model.attention_backend == "flex" and rel_err(model(**inputs), auto) < 1e-5
+
+
+def test_first_frame_t_equal_to_t_changes_nothing(model):
+    inputs = make_inputs(TINY)
+    with torch.no_grad():
+        state = model.embed(**inputs, first_frame_t=inputs["t"].clone())
+        assert state.vectors.first_frame_tokens == 3 * 2
+        assert rel_err(model.head(model.blocks(state)), model(**inputs)) < 1e-6
+    with pytest.raises(ValueError, match="first_frame_t must have shape"):
+        model.embed(**inputs, first_frame_t=inputs["t"][:1])
+
+
+def _layer_norm(x):
+    return F.layer_norm(x, x.shape[-1:], eps=1e-6)
+
+
+def _naive_first_frame_velocity(model, inputs, first_frame_t):
+    """The blocks with the first-frame condition written out naively: every modulation is a (B, S, C) tensor whose
+    rows are picked per token by `torch.where` (first latent frame's video tokens: `first_frame_t`'s vector);
+    attention is a float32 softmax with padding keys masked."""
+    state = model.embed(**inputs)  # no first-frame condition: its vec, tokens, RoPE and padding
+    vec = state.vectors.vec
+    first_vec = model.time_in(first_frame_t) + model.vector_in(inputs["text_states_2"])
+    if model.guidance_in is not None:
+        first_vec = first_vec + model.guidance_in(inputs["guidance"])
+    first_tokens, heads = state.grid[1] * state.grid[2], TINY.heads_num
+    real = state.padding.key_mask
+
+    def per_token(mod, seq, first):
+        is_first = (torch.arange(seq) < first)[None, :, None]
+        rows = torch.where(is_first, mod.linear(F.silu(first_vec))[:, None], mod.linear(F.silu(vec))[:, None])
+        return rows.chunk(mod.factor, dim=-1)
+
+    def attend(q, k, v):
+        q, k, v = apply_rope(q, *state.rope), apply_rope(k, *state.rope), v
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / q.shape[-1] ** 0.5
+        scores = scores.masked_fill(~real, float("-inf"))
+        return torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v).flatten(2)
+
+    img, txt = state.img, state.txt
+    n = img.shape[1]
+    for block in model.double_blocks:
+        shift1, scale1, gate1, shift2, scale2, gate2 = per_token(block.img_mod, n, first_tokens)
+        tshift1, tscale1, tgate1, tshift2, tscale2, tgate2 = per_token(block.txt_mod, txt.shape[1], 0)
+        img_qkv = block.img_attn_qkv(_layer_norm(img) * (1 + scale1) + shift1)
+        txt_qkv = block.txt_attn_qkv(_layer_norm(txt) * (1 + tscale1) + tshift1)
+        iq, ik, iv = img_qkv.unflatten(-1, (3, heads, -1)).unbind(2)
+        tq, tk, tv = txt_qkv.unflatten(-1, (3, heads, -1)).unbind(2)
+        out = attend(torch.cat([block.img_attn_q_norm(iq), block.txt_attn_q_norm(tq)], dim=1),
+                     torch.cat([block.img_attn_k_norm(ik), block.txt_attn_k_norm(tk)], dim=1),
+                     torch.cat([iv, tv], dim=1))
+        img = img + gate1 * block.img_attn_proj(out[:, :n])
+        img = img + gate2 * block.img_mlp(_layer_norm(img) * (1 + scale2) + shift2)
+        txt = txt + tgate1 * block.txt_attn_proj(out[:, n:])
+        txt = txt + tgate2 * block.txt_mlp(_layer_norm(txt) * (1 + tscale2) + tshift2)
+    x = torch.cat([img, txt], dim=1)
+    for block in model.single_blocks:
+        shift, scale, gate = per_token(block.modulation, x.shape[1], first_tokens)
+        qkv, mlp = block.linear1(_layer_norm(x) * (1 + scale) + shift).split(block.split_sizes, dim=-1)
+        q, k, v = qkv.unflatten(-1, (3, heads, -1)).unbind(2)
+        x = x + gate * block.linear2(torch.cat([attend(block.q_norm(q), block.k_norm(k), v), block.mlp_act(mlp)], -1))
+    return model.head(dataclasses.replace(state, img=x[:, :n]))
+
+
+@pytest.mark.parametrize("guidance_embed", [True, False])
+def test_first_frame_modulation_matches_a_naive_per_token_reference(guidance_embed):
+    config = dataclasses.replace(TINY, guidance_embed=guidance_embed)
+    model = randomize_(HunyuanVideoTransformer(config), seed=4).eval()
+    inputs = make_inputs(config)
+    first_frame_t = torch.tensor([0.0, 250.0])
+    with torch.no_grad():
+        ours = model.head(model.blocks(model.embed(**inputs, first_frame_t=first_frame_t)))
+        naive = _naive_first_frame_velocity(model, inputs, first_frame_t)
+        plain = model(**inputs)
+    assert rel_err(ours, naive) < 1e-5
+    assert rel_err(ours, plain) > 1e-2  # the condition is not a no-op

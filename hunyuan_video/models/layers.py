@@ -7,6 +7,7 @@ checkpoint one for one.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -35,16 +36,82 @@ def gated_residual(x: Tensor, gate: Tensor, y: Tensor) -> Tensor:
     return torch.addcmul(x, gate, y)
 
 
+@dataclass(frozen=True)
+class ModulationOut:
+    """One modulation of a token stream, each field (B, 1, C): `x * (1 + scale) + shift` before a branch, `gate`
+    on the branch's output as it joins the residual stream."""
+
+    shift: Tensor
+    scale: Tensor
+    gate: Tensor
+
+    def modulate(self, x: Tensor) -> Tensor:
+        """`x * (1 + scale) + shift`."""
+        return modulate(x, self.shift, self.scale)
+
+    def gated_residual(self, x: Tensor, y: Tensor) -> Tensor:
+        """`x + gate * y`."""
+        return gated_residual(x, self.gate, y)
+
+
+@dataclass(frozen=True)
+class FirstTokensModulation:
+    """A modulation per token: the first `tokens` tokens of each sample take `first`, the others `rest`.
+
+    Same interface as `ModulationOut`; the first latent frame's video tokens use it for a condition of their own.
+    """
+
+    first: ModulationOut
+    rest: ModulationOut
+    tokens: int
+
+    def modulate(self, x: Tensor) -> Tensor:
+        """`ModulationOut.modulate` of `first` on the leading tokens and of `rest` on the others."""
+        n = self.tokens
+        return torch.cat([self.first.modulate(x[:, :n]), self.rest.modulate(x[:, n:])], dim=1)
+
+    def gated_residual(self, x: Tensor, y: Tensor) -> Tensor:
+        """`ModulationOut.gated_residual` of `first` on the leading tokens and of `rest` on the others."""
+        n = self.tokens
+        return torch.cat([self.first.gated_residual(x[:, :n], y[:, :n]), self.rest.gated_residual(x[:, n:], y[:, n:])],
+                         dim=1)
+
+
+TokenModulation = ModulationOut | FirstTokensModulation
+
+
+@dataclass(frozen=True)
+class ModulationVectors:
+    """The vectors the blocks are modulated by: `vec` (B, hidden) for every token, except that, when
+    `first_frame_vec` (B, hidden) is set, the first `first_frame_tokens` tokens of each sample's sequence (the video
+    tokens of the first latent frame) take it instead."""
+
+    vec: Tensor
+    first_frame_vec: Tensor | None = None
+    first_frame_tokens: int = 0
+
+
 class Modulation(nn.Module):
-    """`linear(silu(vec))` split into `factor` vectors of shape (B, 1, C) (official `ModulateDiT`)."""
+    """`linear(silu(vec))` split into one `ModulationOut` (or two, `double=True`) (official `ModulateDiT`)."""
 
-    def __init__(self, hidden_size: int, factor: int):
+    def __init__(self, hidden_size: int, double: bool):
         super().__init__()
-        self.factor = factor
-        self.linear = nn.Linear(hidden_size, factor * hidden_size)
+        self.factor = 6 if double else 3  # vectors of size hidden_size in `linear`'s output
+        self.linear = nn.Linear(hidden_size, self.factor * hidden_size)
 
-    def forward(self, vec: Tensor) -> tuple[Tensor, ...]:
-        return self.linear(F.silu(vec)).unsqueeze(1).chunk(self.factor, dim=-1)
+    def forward(self, vec: Tensor) -> tuple[ModulationOut, ModulationOut | None]:
+        """The modulation(s) of (B, hidden) `vec`: (attention branch, MLP branch or None when single)."""
+        out = self.linear(F.silu(vec)).unsqueeze(1).chunk(self.factor, dim=-1)
+        return ModulationOut(*out[:3]), ModulationOut(*out[3:]) if self.factor == 6 else None
+
+    def for_tokens(self, vectors: ModulationVectors) -> tuple[TokenModulation, TokenModulation | None]:
+        """`forward` of `vectors.vec`, per token when `vectors` holds a first-frame vector."""
+        main = self(vectors.vec)
+        if vectors.first_frame_vec is None:
+            return main
+        first = self(vectors.first_frame_vec)
+        return tuple(None if m is None else FirstTokensModulation(f, m, vectors.first_frame_tokens)
+                     for f, m in zip(first, main))
 
 
 class MLP(nn.Module):

@@ -22,10 +22,10 @@ class IndividualTokenRefinerBlock(nn.Module):
         self.mlp = MLP(hidden_size, int(hidden_size * mlp_width_ratio), nn.SiLU())
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
 
-    def forward(self, x: Tensor, c: Tensor, padding: Padding | None) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, padding: Padding | None, backend: str = "auto") -> Tensor:
         gate_msa, gate_mlp = self.adaLN_modulation(c).unsqueeze(1).chunk(2, dim=-1)
         q, k, v = self.self_attn_qkv(self.norm1(x)).unflatten(-1, (3, self.heads_num, -1)).unbind(2)
-        x = gated_residual(x, gate_msa, self.self_attn_proj(attention(q, k, v, padding)))
+        x = gated_residual(x, gate_msa, self.self_attn_proj(attention(q, k, v, padding, backend)))
         return gated_residual(x, gate_mlp, self.mlp(self.norm2(x)))
 
 
@@ -38,9 +38,9 @@ class IndividualTokenRefiner(nn.Module):
             IndividualTokenRefinerBlock(hidden_size, heads_num, mlp_width_ratio) for _ in range(depth)
         )
 
-    def forward(self, x: Tensor, c: Tensor, padding: Padding | None) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, padding: Padding | None, backend: str = "auto") -> Tensor:
         for block in self.blocks:
-            x = block(x, c, padding)
+            x = block(x, c, padding, backend)
         return x
 
 
@@ -54,12 +54,14 @@ class SingleTokenRefiner(nn.Module):
         self.c_embedder = TextProjection(in_channels, hidden_size)
         self.individual_token_refiner = IndividualTokenRefiner(hidden_size, heads_num, depth, mlp_width_ratio)
 
-    def forward(self, x: Tensor, t: Tensor, text_mask: Tensor | None, padding: Padding | None) -> Tensor:
-        """`text_mask` (B, L) marks real tokens (None: all real); `padding` is its attention layout."""
+    def forward(self, x: Tensor, t: Tensor, text_mask: Tensor | None, padding: Padding | None,
+                backend: str = "auto") -> Tensor:
+        """`text_mask` (B, L) marks real tokens (None: all real); `padding` is its attention layout; `backend` the
+        attention kernel's name."""
         if text_mask is None:
             pooled = x.float().mean(dim=1)
         else:
             weights = text_mask.float().unsqueeze(-1)
             pooled = (x.float() * weights).sum(dim=1) / weights.sum(dim=1)
         c = self.t_embedder(t) + self.c_embedder(pooled.to(x.dtype))
-        return self.individual_token_refiner(self.input_embedder(x), c, padding)
+        return self.individual_token_refiner(self.input_embedder(x), c, padding, backend)

@@ -2,32 +2,64 @@
 
 Video tokens and refined text tokens first run through dual-stream blocks (separate weights per stream, joint
 attention), then, concatenated, through single-stream blocks; the final layer maps video tokens back to latent
-patches. Everything is modulated by one vector per sample: timestep + pooled CLIP text (+ guidance).
+patches. Everything is modulated by one vector per sample: timestep + pooled CLIP text (+ guidance); the first
+latent frame's video tokens may take a vector of their own (a first-frame condition, `embed(first_frame_t=...)`).
+
+`forward` runs three stages, each callable on its own: `embed` (inputs -> `StreamState`), `blocks`
+(`StreamState` -> `StreamState`) and `head` (`StreamState` -> velocity). Attention runs on the kernel named by
+`attention_backend` (see `models/attention.py`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from hunyuan_video.config import TransformerConfig
-from hunyuan_video.models.attention import Padding, attention, drop_text_padding, make_padding
+from hunyuan_video.models.attention import (
+    Padding,
+    attention,
+    check_attention_backend,
+    drop_text_padding,
+    make_padding,
+)
 from hunyuan_video.models.layers import (
     MLP,
     FinalLayer,
     MLPEmbedder,
     Modulation,
+    ModulationVectors,
     PatchEmbed,
     RMSNorm,
     TimestepEmbedder,
-    gated_residual,
-    modulate,
+    TokenModulation,
 )
 from hunyuan_video.models.rope import apply_rope, rope_tables, with_text_rows
 from hunyuan_video.models.token_refiner import SingleTokenRefiner
 
 Rope = tuple[Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """What travels between the stages `embed` -> `blocks` -> `head`.
+
+    Every block attends over [video tokens | text tokens] per sample (text right-padded, see `models/attention.py`):
+    `rope` holds one row per position of that sequence and `padding` where each sample's real tokens end (None:
+    all real). A sequence-parallel wrapper shards `img` and the video rows of `rope` after `embed` and gathers
+    `img` before `head`; a step cache compares `HunyuanVideoTransformer.first_block_input(state)` across steps and
+    reuses `blocks(state).img - state.img`.
+    """
+
+    img: Tensor  # (B, video tokens, hidden), t-major over `grid`
+    txt: Tensor  # (B, text tokens, hidden)
+    vectors: ModulationVectors  # the modulation vector(s), (B, hidden)
+    rope: Rope  # (cos, sin), each (video + text tokens, 1, head_dim)
+    padding: Padding | None
+    grid: tuple[int, int, int]  # video tokens per axis (T, H, W)
 
 
 def _qk_norm(config: TransformerConfig) -> nn.Module:
@@ -42,7 +74,7 @@ class MMDoubleStreamBlock(nn.Module):
         hidden, mlp_hidden, bias = config.hidden_size, int(config.hidden_size * config.mlp_width_ratio), config.qkv_bias
         self.heads_num = config.heads_num
 
-        self.img_mod = Modulation(hidden, 6)
+        self.img_mod = Modulation(hidden, double=True)
         self.img_norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.img_attn_qkv = nn.Linear(hidden, 3 * hidden, bias=bias)
         self.img_attn_q_norm = _qk_norm(config)
@@ -51,7 +83,7 @@ class MMDoubleStreamBlock(nn.Module):
         self.img_norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.img_mlp = MLP(hidden, mlp_hidden, nn.GELU(approximate="tanh"))
 
-        self.txt_mod = Modulation(hidden, 6)
+        self.txt_mod = Modulation(hidden, double=True)
         self.txt_norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.txt_attn_qkv = nn.Linear(hidden, 3 * hidden, bias=bias)
         self.txt_attn_q_norm = _qk_norm(config)
@@ -60,25 +92,31 @@ class MMDoubleStreamBlock(nn.Module):
         self.txt_norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.txt_mlp = MLP(hidden, mlp_hidden, nn.GELU(approximate="tanh"))
 
-    def forward(self, img: Tensor, txt: Tensor, vec: Tensor, rope: Rope, padding: Padding | None
-                ) -> tuple[Tensor, Tensor]:
-        img_shift1, img_scale1, img_gate1, img_shift2, img_scale2, img_gate2 = self.img_mod(vec)
-        txt_shift1, txt_scale1, txt_gate1, txt_shift2, txt_scale2, txt_gate2 = self.txt_mod(vec)
+    def modulated_img(self, img: Tensor, mod: TokenModulation) -> Tensor:
+        """The video tokens as they enter the video QKV: `img_norm1(img)` modulated by `mod`, the first of
+        `img_mod.for_tokens(vectors)` (what a step cache such as TeaCache compares between steps)."""
+        return mod.modulate(self.img_norm1(img))
 
-        img_qkv = self.img_attn_qkv(modulate(self.img_norm1(img), img_shift1, img_scale1))
+    def forward(self, img: Tensor, txt: Tensor, vectors: ModulationVectors, rope: Rope, padding: Padding | None,
+                backend: str = "auto") -> tuple[Tensor, Tensor]:
+        """Video tokens (B, N, hidden) and text tokens (B, L, hidden) after one block."""
+        img_mod1, img_mod2 = self.img_mod.for_tokens(vectors)
+        txt_mod1, txt_mod2 = self.txt_mod(vectors.vec)
+
+        img_qkv = self.img_attn_qkv(self.modulated_img(img, img_mod1))
         img_q, img_k, img_v = img_qkv.unflatten(-1, (3, self.heads_num, -1)).unbind(2)
-        txt_qkv = self.txt_attn_qkv(modulate(self.txt_norm1(txt), txt_shift1, txt_scale1))
+        txt_qkv = self.txt_attn_qkv(txt_mod1.modulate(self.txt_norm1(txt)))
         txt_q, txt_k, txt_v = txt_qkv.unflatten(-1, (3, self.heads_num, -1)).unbind(2)
 
         q = apply_rope(torch.cat([self.img_attn_q_norm(img_q), self.txt_attn_q_norm(txt_q)], dim=1), *rope)
         k = apply_rope(torch.cat([self.img_attn_k_norm(img_k), self.txt_attn_k_norm(txt_k)], dim=1), *rope)
         v = torch.cat([img_v, txt_v], dim=1)
-        img_attn, txt_attn = attention(q, k, v, padding).split([img.shape[1], txt.shape[1]], dim=1)
+        img_attn, txt_attn = attention(q, k, v, padding, backend).split([img.shape[1], txt.shape[1]], dim=1)
 
-        img = gated_residual(img, img_gate1, self.img_attn_proj(img_attn))
-        img = gated_residual(img, img_gate2, self.img_mlp(modulate(self.img_norm2(img), img_shift2, img_scale2)))
-        txt = gated_residual(txt, txt_gate1, self.txt_attn_proj(txt_attn))
-        txt = gated_residual(txt, txt_gate2, self.txt_mlp(modulate(self.txt_norm2(txt), txt_shift2, txt_scale2)))
+        img = img_mod1.gated_residual(img, self.img_attn_proj(img_attn))
+        img = img_mod2.gated_residual(img, self.img_mlp(img_mod2.modulate(self.img_norm2(img))))
+        txt = txt_mod1.gated_residual(txt, self.txt_attn_proj(txt_attn))
+        txt = txt_mod2.gated_residual(txt, self.txt_mlp(txt_mod2.modulate(self.txt_norm2(txt))))
         return img, txt
 
 
@@ -97,21 +135,24 @@ class MMSingleStreamBlock(nn.Module):
         self.k_norm = _qk_norm(config)
         self.pre_norm = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.mlp_act = nn.GELU(approximate="tanh")
-        self.modulation = Modulation(hidden, 3)
+        self.modulation = Modulation(hidden, double=False)
 
-    def forward(self, x: Tensor, vec: Tensor, rope: Rope, padding: Padding | None) -> Tensor:
-        shift, scale, gate = self.modulation(vec)
-        qkv, mlp = self.linear1(modulate(self.pre_norm(x), shift, scale)).split(self.split_sizes, dim=-1)
+    def forward(self, x: Tensor, vectors: ModulationVectors, rope: Rope, padding: Padding | None,
+                backend: str = "auto") -> Tensor:
+        """Tokens [video, text] (B, N + L, hidden) after one block."""
+        mod, _ = self.modulation.for_tokens(vectors)
+        qkv, mlp = self.linear1(mod.modulate(self.pre_norm(x))).split(self.split_sizes, dim=-1)
         q, k, v = qkv.unflatten(-1, (3, self.heads_num, -1)).unbind(2)
         q, k = apply_rope(self.q_norm(q), *rope), apply_rope(self.k_norm(k), *rope)
-        out = self.linear2(torch.cat([attention(q, k, v, padding), self.mlp_act(mlp)], dim=-1))
-        return gated_residual(x, gate, out)
+        out = self.linear2(torch.cat([attention(q, k, v, padding, backend), self.mlp_act(mlp)], dim=-1))
+        return mod.gated_residual(x, out)
 
 
 class HunyuanVideoTransformer(nn.Module):
     """Predicts the flow-matching velocity of video latents given text conditioning.
 
-    Set `gradient_checkpointing = True` to recompute each block in the backward pass.
+    Set `gradient_checkpointing = True` to recompute each block in the backward pass. `attention_backend` names the
+    attention kernel (default "auto"); choose it with `set_attention_backend` once the model is on its device.
     """
 
     def __init__(self, config: TransformerConfig):
@@ -127,7 +168,18 @@ class HunyuanVideoTransformer(nn.Module):
         self.single_blocks = nn.ModuleList(MMSingleStreamBlock(config) for _ in range(config.mm_single_blocks_depth))
         self.final_layer = FinalLayer(hidden, config.patch_size, config.out_channels)
         self.gradient_checkpointing = False
+        self.attention_backend = "auto"
         self._rope_cache: dict[tuple, Rope] = {}
+
+    def set_attention_backend(self, name: str) -> None:
+        """Run attention on backend `name` ("auto", "sdpa", "flash", "sage", "flex"; see `models/attention.py`).
+
+        Raises `AttentionBackendError` (a ValueError) now, before any forward, when the backend is unknown, not
+        installed, or cannot run on the device and dtype of the model's parameters.
+        """
+        param = next(self.parameters())
+        check_attention_backend(name, param.device, param.dtype)
+        self.attention_backend = name
 
     def forward(
         self,
@@ -138,34 +190,77 @@ class HunyuanVideoTransformer(nn.Module):
         text_states_2: Tensor,
         guidance: Tensor | None = None,
     ) -> Tensor:
-        """Velocity (B, out_channels, T, H, W) of latents `x` (B, in_channels, T, H, W).
+        """Velocity (B, out_channels, T, H, W) of latents `x` (B, in_channels, T, H, W): `head(blocks(embed(...)))`.
 
         `t` (B,): timesteps on the 0..1000 scale. `text_states` (B, L, text_states_dim): LLM states, right-padded;
         `text_mask` (B, L): 1 = real token, 0 = padding (None: no padding; keep it on the CPU so that padding
         columns are dropped without a device sync). `text_states_2` (B, text_states_dim_2): pooled CLIP states.
         `guidance` (B,): embedded guidance scale times 1000, for `guidance_embed` models only.
         """
-        self._check_inputs(x, t, text_states, text_states_2, guidance)
+        return self.head(self.blocks(self.embed(x, t, text_states, text_mask, text_states_2, guidance)))
+
+    def embed(
+        self,
+        x: Tensor,
+        t: Tensor,
+        text_states: Tensor,
+        text_mask: Tensor | None,
+        text_states_2: Tensor,
+        guidance: Tensor | None = None,
+        first_frame_t: Tensor | None = None,
+    ) -> StreamState:
+        """The first stage: video patches to tokens, the text through the token refiner, the modulation vector(s),
+        the RoPE tables and the padding layout of the attention sequence.
+
+        Arguments as `forward`'s. `first_frame_t` (B,): when given, the video tokens of the first latent frame are
+        modulated, in every block, by the vector of this timestep (with the same text and guidance terms) instead of
+        `t`'s; text tokens and the other video tokens keep `t`'s. None (the default) adds no work.
+        """
+        self._check_inputs(x, t, text_states, text_states_2, guidance, first_frame_t)
         text_states, text_mask = drop_text_padding(text_states, text_mask)
         pt, ph, pw = self.config.patch_size
         grid = (x.shape[2] // pt, x.shape[3] // ph, x.shape[4] // pw)
 
-        vec = self.time_in(t) + self.vector_in(text_states_2)
-        if self.guidance_in is not None:
-            vec = vec + self.guidance_in(guidance)
+        text_vec = self.vector_in(text_states_2)
+        guidance_vec = None if self.guidance_in is None else self.guidance_in(guidance)
+        vec = self.time_in(t) + text_vec
+        if guidance_vec is not None:
+            vec = vec + guidance_vec
+        vectors = ModulationVectors(vec)
+        if first_frame_t is not None:
+            first_vec = self.time_in(first_frame_t) + text_vec
+            if guidance_vec is not None:
+                first_vec = first_vec + guidance_vec
+            vectors = ModulationVectors(vec, first_vec, grid[1] * grid[2])
+
         img = self.img_in(x)
         txt_padding = None if text_mask is None else make_padding(text_mask, 0)
-        txt = self.txt_in(text_states, t, text_mask, txt_padding)
-
+        txt = self.txt_in(text_states, t, text_mask, txt_padding, self.attention_backend)
         padding = None if text_mask is None else make_padding(text_mask, img.shape[1])
         rope = self.rope(grid, txt.shape[1], x.device)
+        return StreamState(img=img, txt=txt, vectors=vectors, rope=rope, padding=padding, grid=grid)
+
+    def blocks(self, state: StreamState) -> StreamState:
+        """The second stage: the dual-stream blocks on (video, text), then the single-stream blocks on their
+        concatenation; returns the state with the blocks' video and text tokens."""
+        img, txt, backend = state.img, state.txt, self.attention_backend
         for block in self.double_blocks:
-            img, txt = self._run(block, img, txt, vec, rope, padding)
+            img, txt = self._run(block, img, txt, state.vectors, state.rope, state.padding, backend)
         joint = torch.cat([img, txt], dim=1)
         for block in self.single_blocks:
-            joint = self._run(block, joint, vec, rope, padding)
-        img = self.final_layer(joint[:, : img.shape[1]], vec)
-        return self.unpatchify(img, grid)
+            joint = self._run(block, joint, state.vectors, state.rope, state.padding, backend)
+        img, txt = joint.split([img.shape[1], txt.shape[1]], dim=1)
+        return replace(state, img=img, txt=txt)
+
+    def head(self, state: StreamState) -> Tensor:
+        """The last stage: the final layer on the video tokens, unpatchified to the velocity (B, C, T, H, W)."""
+        return self.unpatchify(self.final_layer(state.img, state.vectors.vec), state.grid)
+
+    def first_block_input(self, state: StreamState) -> Tensor:
+        """The first dual-stream block's modulated video input for `state` (the signal TeaCache-style step caches
+        compare between denoising steps); (B, video tokens, hidden)."""
+        block = self.double_blocks[0]
+        return block.modulated_img(state.img, block.img_mod.for_tokens(state.vectors)[0])
 
     def rope(self, grid: tuple[int, int, int], text_len: int, device: torch.device) -> Rope:
         """The RoPE tables of a latent token grid followed by `text_len` text tokens. The grid's tables are cached
@@ -190,7 +285,7 @@ class HunyuanVideoTransformer(nn.Module):
         return block(*args)
 
     def _check_inputs(self, x: Tensor, t: Tensor, text_states: Tensor, text_states_2: Tensor,
-                      guidance: Tensor | None) -> None:
+                      guidance: Tensor | None, first_frame_t: Tensor | None) -> None:
         c = self.config
         if x.ndim != 5 or x.shape[1] != c.in_channels:
             raise ValueError(f"x must be (B, {c.in_channels}, T, H, W) latents, got {tuple(x.shape)}")
@@ -199,6 +294,8 @@ class HunyuanVideoTransformer(nn.Module):
         b = x.shape[0]
         if t.shape != (b,):
             raise ValueError(f"t must have shape ({b},), got {tuple(t.shape)}; expand a scalar with t.expand({b})")
+        if first_frame_t is not None and first_frame_t.shape != (b,):
+            raise ValueError(f"first_frame_t must have shape ({b},), got {tuple(first_frame_t.shape)}")
         if text_states.ndim != 3 or text_states.shape[0] != b or text_states.shape[2] != c.text_states_dim:
             raise ValueError(f"text_states must be ({b}, L, {c.text_states_dim}), got {tuple(text_states.shape)}")
         if text_states_2.shape != (b, c.text_states_dim_2):

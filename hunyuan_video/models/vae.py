@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from hunyuan_video.config import VAEConfig
+from hunyuan_video.models.attention import attention
 from hunyuan_video.models.tiling import TileSpec, tiled_decode, tiled_encode
 
 
@@ -67,16 +68,11 @@ class Attention(nn.Module):
         b, c, t, h, w = x.shape
         hw = h * w
         tokens = self.group_norm(x).permute(0, 2, 3, 4, 1).reshape(b, t * hw, c)
-        q, k, v = self.to_q(tokens), self.to_k(tokens), self.to_v(tokens)
+        q, k, v = (proj(tokens).unsqueeze(2) for proj in (self.to_q, self.to_k, self.to_v))  # (B, S, 1 head, C)
         # The frame-causal mask as a loop over query frames: frame i attends to the prefix of keys 0 .. i,
         # which is exact and never builds the (t*hw)^2 mask.
-        out = torch.cat(
-            [
-                F.scaled_dot_product_attention(q[:, i * hw : (i + 1) * hw], k[:, : (i + 1) * hw], v[:, : (i + 1) * hw])
-                for i in range(t)
-            ],
-            dim=1,
-        )
+        frames = [(i * hw, (i + 1) * hw) for i in range(t)]
+        out = torch.cat([attention(q[:, start:end], k[:, :end], v[:, :end], None) for start, end in frames], dim=1)
         out = self.to_out[0](out)
         return x + out.reshape(b, t, h, w, c).permute(0, 4, 1, 2, 3)
 
@@ -91,8 +87,8 @@ class MidBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.resnets[0](x)
-        for attention in self.attentions:
-            x = attention(x)
+        for attn in self.attentions:
+            x = attn(x)
         return self.resnets[1](x)
 
 
