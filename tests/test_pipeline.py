@@ -15,7 +15,7 @@ from tiny_models import (
 from hunyuan_video.checkpoint import save_transformer
 from hunyuan_video.config import TransformerConfig, config_to_dict
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
-from hunyuan_video.pipeline import NEGATIVE_PROMPT, HunyuanVideoPipeline, describe_model_folder, find_model_folder
+from hunyuan_video.pipelines import NEGATIVE_PROMPT, HunyuanVideoPipeline, describe_model_folder, find_model_folder
 from hunyuan_video.text_encoder import VIDEO_TEMPLATE
 
 # latents (1, 16, 3, 6, 4): up to 4 latent frames diffusers' VAE decodes in one piece, as ours (and the official
@@ -131,12 +131,12 @@ def test_offload_gives_the_same_video_and_streams_the_blocks(pipe):
     latents = torch.randn(1, 16, 3, 6, 4, generator=torch.Generator().manual_seed(1))
     want = pipe(PROMPT, **SIZE, num_inference_steps=2, latents=latents, output_type="pt").frames
     pipe.enable_model_cpu_offload("cpu")  # no GPU here: record what is brought to the device, and when
-    loans, borrow = [], pipe._borrow
-    pipe._borrow = lambda tensors: loans.append({id(t) for t in tensors}) or borrow(tensors)
+    loans, bring = [], pipe.offload.bring
+    pipe.offload.bring = lambda tensors: loans.append({id(t) for t in tensors}) or bring(tensors)
     try:
         got = pipe(PROMPT, **SIZE, num_inference_steps=2, latents=latents, output_type="pt").frames
     finally:
-        del pipe._borrow
+        del pipe.offload.bring
         pipe.to("cpu")
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     ids = lambda module: {id(t) for t in [*module.parameters(), *module.buffers()]}
