@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 
@@ -45,6 +46,9 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 TINY_MODEL = "assets/tiny"  # the embedded tiny model, inside the package, in the layout of a real model
+# The pipeline's argument names as `generate` spells them, so that its errors name the option to change.
+_GENERATE_OPTIONS = {"num_frames": "--frames", "num_inference_steps": "--steps", "guidance_scale": "--guidance",
+                     "cfg_scale": "--cfg-scale", "negative_prompt": "--negative-prompt", "flow_shift": "--shift"}
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -94,6 +98,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     from hunyuan_video.video_io import write_frames_png, write_gif, write_video
 
     def fail(message: object) -> SystemExit:
+        message = re.sub("|".join(_GENERATE_OPTIONS), lambda m: _GENERATE_OPTIONS[m[0]], str(message))
         return SystemExit(f"hunyuan-video generate: {message}")
 
     model = args.model or Path(__file__).parent / TINY_MODEL

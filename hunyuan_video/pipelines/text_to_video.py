@@ -202,7 +202,7 @@ class HunyuanVideoPipeline:
             raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
         if cfg_scale == 1 and negative_prompt is not None:
             warnings.warn("negative_prompt is used only with cfg_scale > 1 (true classifier-free guidance): ignored",
-                          stacklevel=3)
+                          stacklevel=4)  # the caller of __call__ (under no_grad)
 
     def prepare_latents(
         self,
