@@ -26,7 +26,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
 
 from hunyuan_video.checkpoint import transformer_config_to_diffusers
 from hunyuan_video.config import VAE_PRESETS, TransformerConfig
-from hunyuan_video.pipeline import HunyuanVideoPipeline
+from hunyuan_video.pipelines import HunyuanVideoPipeline
 from hunyuan_video.text_encoder import VIDEO_TEMPLATE, build_word_tokenizer
 
 PROMPT = "a red ball rolls across the green floor while the camera pans left"

@@ -30,7 +30,7 @@ from hunyuan_video.data.dataset import frames_to_tensor
 from hunyuan_video.data.synth import sample_clip
 from hunyuan_video.eval import evaluate_folder, summarize
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
-from hunyuan_video.pipeline import HunyuanVideoPipeline
+from hunyuan_video.pipelines import HunyuanVideoPipeline
 from hunyuan_video.video_io import to_uint8, write_video
 
 TINY = Path(__file__).resolve().parent.parent / "hunyuan_video" / "assets" / "tiny"

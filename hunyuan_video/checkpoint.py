@@ -10,13 +10,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pickle
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -36,7 +38,8 @@ _WRAPPER_KEYS = ("module", "state_dict")
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """The tensors of a `.pt`/`.pth`/`.bin`/`.ckpt` file (unwrapping `module`/`state_dict`), of a `.safetensors`
-    file, or of every `*.safetensors` shard in a folder. Files are memory-mapped, not read whole."""
+    file, or of every `*.safetensors` shard in a folder. Files are memory-mapped, not read whole. A file that cannot
+    be read (truncated, corrupt) is a ValueError naming it."""
     path = Path(path)
     if path.is_dir():
         shards = sorted(path.glob("*.safetensors"))
@@ -44,7 +47,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             raise ValueError(f"{path} holds no *.safetensors files")
         state_dict: dict[str, Tensor] = {}
         for shard in shards:
-            part = load_file(shard)
+            part = _load_safetensors(shard)
             if duplicates := state_dict.keys() & part.keys():
                 raise ValueError(f"{shard} repeats keys of another shard, e.g. {sorted(duplicates)[0]}")
             state_dict.update(part)
@@ -52,14 +55,51 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if path.suffix == ".safetensors":
-        return load_file(path)
+        return _load_safetensors(path)
     if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
-        obj = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        try:
+            obj = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(f"{path} could not be read ({reason}): the file is incomplete, corrupt or not a "
+                             "PyTorch checkpoint") from None
         for key in _WRAPPER_KEYS:
             if isinstance(obj, dict) and isinstance(obj.get(key), dict):
                 obj = obj[key]
         return obj
     raise ValueError(f"unsupported checkpoint {path}: expected .safetensors, .pt/.pth/.bin/.ckpt or a folder")
+
+
+def _corrupt(path: Path, error: Exception) -> str:
+    return f"{path} is incomplete or corrupt ({error}): download or write it again"
+
+
+def _load_safetensors(path: Path) -> dict[str, Tensor]:
+    try:
+        return load_file(path)
+    except SafetensorError as error:
+        raise ValueError(_corrupt(path, error)) from None
+
+
+@contextmanager
+def open_safetensors(path: str | Path) -> Iterator[safe_open]:
+    """`safe_open` a safetensors file (its header is checked against the file's size); a truncated or corrupt file
+    is a ValueError naming it."""
+    try:
+        handle = safe_open(str(path), framework="pt")
+    except SafetensorError as error:
+        raise ValueError(_corrupt(Path(path), error)) from None
+    with handle:
+        yield handle
+
+
+def check_safetensors(path: str | Path) -> None:
+    """Raise a ValueError naming the first truncated or corrupt `.safetensors` file at `path` (a file or a folder's
+    own files); reads only the headers."""
+    path = Path(path)
+    for file in [path] if path.is_file() else sorted(path.glob("*.safetensors")):
+        with open_safetensors(file):
+            pass
 
 
 def build_on_meta(factory: Callable[[], M]) -> M:
@@ -111,7 +151,7 @@ def save_state_dict(state_dict: dict[str, Tensor], path: str | Path, metadata: d
 
 def safetensors_metadata(path: str | Path) -> dict[str, str]:
     """The string metadata stored in a safetensors file's header."""
-    with safe_open(str(path), framework="pt") as file:
+    with open_safetensors(path) as file:
         return file.metadata() or {}
 
 
@@ -295,24 +335,46 @@ def infer_transformer_config(state_dict: dict[str, Tensor]) -> TransformerConfig
     )
 
 
+def transformer_config_file(path: str | Path) -> Path | None:
+    """The config.json describing the transformer weights at `path`: diffusers' inside a folder, or one of
+    `TransformerConfig` fields (it names `hidden_size`) beside a file, as in the official layout; else None."""
+    path = Path(path)
+    config_file = path / "config.json" if path.is_dir() else path.parent / "config.json"
+    if not config_file.is_file():
+        return None
+    return config_file if path.is_dir() or "hidden_size" in json.loads(config_file.read_text()) else None
+
+
+def transformer_config_for(path: str | Path, state_dict: dict[str, Tensor] | None = None) -> TransformerConfig:
+    """The config of the transformer weights at `path`, from the first of: diffusers' config.json in a folder; a
+    safetensors file's metadata (`save_transformer`); a config.json of `TransformerConfig` fields beside the file;
+    the official checkpoint's shapes (`state_dict`, read from `path` when not given)."""
+    path = Path(path)
+    config_file = transformer_config_file(path)
+    if path.is_dir():
+        if config_file is None:
+            raise ValueError(f"{path} is a folder without config.json: not a diffusers transformer folder")
+        return transformer_config_from_diffusers(json.loads(config_file.read_text()))
+    if path.suffix == ".safetensors" and "config" in (metadata := safetensors_metadata(path)):
+        return config_from_dict(TransformerConfig, json.loads(metadata["config"]))
+    if config_file is not None:
+        return config_from_dict(TransformerConfig, json.loads(config_file.read_text()))
+    return infer_transformer_config(read_state_dict(path) if state_dict is None else state_dict)
+
+
 def load_transformer(path: str | Path, config: TransformerConfig | None = None, dtype: torch.dtype | None = None,
                      device: torch.device | str | None = None) -> HunyuanVideoTransformer:
     """Load a transformer (eval mode) from the official `.pt` (with or without `module`), a `.safetensors` file in the
-    official layout, or a diffusers folder (config.json + safetensors shards). Without `config`, it comes from the file:
-    `save_transformer`'s metadata, diffusers' config.json, or else the official checkpoint's shapes."""
+    official layout, or a diffusers folder (config.json + safetensors shards). Without `config`, it comes from
+    `transformer_config_for`."""
     path = Path(path)
     if path.is_dir():
-        config_file = path / "config.json"
-        if not config_file.exists():
-            raise ValueError(f"{path} is a folder without config.json: not a diffusers transformer folder")
-        config = config or transformer_config_from_diffusers(json.loads(config_file.read_text()))
+        config = config or transformer_config_for(path)
         model = build_on_meta(lambda: HunyuanVideoTransformer(config))
         state_dict = transformer_from_diffusers(read_state_dict(path), model.state_dict().keys())
     else:
         state_dict = read_state_dict(path)
-        if config is None and path.suffix == ".safetensors" and "config" in safetensors_metadata(path):
-            config = config_from_dict(TransformerConfig, json.loads(safetensors_metadata(path)["config"]))
-        config = config or infer_transformer_config(state_dict)
+        config = config or transformer_config_for(path, state_dict)
         model = build_on_meta(lambda: HunyuanVideoTransformer(config))
     return load_state_dict_into(model, state_dict, dtype, device).eval()
 

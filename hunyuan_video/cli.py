@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import os
+import re
+from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,11 +28,11 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    from hunyuan_video.pipeline import describe_model_folder
+    from hunyuan_video.pipelines import describe_model_folder
 
     try:
         info = describe_model_folder(args.model)
-    except ValueError as error:
+    except (OSError, ValueError) as error:
         raise SystemExit(f"hunyuan-video info: {error}") from None
     print(f"{info['root']}: {info['layout']} layout")
     for name, part in info["parts"].items():
@@ -44,25 +46,25 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 TINY_MODEL = "assets/tiny"  # the embedded tiny model, inside the package, in the layout of a real model
-# What `generate` uses for options not given, unless the model folder's generate.json says otherwise (the tiny
-# model's does: its own size, steps and guidance).
-GENERATE_DEFAULTS = {"height": 720, "width": 1280, "frames": 129, "steps": 50, "guidance": 6.0, "cfg_scale": 1.0,
-                     "shift": 7.0, "fps": 24.0, "dtype": "bfloat16"}
+# The pipeline's argument names as `generate` spells them, so that its errors name the option to change.
+_GENERATE_OPTIONS = {"num_frames": "--frames", "num_inference_steps": "--steps", "guidance_scale": "--guidance",
+                     "cfg_scale": "--cfg-scale", "negative_prompt": "--negative-prompt", "flow_shift": "--shift"}
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="make a video from a prompt",
                        description="Sample a video with HunyuanVideo and write it as mp4 (or .gif, or a folder of png "
-                                   "frames when the output has no .mp4/.gif suffix).")
+                                   "frames when the output has no .mp4/.gif suffix). Options left out take the model "
+                                   "folder's generate.json values, else the official ones.")
     p.add_argument("prompt", help="what the video shows")
     p.add_argument("-o", "--output", default="outputs/video.mp4", help="out.mp4, out.gif or a folder for png frames")
     p.add_argument("--model", help="model folder (official ckpts/ or diffusers layout); default: the embedded tiny one")
-    # Sampling options left out take the model folder's generate.json values, else GENERATE_DEFAULTS.
     p.add_argument("--height", type=int, help="pixels, a multiple of 16 (official: 720)")
     p.add_argument("--width", type=int, help="pixels, a multiple of 16 (official: 1280)")
     p.add_argument("--frames", type=int, help="number of frames, 4k + 1 (official: 129)")
     p.add_argument("--steps", type=int, help="sampling steps (official: 50)")
-    p.add_argument("--guidance", type=float, help="embedded guidance scale (CFG-distilled model; official: 6)")
+    p.add_argument("--guidance", type=float,
+                   help="embedded guidance scale, for a model with a guidance embedding (official: 6)")
     p.add_argument("--cfg-scale", type=float, help="true classifier-free guidance when > 1 (2x compute; official: 1)")
     p.add_argument("--negative-prompt", default=None, help="what to steer away from with --cfg-scale > 1")
     p.add_argument("--shift", type=float, help="flow shift of the sigmas (17 for few steps; official: 7)")
@@ -75,47 +77,60 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_generate)
 
 
+def _check_output(path: Path) -> None:
+    """Fail before sampling when the video could not be written to `path`."""
+    if path.suffix in (".mp4", ".gif") and path.is_dir():
+        raise ValueError(f"--output {path} is a folder: name a file, or drop the suffix to write png frames")
+    if path.suffix not in (".mp4", ".gif") and path.exists() and not path.is_dir():
+        raise ValueError(f"--output {path} is a file: png frames go to a folder (or use a .mp4 or .gif name)")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK) or (
+            existing == path and path.is_file() and not os.access(path, os.W_OK)):
+        raise ValueError(f"--output {path}: cannot write there ({existing} is not a writable folder)")
+
+
 def _run_generate(args: argparse.Namespace) -> int:
-    import json
     import time
-    from pathlib import Path
 
     import torch
 
-    from hunyuan_video.pipeline import HunyuanVideoPipeline
+    from hunyuan_video.pipelines import HunyuanVideoPipeline
     from hunyuan_video.video_io import write_frames_png, write_gif, write_video
 
+    def fail(message: object) -> SystemExit:
+        message = re.sub("|".join(_GENERATE_OPTIONS), lambda m: _GENERATE_OPTIONS[m[0]], str(message))
+        return SystemExit(f"hunyuan-video generate: {message}")
+
     model = args.model or Path(__file__).parent / TINY_MODEL
-    if not Path(model).is_dir():
-        raise SystemExit("hunyuan-video generate: no --model given and this package holds no embedded tiny model "
-                         f"({TINY_MODEL}): pass --model PATH, a folder in the official ckpts/ or diffusers layout")
-    folder_defaults = Path(model) / "generate.json"
-    defaults = {**GENERATE_DEFAULTS, **(json.loads(folder_defaults.read_text()) if folder_defaults.is_file() else {})}
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"hunyuan-video generate: --device {args.device} but torch sees no CUDA GPU: use --device cpu")
+    if args.model is None and not Path(model).is_dir():
+        raise fail(f"no --model given and this package holds no embedded tiny model ({TINY_MODEL}): pass "
+                   "--model PATH, a folder in the official ckpts/ or diffusers layout")
+    path = Path(args.output)
     start = time.perf_counter()
     try:
-        pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=getattr(torch, args.dtype),
-                                                    device="cpu" if args.offload else device)
+        if not args.prompt.strip():
+            raise ValueError("the prompt is empty: describe the video to make")
+        if args.fps is not None and not args.fps > 0:
+            raise ValueError(f"--fps must be positive, got {args.fps}")
+        _check_output(path)
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = getattr(torch, args.dtype) if args.dtype else None
+        pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=dtype, device="cpu" if args.offload else device)
         if args.offload:
             pipe.enable_model_cpu_offload(device)
         load_s = time.perf_counter() - start
         out = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
                    num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
                    cfg_scale=args.cfg_scale, flow_shift=args.shift, seed=args.seed)
-    except ValueError as error:
-        raise SystemExit(f"hunyuan-video generate: {error}") from None
-    frames, path = out.frames[0], Path(args.output)
-    if path.suffix == ".mp4":
-        write_video(path, frames, fps=args.fps)
-    elif path.suffix == ".gif":
-        write_gif(path, frames, fps=args.fps)
-    else:
-        write_frames_png(path, frames)
+        frames, fps = out.frames[0], pipe.defaults.fps if args.fps is None else args.fps
+        if path.suffix == ".mp4":
+            write_video(path, frames, fps=fps)
+        elif path.suffix == ".gif":
+            write_gif(path, frames, fps=fps)
+        else:
+            write_frames_png(path, frames)
+    except (OSError, ValueError) as error:
+        raise fail(error) from None
     times = ", ".join(f"{k.removesuffix('_s')} {v:.1f}s" for k, v in {"load_s": load_s, **out.timings}.items())
     print(f"wrote {path} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]})\nseed: {out.seed}\n"
           f"time: {times}")
@@ -229,8 +244,6 @@ def _run_data_check(args: argparse.Namespace) -> int:
 
 
 def _run_data_eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from hunyuan_video.eval import evaluate_folder
 
     out = Path(args.out or Path(args.videos) / "eval.json")
@@ -305,6 +318,3 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import av
@@ -63,3 +64,93 @@ def test_info_prints_the_layout_and_parameter_counts(model, capsys):
     assert "official layout" in printed
     for part in ("transformer:", "vae:", "text_encoder:", "text_encoder_2:", "float32", "hidden_size: 64"):
         assert part in printed
+
+
+TINY = Path(cli.__file__).parent / cli.TINY_MODEL
+
+
+def test_the_cli_and_the_api_give_the_same_frames_with_the_folders_defaults(tmp_path):
+    """Neither side is told the size, guidance, negative prompt, shift or dtype: both take generate.json's."""
+    from PIL import Image
+
+    from hunyuan_video.pipelines import GenerationDefaults, HunyuanVideoPipeline
+
+    pngs = tmp_path / "frames"
+    assert cli.main(["generate", "a red circle moves to the right", "-o", str(pngs), "--seed", "3", "--steps", "2",
+                     "--device", "cpu"]) == 0
+    from_cli = np.stack([np.asarray(Image.open(p)) for p in sorted(pngs.glob("*.png"))])
+    pipe = HunyuanVideoPipeline.from_pretrained(TINY, device="cpu")
+    defaults = json.loads((TINY / "generate.json").read_text())
+    assert pipe.defaults == GenerationDefaults(**defaults) and pipe.dtype == getattr(torch, defaults["dtype"])
+    from_api = pipe("a red circle moves to the right", seed=3, num_inference_steps=2).frames[0]
+    assert from_api.shape == (defaults["frames"], defaults["height"], defaults["width"], 3) and from_api.std() > 1
+    np.testing.assert_array_equal(from_cli, from_api)
+
+
+def _fails(argv: list[str], *fragments: str) -> None:
+    """`argv` ends in one readable line naming `fragments`: a SystemExit with a message, no traceback."""
+    with pytest.raises(SystemExit) as error:
+        cli.main(argv)
+    message = str(error.value.code)
+    assert "\n" not in message and "Traceback" not in message and message.startswith("hunyuan-video ")
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_a_missing_model_folder_is_named(tmp_path):
+    out = tmp_path / "a.mp4"
+    _fails(["generate", "x", "-o", str(out), "--model", str(tmp_path / "nowhere")],
+           f"model folder {tmp_path / 'nowhere'} does not exist")
+    _fails(["info", str(tmp_path / "nowhere")], "does not exist")
+    assert not out.exists()
+
+
+def _copy_with_a_truncated_file(tmp_path: Path, weights: str) -> Path:
+    """The embedded model with `weights` cut to half its size (the other files linked)."""
+    folder = tmp_path / "model"
+    for file in TINY.rglob("*"):
+        if file.is_file():
+            target = folder / file.relative_to(TINY)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(file)
+    broken = folder / weights
+    data = broken.read_bytes()
+    broken.unlink()
+    broken.write_bytes(data[: len(data) // 2])
+    return broken
+
+
+@pytest.mark.parametrize("weights", ["hunyuan-video-t2v-720p/transformers/mp_rank_00_model_states.safetensors",
+                                     "hunyuan-video-t2v-720p/vae/model.safetensors", "text_encoder/model.safetensors",
+                                     "text_encoder_2/model.safetensors"])
+def test_a_truncated_weights_file_is_named(tmp_path, weights):
+    broken = _copy_with_a_truncated_file(tmp_path, weights)
+    out = tmp_path / "a.mp4"
+    model = str(tmp_path / "model")
+    _fails(["generate", "x", "-o", str(out), "--model", model], str(broken), "incomplete or corrupt")
+    _fails(["info", model], str(broken), "incomplete or corrupt")
+    assert not out.exists()
+
+
+def test_bad_options_are_one_line_and_write_nothing(model, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "a.mp4"
+    run = ["generate", "a cat", "-o", str(out), "--model", str(model), *ARGS]
+    cases = [
+        (["--guidance", "4"], "no guidance embedding", "--cfg-scale"),  # the embedded model has none
+        (["--frames", "0"], "--frames must be 4k + 1, got 0: use 1"),
+        (["--steps", "0"], "at least 1, got 0"),
+        (["--cfg-scale", "-2"], "--cfg-scale must be at least 1"),
+        (["--cfg-scale", "nan"], "--cfg-scale must be a finite number"),
+        (["--shift", "0"], "flow shift must be positive"),
+        (["--seed", "-1"], "seed must be in [0, 2**64)"),
+        (["--fps", "0"], "--fps must be positive"),
+        (["--device", "gpu"], "unknown device 'gpu'"),
+        (["-o", str(tmp_path / "a_file" / "b.mp4")], "cannot write there"),
+        (["-o", str(tmp_path / "a_file")], "is a file"),
+    ]
+    for extra, *fragments in cases:
+        argv = run if extra[0] != "--guidance" else ["generate", "a cat", "-o", str(out), *ARGS]
+        _fails([*argv, *extra], *fragments)
+    _fails(["generate", "  ", "-o", str(out), "--model", str(model), *ARGS], "the prompt is empty")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]

@@ -1,4 +1,6 @@
+import json
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,10 +14,16 @@ from tiny_models import (
     write_official_model,
 )
 
-from hunyuan_video.checkpoint import save_transformer
+from hunyuan_video.checkpoint import load_transformer, read_state_dict, save_transformer
 from hunyuan_video.config import TransformerConfig, config_to_dict
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
-from hunyuan_video.pipeline import NEGATIVE_PROMPT, HunyuanVideoPipeline, describe_model_folder, find_model_folder
+from hunyuan_video.pipelines import (
+    NEGATIVE_PROMPT,
+    GenerationDefaults,
+    HunyuanVideoPipeline,
+    describe_model_folder,
+    find_model_folder,
+)
 from hunyuan_video.text_encoder import VIDEO_TEMPLATE
 
 # latents (1, 16, 3, 6, 4): up to 4 latent frames diffusers' VAE decodes in one piece, as ours (and the official
@@ -131,12 +139,12 @@ def test_offload_gives_the_same_video_and_streams_the_blocks(pipe):
     latents = torch.randn(1, 16, 3, 6, 4, generator=torch.Generator().manual_seed(1))
     want = pipe(PROMPT, **SIZE, num_inference_steps=2, latents=latents, output_type="pt").frames
     pipe.enable_model_cpu_offload("cpu")  # no GPU here: record what is brought to the device, and when
-    loans, borrow = [], pipe._borrow
-    pipe._borrow = lambda tensors: loans.append({id(t) for t in tensors}) or borrow(tensors)
+    loans, bring = [], pipe.offload.bring
+    pipe.offload.bring = lambda tensors: loans.append({id(t) for t in tensors}) or bring(tensors)
     try:
         got = pipe(PROMPT, **SIZE, num_inference_steps=2, latents=latents, output_type="pt").frames
     finally:
-        del pipe._borrow
+        del pipe.offload.bring
         pipe.to("cpu")
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     ids = lambda module: {id(t) for t in [*module.parameters(), *module.buffers()]}
@@ -179,3 +187,55 @@ def test_layout_detection(diffusers_folder, pipe, tmp_path):
         find_model_folder(tmp_path)
     with pytest.raises(ValueError, match="expected one of these layouts.*mp_rank_00_model_states.pt.*tokenizer_2"):
         find_model_folder(tmp_path / "elsewhere")
+
+
+def test_guidance_scale_needs_a_guidance_embedding(pipe):
+    plain = HunyuanVideoPipeline(HunyuanVideoTransformer(replace(pipe.transformer.config, guidance_embed=False)),
+                                 pipe.vae, pipe.text_encoder, pipe.text_encoder_2)
+    with pytest.raises(ValueError, match="no guidance embedding: use cfg_scale > 1"):
+        plain(PROMPT, **SIZE, num_inference_steps=1, guidance_scale=4.0)
+    run = lambda p, **kw: p(PROMPT, **SIZE, num_inference_steps=1, seed=0, output_type="latent", **kw).frames
+    assert run(plain).shape == (1, 16, 3, 6, 4)  # the defaults' guidance is not the caller's: no error
+    assert not torch.equal(run(pipe, guidance_scale=1.0), run(pipe, guidance_scale=9.0))
+
+
+def test_the_defaults_fill_what_a_call_leaves_out(diffusers_folder, pipe):
+    explicit = dict(**SIZE, num_inference_steps=2, cfg_scale=2.0, negative_prompt="red ball", flow_shift=3.0,
+                    guidance_scale=4.0)
+    want = pipe(PROMPT, seed=5, output_type="latent", **explicit).frames
+    assert pipe.defaults == GenerationDefaults()  # no generate.json in the folder: the official settings
+    settings = dict(height=48, width=32, frames=9, steps=2, cfg_scale=2.0, negative_prompt="red ball", shift=3.0,
+                    guidance=4.0, dtype="float32")
+    folder_file = diffusers_folder[1] / "generate.json"
+    folder_file.write_text(json.dumps(settings))
+    try:
+        configured = HunyuanVideoPipeline.from_pretrained(diffusers_folder[1], device="cpu")
+        folder_file.write_text(json.dumps({**settings, "num_frames": 9}))
+        with pytest.raises(ValueError, match="unknown settings num_frames"):
+            HunyuanVideoPipeline.from_pretrained(diffusers_folder[1], device="cpu")
+    finally:
+        folder_file.unlink()
+    configured.progress = False
+    assert configured.defaults == GenerationDefaults(**settings) and configured.dtype == torch.float32
+    torch.testing.assert_close(configured(PROMPT, seed=5, output_type="latent").frames, want, rtol=0, atol=0)
+
+
+def test_load_transformer_reads_the_config_the_layout_does(tmp_path):
+    official = find_model_folder(write_official_model(tmp_path / "ckpts"))
+    config = describe_model_folder(official.root)["parts"]["transformer"]["config"]
+    assert config_to_dict(load_transformer(official.transformer).config) == config  # head dim 16: from config.json
+    # A config.json of something else beside the weights (a training config) is not the transformer's.
+    weights = tmp_path / "run" / "transformer.pt"
+    weights.parent.mkdir()
+    released = TransformerConfig(hidden_size=128, heads_num=1, mm_double_blocks_depth=1, mm_single_blocks_depth=1,
+                                 text_states_dim=32, text_states_dim_2=24, refiner_depth=1)
+    torch.save(HunyuanVideoTransformer(released).state_dict(), weights)
+    (weights.parent / "config.json").write_text(json.dumps({"lr": 1e-3, "transformer": {"hidden_size": 64}}))
+    assert load_transformer(weights).config == released
+
+
+def test_unreadable_weights_name_the_file(tmp_path):
+    for name in ("model.safetensors", "model.pt"):
+        (tmp_path / name).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+        with pytest.raises(ValueError, match=f"{tmp_path / name}.* (incomplete or corrupt|incomplete, corrupt)"):
+            read_state_dict(tmp_path / name)
