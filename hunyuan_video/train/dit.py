@@ -300,7 +300,7 @@ def export_ema(model: HunyuanVideoTransformer, ema: EMA, path: str | Path, dtype
 def write_samples(config: DiTTrainConfig, model: HunyuanVideoTransformer, ema: EMA, step: int) -> list[Path]:
     """Sample `config.sample_prompts` with the EMA weights (fixed seeds) into `out_dir/samples/step_N/i.mp4`."""
     from hunyuan_video.checkpoint import load_vae
-    from hunyuan_video.pipeline import HunyuanVideoPipeline
+    from hunyuan_video.pipelines import HunyuanVideoPipeline
     from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder
     from hunyuan_video.video_io import write_video
 
@@ -316,7 +316,8 @@ def write_samples(config: DiTTrainConfig, model: HunyuanVideoTransformer, ema: E
     paths = []
     for i, prompt in enumerate(config.sample_prompts):
         video = pipe(prompt, height=height, width=width, num_frames=frames, num_inference_steps=config.sample_steps,
-                     guidance_scale=config.embedded_guidance, flow_shift=config.sample_shift, seed=i,
+                     guidance_scale=config.embedded_guidance if embedded else None, flow_shift=config.sample_shift,
+                     seed=i,
                      # true CFG against the empty caption that caption dropout trained, unless guidance is embedded
                      cfg_scale=1.0 if embedded else config.sample_guidance, negative_prompt=None if embedded else "",
                      ).frames[0]
