@@ -21,8 +21,8 @@ import torch
 
 from hunyuan_video.data.buckets import parse_buckets
 from hunyuan_video.data.dataset import BucketBatchSampler, VideoDataset, make_loader
-from hunyuan_video.data.synth import SynthConfig, generate
-from hunyuan_video.eval import evaluate_folder
+from hunyuan_video.tiny.evaluate import evaluate_folder
+from hunyuan_video.tiny.synth import SynthConfig, generate
 
 
 def main() -> None:

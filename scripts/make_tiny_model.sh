@@ -27,7 +27,7 @@ mkdir -p "$MODEL/vae" && cp runs/vae_tiny_ft_decoder/vae/config.json runs/vae_ti
 # 3. The text encoders (~3 min): a 4-layer Llama (untied embeddings) pretrained as a language model on 4000 train
 #    captions in the video template plus a words-so-far loss at the layer the transformer reads, and a 2-layer CLIP
 #    text model trained to tell which words each object of a caption holds (until session 13: which words it holds).
-python -m hunyuan_video.train.text_encoders "$TINY" --captions 4000 --world-seed 0 --seed 0
+python -m hunyuan_video.tiny.text_encoders "$TINY" --captions 4000 --world-seed 0 --seed 0
 
 # 4. VAE latents (as videos 17x64x64 and as first-frame images 1x64x64) and text states, encoded once (~15 min).
 hunyuan-video cache configs/dit_tiny.json
@@ -67,7 +67,7 @@ cp runs/vae_tiny_wide_more2/vae/config.json runs/vae_tiny_wide_more2/vae/model.s
 # cached captions of the first 8000 clips encoded again (the latents stay), and the transformer fine-tuned on them
 # (configs/dit_tiny_bind.json, 4000 steps, ~50 min with one thread beside another job; exported to $MODEL). Step 3
 # now pretrains the per-object objective from the start, so on a rebuild from scratch this step changes little.
-python -m hunyuan_video.train.text_encoders runs/clip_bind --rebind-clip "$TINY/text_encoder_2" --clip-steps 1500 --lr 1e-3
+python -m hunyuan_video.tiny.text_encoders runs/clip_bind --rebind-clip "$TINY/text_encoder_2" --clip-steps 1500 --lr 1e-3
 hunyuan-video data synth data_cache/tiny_dit_8000 --clips 8000 --seed 0 --size 64 --frames 17  # = the first 8000 of the 20000
 hunyuan-video cache configs/dit_tiny_bind.json
 hunyuan-video train configs/dit_tiny_bind.json
@@ -83,7 +83,7 @@ cp runs/vae_tiny_wide_more4/vae/config.json runs/vae_tiny_wide_more4/vae/model.s
 # ~95 min with two threads), then the encoder's new channels of vae_tiny_wide.json, frozen and dead since, dropped
 # (narrow_vae_encoder, exact): 30.7 -> 31.2 dB held-out; the encoder, its latents and the transformer are unchanged.
 hunyuan-video train-vae configs/vae_tiny_wide2.json
-python -c "from hunyuan_video.checkpoint import load_vae; from hunyuan_video.train.grow import narrow_vae_encoder
+python -c "from hunyuan_video.checkpoint import load_vae; from hunyuan_video.tiny.grow import narrow_vae_encoder
 from hunyuan_video.train.vae import export_vae
 export_vae(narrow_vae_encoder(load_vae('runs/vae_tiny_wide2/vae'), [16, 16, 32, 32]), '$MODEL/vae')"
 # More steps for that decoder (session 16, configs/vae_tiny_wide2_more.json, init_from $MODEL/vae; ~125 min with two

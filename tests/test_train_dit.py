@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from test_cache import IMAGE, VIDEO, make_setup
 from torch import nn
 
+from hunyuan_video.tiny.grow import grow_depth, grow_width
 from hunyuan_video.train.cache import build_cache, cache_fingerprint, read_cache
 from hunyuan_video.train.common import load_checkpoint, read_jsonl
 from hunyuan_video.train.dit import (
@@ -18,7 +19,6 @@ from hunyuan_video.train.dit import (
     load_train_config,
     train,
 )
-from hunyuan_video.train.grow import grow_depth, grow_width
 
 
 @pytest.fixture(scope="module")

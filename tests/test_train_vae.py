@@ -11,9 +11,9 @@ from hunyuan_video.checkpoint import load_vae, save_vae
 from hunyuan_video.cli import main
 from hunyuan_video.config import VAEConfig, config_to_dict
 from hunyuan_video.data.manifest import DataWarning
-from hunyuan_video.data.synth import SynthConfig, generate
+from hunyuan_video.tiny.grow import grow_vae_width, narrow_vae_encoder
+from hunyuan_video.tiny.synth import SynthConfig, generate
 from hunyuan_video.train.common import load_checkpoint, read_jsonl, seed_everything
-from hunyuan_video.train.grow import grow_vae_width, narrow_vae_encoder
 from hunyuan_video.train.vae import (
     ClipSampler,
     VAEStage,

@@ -21,6 +21,7 @@ from hunyuan_video.checkpoint import load_transformer, save_transformer
 from hunyuan_video.config import TransformerConfig, config_from_dict, config_to_dict
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.scheduler import TIME_SAMPLERS, add_noise, sample_time, velocity_target
+from hunyuan_video.tiny.grow import grow_depth, grow_width
 from hunyuan_video.train.cache import LatentCache, read_sources
 from hunyuan_video.train.common import (
     EMA,
@@ -32,7 +33,6 @@ from hunyuan_video.train.common import (
     save_training_state,
     schedule_lambda,
 )
-from hunyuan_video.train.grow import grow_depth, grow_width
 
 
 @dataclass

@@ -28,6 +28,7 @@ from hunyuan_video.config import VAEConfig, config_from_dict, config_to_dict, sa
 from hunyuan_video.data.dataset import frames_to_tensor, resize_crop
 from hunyuan_video.models.tiling import TileSpec
 from hunyuan_video.models.vae import CausalVAE, DiagonalGaussian
+from hunyuan_video.tiny.grow import VAE_GROW_PARTS, grow_vae_width
 from hunyuan_video.train.common import (
     EMA,
     LR_SCHEDULES,
@@ -39,7 +40,6 @@ from hunyuan_video.train.common import (
     schedule_lambda,
     seed_everything,
 )
-from hunyuan_video.train.grow import VAE_GROW_PARTS, grow_vae_width
 from hunyuan_video.train.losses import (
     REC_LOSSES,
     PatchDiscriminator3D,
