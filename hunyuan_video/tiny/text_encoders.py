@@ -246,7 +246,8 @@ def rebind_clip(clip_dir: str | Path, out_dir: str | Path, captions: list[str],
     """Fine-tune the CLIP of `clip_dir` (a `text_encoder_2` folder) to `pretrain_clip`'s per-object objective,
     anchored to its own pooled vectors on one-object captions, and save it with its tokenizer to `out_dir`.
 
-    For a CLIP pretrained on a bag of words, whose pooled vector cannot say which object moves which way, so that a transformer trained on it keeps what it read from one-object captions.
+    For a CLIP pretrained on a bag of words, whose pooled vector cannot say which object moves which way, so that a
+    transformer trained on it keeps what it read from one-object captions.
     """
     config = config or TinyTextEncoderConfig()
     torch.manual_seed(config.seed)
