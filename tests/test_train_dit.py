@@ -4,11 +4,8 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 from test_cache import IMAGE, VIDEO, make_setup
-from torch import nn
 
-from hunyuan_video.tiny.grow import grow_depth, grow_width
 from hunyuan_video.train.cache import build_cache, cache_fingerprint, read_cache
 from hunyuan_video.train.common import load_checkpoint, read_jsonl
 from hunyuan_video.train.dit import (
@@ -162,110 +159,3 @@ def test_config_errors_are_clear(base, tmp_path):
                                                "bucket_weights": [1, 2]}]})
     with pytest.raises(ValueError, match="stale"):
         train(DiTTrainConfig(**{**base, "text_max_length": 16}), progress=False)
-
-
-def test_grow_depth_starts_as_the_same_function_and_its_new_blocks_train(base, tmp_path):
-    from tiny_models import tiny_transformer
-
-    model = tiny_transformer(seed=5)
-    double, single = len(model.double_blocks), len(model.single_blocks)
-    grown = grow_depth(model, double + 2, single + 1).eval()
-    assert (grown.config.mm_double_blocks_depth, grown.config.mm_single_blocks_depth) == (double + 2, single + 1)
-    c = model.config
-    inputs = _inputs(c, torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        assert torch.equal(model(*inputs), grown(*inputs))  # the new blocks are exactly the identity
-    new_mod = grown.single_blocks[single].modulation.linear.weight
-    assert new_mod.abs().sum() > 0 and torch.equal(  # a copy of old block 0 except its gate rows
-        new_mod[: 2 * c.hidden_size], model.single_blocks[0].modulation.linear.weight[: 2 * c.hidden_size])
-    grown(*inputs).square().mean().backward()
-    assert grown.single_blocks[single].modulation.linear.weight.grad[2 * c.hidden_size :].abs().sum() > 0
-    assert grown.double_blocks[double + 1].img_mod.linear.weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="only add blocks"):
-        grow_depth(model, double - 1, single)
-
-    first = DiTTrainConfig(**{**base, "out_dir": str(tmp_path / "first")})
-    train(first, max_steps=1, progress=False)
-    fields = {k: v for k, v in base.items() if k != "transformer"}
-    weights = str(tmp_path / "first" / "transformer_ema.safetensors")
-    deeper = DiTTrainConfig(**{**fields, "out_dir": str(tmp_path / "deeper")}, init_from=weights, grow_depth=[3, 4])
-    assert len(build_transformer(deeper).single_blocks) == 4
-    train(deeper, max_steps=1, progress=False)
-    from hunyuan_video.checkpoint import load_transformer
-
-    assert load_transformer(tmp_path / "deeper" / "transformer_ema.safetensors").config.mm_double_blocks_depth == 3
-    with pytest.raises(ValueError, match="give `init_from`"):
-        DiTTrainConfig(**base, grow_depth=[3, 4])
-    for bad in ([3], [3, 4, 5], [3, "4"], [-1, 4]):
-        with pytest.raises(ValueError, match="two block counts"):
-            DiTTrainConfig(**fields, init_from=weights, grow_depth=bad)
-
-
-def _inputs(c, gen):
-    return (torch.randn(2, c.in_channels, 3, 4, 4, generator=gen), torch.tensor([300.0, 800.0]),
-            torch.randn(2, 5, c.text_states_dim, generator=gen), torch.tensor([[1] * 5, [1] * 3 + [0] * 2]).bool(),
-            torch.randn(2, c.text_states_dim_2, generator=gen),
-            torch.tensor([4000.0, 6000.0]) if c.guidance_embed else None)
-
-
-def _mean_free_layernorms(model: nn.Module) -> nn.Module:
-    """Every LayerNorm without its mean subtraction (an RMS norm): the case in which `grow_width` is exact."""
-    for m in model.modules():
-        if isinstance(m, nn.LayerNorm):
-            m.forward = lambda x, m=m: F.rms_norm(x, m.normalized_shape, m.weight, m.eps) + (
-                0.0 if m.bias is None else m.bias)
-    return model
-
-
-def test_grow_width_keeps_the_function_up_to_layernorm_means_and_its_new_channels_train(base, tmp_path):
-    from tiny_models import tiny_transformer
-
-    model = tiny_transformer(seed=5)
-    c = model.config
-    inputs = _inputs(c, torch.Generator().manual_seed(0))
-    grown = grow_width(model, 96, 6).eval()
-    assert (grown.config.hidden_size, grown.config.heads_num) == (96, 6)
-    with torch.no_grad():
-        old, new = model(*inputs), grown(*inputs)
-        # Only the LayerNorms' means differ; the modulation took up the variance's share (without it: ~1.5x).
-        assert (new - old).norm() / old.norm() < 0.1
-        # Without mean subtraction the bookkeeping of every weight must give the same function exactly.
-        exact_old = _mean_free_layernorms(tiny_transformer(seed=5))(*inputs)
-        exact_new = _mean_free_layernorms(grow_width(tiny_transformer(seed=5), 96, 6))(*inputs)
-    torch.testing.assert_close(exact_new, exact_old, rtol=1e-4, atol=1e-5)
-    assert not torch.allclose(exact_old, old)  # the mean-free variant is a different function: the check has teeth
-
-    grown.train()
-    grown(*inputs).square().mean().backward()
-    block = grown.double_blocks[0]
-    assert block.img_attn_proj.weight.grad[c.hidden_size :].abs().sum() > 0  # rows writing the new channels
-    assert block.img_attn_proj.weight.grad[:, c.hidden_size :].abs().sum() > 0  # the new heads into old channels
-    assert grown.single_blocks[-1].linear2.weight.grad[c.hidden_size :].abs().sum() > 0
-    for hidden, heads in ((72, 4), (32, 2)):  # another head size; narrower
-        with pytest.raises(ValueError, match="head size"):
-            grow_width(model, hidden, heads)
-
-    first = DiTTrainConfig(**{**base, "out_dir": str(tmp_path / "first")})
-    train(first, max_steps=1, progress=False)
-    fields = {k: v for k, v in base.items() if k not in ("transformer", "stages", "out_dir")}
-    weights = str(tmp_path / "first" / "transformer_ema.safetensors")
-    wider = DiTTrainConfig(**fields, out_dir=str(tmp_path / "wider"), init_from=weights, grow_width=[96, 6],
-                           stages=[{"name": "video", "steps": 1, "batch_size": 2, "buckets": [VIDEO]}],
-                           export=str(tmp_path / "export.safetensors"), export_dtype="float16")
-    train(wider, progress=False)
-    from hunyuan_video.checkpoint import load_transformer, read_state_dict
-
-    assert {t.dtype for t in read_state_dict(tmp_path / "export.safetensors").values()} == {torch.float16}
-    exported = load_transformer(tmp_path / "export.safetensors", dtype=torch.float32)
-    kept = load_transformer(tmp_path / "wider" / "transformer_ema.safetensors")
-    assert exported.config.hidden_size == 96 and next(kept.parameters()).dtype == torch.float32
-    with torch.no_grad():
-        ref = kept(*_inputs(kept.config, torch.Generator().manual_seed(1)))
-        torch.testing.assert_close(exported(*_inputs(kept.config, torch.Generator().manual_seed(1))), ref,
-                                   rtol=0, atol=2e-2 * ref.abs().max().item())
-    with pytest.raises(ValueError, match="give `init_from`"):
-        DiTTrainConfig(**base, grow_width=[96, 6])
-    with pytest.raises(ValueError, match="hidden_size, heads_num"):
-        DiTTrainConfig(**fields, out_dir=wider.out_dir, init_from=weights, grow_width=[96], stages=wider.stages)
-    with pytest.raises(ValueError, match="export_dtype"):
-        DiTTrainConfig(**{**base, "export_dtype": "int8"})

@@ -5,13 +5,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import tiny_vae
 
-from hunyuan_video.checkpoint import load_vae, save_vae
+from hunyuan_video.checkpoint import load_vae
 from hunyuan_video.cli import main
-from hunyuan_video.config import VAEConfig, config_to_dict
 from hunyuan_video.data.manifest import DataWarning
-from hunyuan_video.tiny.grow import grow_vae_width, narrow_vae_encoder
 from hunyuan_video.tiny.synth import SynthConfig, generate
 from hunyuan_video.train.common import load_checkpoint, read_jsonl, seed_everything
 from hunyuan_video.train.vae import (
@@ -242,132 +239,3 @@ def test_config_errors(clips, tmp_path):
         load_train_config(path)
     with pytest.raises(SystemExit, match="train-vae: .*learning_rate"):
         main(["train-vae", str(path)])
-
-
-def test_grow_vae_width_is_the_same_function_and_its_new_channels_train():
-    vae = tiny_vae()  # block_out_channels (16, 32, 32, 32), 8 groups, every weight random
-    grown = grow_vae_width(vae, [32, 64, 64, 64], seed=1).eval()
-    assert grown.config.block_out_channels == (32, 64, 64, 64) and grown.config.norm_num_groups == 16
-    torch.manual_seed(0)
-    x = torch.rand(1, 3, 9, 32, 32) * 2 - 1
-    with torch.no_grad():
-        z = vae.encode(x).mode()
-        torch.testing.assert_close(grown.encode(x).mode(), z, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(grown.decode(z), vae.decode(z), atol=1e-5, rtol=1e-4)
-    grown.decode(z).square().mean().backward()
-    old = vae.config.block_out_channels[0]
-    assert grown.decoder.conv_out.conv.weight.grad[:, old:].abs().sum() > 0  # the new channels get gradient
-    assert grown.decoder.mid_block.attentions[0].to_q.weight.grad[64 // 2 :].abs().sum() > 0
-
-
-@pytest.mark.parametrize("widths", [[32, 64, 64, 32], [8, 16, 16, 16], [17, 34, 34, 34], [32, 64, 64]])
-def test_grow_vae_width_rejects_what_is_not_one_factor(widths):
-    with pytest.raises(ValueError, match="one factor"):
-        grow_vae_width(tiny_vae(), widths)
-
-
-def test_grow_vae_width_decoder_only_keeps_the_encoder_and_saves_its_own_widths(tmp_path):
-    vae = tiny_vae()  # block_out_channels (16, 32, 32, 32), 8 groups
-    grown = grow_vae_width(vae, [32, 64, 64, 64], seed=1, part="decoder").eval()
-    c = grown.config
-    assert (c.block_out_channels, c.norm_num_groups) == (vae.config.block_out_channels, 8)
-    assert (c.decoder_block_out_channels, c.decoder_norm_num_groups) == ((32, 64, 64, 64), 16)
-    _assert_same(grown.encoder.state_dict(), vae.encoder.state_dict())
-    assert grown.decoder.conv_in.conv.weight.shape[0] == 64
-    torch.manual_seed(0)
-    x = torch.rand(1, 3, 9, 32, 32) * 2 - 1
-    with torch.no_grad():
-        z = vae.encode(x).mode()
-        torch.testing.assert_close(grown.decode(z), vae.decode(z), atol=1e-5, rtol=1e-4)
-        save_vae(grown, tmp_path / "wide.safetensors")  # the decoder's widths travel with the weights
-        loaded = load_vae(tmp_path / "wide.safetensors")
-        assert loaded.config == grown.config
-        torch.testing.assert_close(loaded.decode(z), grown.decode(z), atol=0, rtol=0)
-        twice = grow_vae_width(grown, [64, 128, 128, 128], part="decoder").eval()  # a factor of its own widths
-        assert twice.config.decoder_norm_num_groups == 32
-        torch.testing.assert_close(twice.decode(z), vae.decode(z), atol=1e-5, rtol=1e-4)
-    with pytest.raises(ValueError, match="one side at a time"):
-        grow_vae_width(grown, [32, 64, 64, 64])
-    with pytest.raises(ValueError, match="one factor"):
-        grow_vae_width(grown, [48, 64, 64, 64], part="decoder")
-    with pytest.raises(ValueError, match="decoder_block_out_channels"):
-        VAEConfig(**{**config_to_dict(vae.config), "decoder_block_out_channels": [32, 64, 64]})
-    with pytest.raises(ValueError, match="decoder_norm_num_groups"):
-        VAEConfig(**{**config_to_dict(vae.config), "decoder_block_out_channels": [24, 48, 48, 48],
-                     "decoder_norm_num_groups": 16})
-
-
-def test_grow_vae_width_encoder_only_keeps_the_decoder_and_the_latents():
-    vae = tiny_vae()  # block_out_channels (16, 32, 32, 32), 8 groups, every weight random
-    decoder_wide = grow_vae_width(vae, [32, 64, 64, 64], seed=1, part="decoder")
-    grown = grow_vae_width(decoder_wide, [32, 64, 64, 64], seed=2, part="encoder").eval()
-    c = grown.config
-    assert (c.block_out_channels, c.norm_num_groups) == ((32, 64, 64, 64), 16)
-    assert (c.decoder_block_out_channels, c.decoder_norm_num_groups) == ((32, 64, 64, 64), 16)
-    _assert_same(grown.decoder.state_dict(), decoder_wide.decoder.state_dict())
-    assert grown.encoder.conv_in.conv.weight.shape[0] == 32
-    torch.manual_seed(0)
-    x = torch.rand(1, 3, 9, 32, 32) * 2 - 1
-    with torch.no_grad():
-        torch.testing.assert_close(grown.encode(x).mode(), vae.encode(x).mode(), atol=1e-5, rtol=1e-4)
-    alone = grow_vae_width(vae, [32, 64, 64, 64], part="encoder")  # a VAE of one width: its decoder gets its own
-    assert alone.config.decoder_block_out_channels == (16, 32, 32, 32) and alone.config.decoder_norm_num_groups == 8
-    assert torch.equal(alone.decoder.conv_out.conv.weight, vae.decoder.conv_out.conv.weight)
-    grown.train()
-    grown.encode(x).mode().square().mean().backward()  # the new channels learn
-    assert grown.encoder.conv_out.conv.weight.grad[:, 32:].abs().sum() > 0
-    with pytest.raises(ValueError, match="part must be"):
-        grow_vae_width(vae, [32, 64, 64, 64], part="mid")
-
-
-def test_narrow_vae_encoder_undoes_a_widening_exactly_and_refuses_live_channels():
-    vae = tiny_vae()  # block_out_channels (16, 32, 32, 32), 8 groups, every weight random
-    grown = grow_vae_width(vae, [32, 64, 64, 64], seed=1)
-    grown.decoder.conv_out.conv.weight.data.add_(0.01)  # the decoder trained on: it stays as it is
-    narrow = narrow_vae_encoder(grown, [16, 32, 32, 32])
-    c = narrow.config
-    assert (c.block_out_channels, c.norm_num_groups) == ((16, 32, 32, 32), 8)
-    assert (c.decoder_block_out_channels, c.decoder_norm_num_groups) == ((32, 64, 64, 64), 16)
-    for name, value in vae.encoder.state_dict().items():  # the start's encoder, but for the attention's scale
-        torch.testing.assert_close(narrow.encoder.state_dict()[name], value, atol=1e-7, rtol=1e-6)
-    assert torch.equal(narrow.decoder.conv_out.conv.weight, grown.decoder.conv_out.conv.weight)
-    torch.manual_seed(0)
-    x = torch.rand(1, 3, 9, 32, 32) * 2 - 1
-    with torch.no_grad():
-        torch.testing.assert_close(narrow.encode(x).mode(), vae.encode(x).mode(), atol=1e-5, rtol=1e-4)
-    with pytest.raises(ValueError, match="dropped channels feed"):
-        narrow_vae_encoder(vae, [8, 16, 16, 16])  # a trained encoder's channels all matter
-    with pytest.raises(ValueError, match="one factor"):
-        narrow_vae_encoder(grown, [16, 32, 32, 16])
-
-
-def test_a_decoder_only_run_can_widen_its_start(clips, tmp_path):
-    with pytest.raises(ValueError, match="give `init_from`"):
-        _config(clips, tmp_path / "x", grow_width=[16, 16, 16, 16])
-    base = train_vae(_config(clips, tmp_path / "base", stages=[VAEStage(steps=1, size=16, frames=5)],
-                             disc_weight=0.0))
-    wide = train_vae(_config(clips, tmp_path / "wide", stages=[VAEStage(steps=2, size=16, frames=5)],
-                             init_from=str(base / "vae"), grow_width=[16, 16, 16, 16], train_encoder=False,
-                             disc_weight=0.0))
-    before, after = load_vae(base / "vae").eval(), load_vae(wide / "vae").eval()
-    assert after.config.block_out_channels == (16, 16, 16, 16) and after.config.norm_num_groups == 8
-    x = load_val_clips(clips / "val", 1, 48, 5)
-    with torch.no_grad():  # the encoder is frozen: the same latents, so a transformer trained on them still fits
-        torch.testing.assert_close(after.encode(x).mode(), before.encode(x).mode(), atol=1e-5, rtol=1e-4)
-    with pytest.raises(ValueError, match="give grow_width"):
-        _config(clips, tmp_path / "x", init_from=str(base / "vae"), grow_part="decoder")
-    decoder = train_vae(_config(clips, tmp_path / "decoder", stages=[VAEStage(steps=2, size=16, frames=5)],
-                                init_from=str(base / "vae"), grow_width=[16, 16, 16, 16], grow_part="decoder",
-                                train_encoder=False, disc_weight=0.0))
-    grown = load_vae(decoder / "vae").eval()  # from its folder's config.json
-    assert grown.config.block_out_channels == (8, 8, 8, 8) and grown.config.decoder_block_out_channels == (16,) * 4
-    _assert_same(grown.encoder.state_dict(), before.encoder.state_dict())  # the start's encoder, weight for weight
-    with pytest.raises(ValueError, match="grow_part must be"):
-        _config(clips, tmp_path / "x", init_from=str(base / "vae"), grow_width=[16, 16, 16, 16], grow_part="mid")
-    encoder = train_vae(_config(clips, tmp_path / "encoder", stages=[VAEStage(steps=2, size=16, frames=5)],
-                                init_from=str(base / "vae"), grow_width=[16, 16, 16, 16], grow_part="encoder",
-                                train_decoder=False, disc_weight=0.0))
-    wide_encoder = load_vae(encoder / "vae").eval()
-    assert wide_encoder.config.block_out_channels == (16,) * 4 and wide_encoder.config.decoder_widths == (8,) * 4
-    _assert_same(wide_encoder.decoder.state_dict(), before.decoder.state_dict())  # the start's decoder, bit for bit
-    assert not torch.equal(wide_encoder.encoder.conv_in.conv.weight[:8], before.encoder.conv_in.conv.weight)
