@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from hunyuan_video.data.synth import SynthConfig, generate
-from hunyuan_video.eval import evaluate_folder
+from hunyuan_video.tiny.evaluate import evaluate_folder
+from hunyuan_video.tiny.synth import SynthConfig, generate
 from hunyuan_video.train.vae import ClipSampler, VAEStage
 
 

@@ -25,7 +25,7 @@ import torch
 from tiny_quality import TINY, caption_rows, load_pipeline, seeded_latents
 from torch import nn
 
-from hunyuan_video.eval import score
+from hunyuan_video.tiny.evaluate import score
 
 
 class ReadsOther(nn.Module):

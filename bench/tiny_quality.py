@@ -2,7 +2,7 @@
 
 The captions are the first `--videos` clips of the world's test split (seed 0): every main object is a (colour,
 shape, motion) combination the training clips never show. Each video is sampled with its own seed, written as
-mp4 with a metadata.jsonl holding the caption's objects, and scored by `hunyuan_video.eval`; the same is done
+mp4 with a metadata.jsonl holding the caption's objects, and scored by `hunyuan_video.tiny.evaluate`; the same is done
 with a randomly initialised transformer of the same shape (everything else trained) as the floor, and with the
 VAE's own reconstructions of the real clips as the ceiling that decoder allows. Both the trained row and the
 ceiling are also broken down by the main object's motion (straight motions split by speed) and size, and by the
@@ -27,10 +27,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from hunyuan_video.data.dataset import frames_to_tensor
-from hunyuan_video.data.synth import sample_clip
-from hunyuan_video.eval import evaluate_folder, summarize
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.pipelines import HunyuanVideoPipeline
+from hunyuan_video.tiny.evaluate import evaluate_folder, summarize
+from hunyuan_video.tiny.synth import sample_clip
 from hunyuan_video.video_io import to_uint8, write_video
 
 TINY = Path(__file__).resolve().parent.parent / "hunyuan_video" / "assets" / "tiny"
@@ -81,7 +81,7 @@ def sample_folder(pipe: HunyuanVideoPipeline, rows: list[dict], out: Path, batch
 def vae_ceiling(pipe: HunyuanVideoPipeline, rows: list[dict], out: Path) -> dict:
     """The evaluator on the VAE's reconstructions of the real held-out clips: the best any transformer can reach
     through this decoder."""
-    from hunyuan_video.data.synth import render_clip
+    from hunyuan_video.tiny.synth import render_clip
 
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

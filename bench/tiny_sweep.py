@@ -2,9 +2,9 @@
 
 For each CFG scale x flow shift x step count, samples `--videos` clips of the world's train split (from index
 `--first`, past clips 0-22999 that its training drew from, so the captions' combinations are familiar but the clips
-are new) and scores them with `hunyuan_video.eval`. Writes OUT/cfg{c}_shift{s}[_steps{n}]/*.mp4 with eval.json, and
-OUT/sweep.json; prints a markdown table. `generate.json` takes the best row; `bench/tiny_quality.py` then measures it
-on held-out captions.
+are new) and scores them with `hunyuan_video.tiny.evaluate`. Writes OUT/cfg{c}_shift{s}[_steps{n}]/*.mp4 with
+eval.json, and OUT/sweep.json; prints a markdown table. `generate.json` takes the best row; `bench/tiny_quality.py`
+then measures it on held-out captions.
 
     python bench/tiny_sweep.py --cfg 2 3 5 7 --shift 3
     python bench/tiny_sweep.py --cfg 3 --steps 20 40
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tiny_quality import TINY, caption_rows, load_pipeline, sample_folder
 
-from hunyuan_video.eval import evaluate_folder
+from hunyuan_video.tiny.evaluate import evaluate_folder
 
 
 def main() -> None:

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 import hunyuan_video
-from hunyuan_video.data.synth import sample_clip
 from hunyuan_video.text_encoder import LLMTextEncoder
-from hunyuan_video.train.text_encoders import state_spread, swap_gap
+from hunyuan_video.tiny.synth import sample_clip
+from hunyuan_video.tiny.text_encoders import state_spread, swap_gap
 
 TINY_LLM = Path(hunyuan_video.__file__).parent / "assets" / "tiny" / "text_encoder"
 BASE = "a medium red circle moves to the left on a black background"

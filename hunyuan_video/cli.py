@@ -13,7 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hunyuan-video", description=__doc__)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_generate, _add_info, _add_data, _add_train_vae, _add_cache, _add_train):
+    for add in (_add_generate, _add_info, _add_data, _add_train_vae, _add_cache, _add_train, _add_tiny):
         add(sub)
     return parser
 
@@ -167,7 +167,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_data_synth(args: argparse.Namespace) -> int:
-    from hunyuan_video.data.synth import SynthConfig, generate
+    from hunyuan_video.tiny.synth import SynthConfig, generate
 
     if len(args.size) > 2:
         raise SystemExit(f"--size takes one or two numbers (S or H W), got {args.size}")
@@ -244,7 +244,9 @@ def _run_data_check(args: argparse.Namespace) -> int:
 
 
 def _run_data_eval(args: argparse.Namespace) -> int:
-    from hunyuan_video.eval import evaluate_folder
+    from pathlib import Path
+
+    from hunyuan_video.tiny.evaluate import evaluate_folder
 
     out = Path(args.out or Path(args.videos) / "eval.json")
     try:
@@ -303,6 +305,80 @@ def _run_train(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:  # a config, data or weights file that is missing or wrong
         raise SystemExit(f"hunyuan-video train: {e}") from None
     print(f"training output in {out}")
+    return 0
+
+
+# The tiny world's commands (with `data synth` and `data eval`): the only part of the CLI that imports
+# hunyuan_video.tiny, and only inside their `_run_*` functions.
+
+
+def _add_tiny(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tiny", help="tools of the embedded tiny model: grow or narrow trained weights",
+                       description="Write a grown (or narrowed) copy of trained weights that computes the same "
+                                   "function; a training config then starts from it with init_from.")
+    tiny_sub = p.add_subparsers(dest="tiny_command", required=True)
+    t = tiny_sub.add_parser("grow-transformer", help="deepen and/or widen a transformer (the same function)")
+    t.add_argument("src", metavar="IN", help="transformer weights (.safetensors, official .pt or diffusers folder)")
+    t.add_argument("dst", metavar="OUT", help="where to write the grown transformer (.safetensors)")
+    t.add_argument("--depth", type=int, nargs=2, metavar=("DOUBLE", "SINGLE"),
+                   help="block counts after growing; new blocks start as the identity")
+    t.add_argument("--width", type=int, nargs=2, metavar=("HIDDEN", "HEADS"),
+                   help="hidden size and heads after growing (the head size stays), applied after --depth")
+    t.add_argument("--seed", type=int, default=0, help="initialisation of the new channels of --width")
+    t.set_defaults(func=_run_tiny_grow_transformer)
+    v = tiny_sub.add_parser("grow-vae", help="widen a VAE's blocks by one factor (the same encode and decode)")
+    v.add_argument("src", metavar="IN", help="VAE weights (a model folder or file)")
+    v.add_argument("dst", metavar="OUT_DIR", help="model folder to write (model.safetensors + config.json)")
+    v.add_argument("--widths", type=int, nargs="+", required=True, metavar="C",
+                   help="block_out_channels after growing: the old ones times one factor")
+    v.add_argument("--part", choices=("both", "encoder", "decoder"), default="both", help="which side to widen")
+    v.add_argument("--seed", type=int, default=0, help="initialisation of the new channels")
+    v.set_defaults(func=_run_tiny_grow_vae)
+    n = tiny_sub.add_parser("narrow-vae-encoder",
+                            help="drop the channels a widened, untrained encoder added (exact; refused otherwise)")
+    n.add_argument("src", metavar="IN", help="VAE weights (a model folder or file)")
+    n.add_argument("dst", metavar="OUT_DIR", help="model folder to write (model.safetensors + config.json)")
+    n.add_argument("--widths", type=int, nargs="+", required=True, metavar="C",
+                   help="the encoder's block_out_channels after narrowing")
+    n.set_defaults(func=_run_tiny_narrow_vae_encoder)
+
+
+def _run_tiny_grow_transformer(args: argparse.Namespace) -> int:
+    from hunyuan_video.tiny.grow import grow_transformer_file
+
+    if not args.dst.endswith(".safetensors"):
+        raise SystemExit(f"hunyuan-video tiny grow-transformer: OUT must be a .safetensors file, got {args.dst}")
+    try:
+        model = grow_transformer_file(args.src, args.dst, depth=args.depth, width=args.width, seed=args.seed)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"hunyuan-video tiny grow-transformer: {e}") from None
+    c = model.config
+    print(f"wrote {args.dst} ({c.mm_double_blocks_depth} double + {c.mm_single_blocks_depth} single blocks, "
+          f"hidden size {c.hidden_size} in {c.heads_num} heads)")
+    return 0
+
+
+def _run_tiny_grow_vae(args: argparse.Namespace) -> int:
+    from hunyuan_video.tiny.grow import grow_vae_folder
+
+    try:
+        vae = grow_vae_folder(args.src, args.dst, args.widths, part=args.part, seed=args.seed)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"hunyuan-video tiny grow-vae: {e}") from None
+    print(f"wrote {args.dst} (encoder {list(vae.config.block_out_channels)}, "
+          f"decoder {list(vae.config.decoder_widths)})")
+    return 0
+
+
+def _run_tiny_narrow_vae_encoder(args: argparse.Namespace) -> int:
+    from hunyuan_video.tiny.grow import narrow_vae_encoder_folder
+
+    try:
+        vae = narrow_vae_encoder_folder(args.src, args.dst, args.widths)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"hunyuan-video tiny narrow-vae-encoder: {e}") from None
+    print(f"wrote {args.dst} (encoder {list(vae.config.block_out_channels)}, "
+          f"decoder {list(vae.config.decoder_widths)})")
     return 0
 
 

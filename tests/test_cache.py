@@ -8,8 +8,8 @@ import torch
 from tiny_models import tiny_clip, tiny_llm, tiny_vae
 
 from hunyuan_video.checkpoint import load_vae, save_vae
-from hunyuan_video.data.synth import SynthConfig, caption_vocabulary, generate
 from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder, build_word_tokenizer
+from hunyuan_video.tiny.synth import SynthConfig, caption_vocabulary, generate
 from hunyuan_video.train.cache import build_cache, cache_fingerprint, read_cache, read_sources
 from hunyuan_video.train.dit import DiTTrainConfig
 

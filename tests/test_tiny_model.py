@@ -10,10 +10,10 @@ import torch
 
 from hunyuan_video import cli
 from hunyuan_video.data.dataset import frames_to_tensor
-from hunyuan_video.data.synth import render_clip, sample_clip
-from hunyuan_video.eval import score
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.pipelines import HunyuanVideoPipeline, find_model_folder
+from hunyuan_video.tiny.evaluate import score
+from hunyuan_video.tiny.synth import render_clip, sample_clip
 from hunyuan_video.video_io import read_video
 
 TINY = Path(cli.__file__).parent / cli.TINY_MODEL

@@ -8,7 +8,7 @@ import torch
 import hunyuan_video
 from hunyuan_video.checkpoint import load_vae
 from hunyuan_video.data.dataset import frames_to_tensor
-from hunyuan_video.data.synth import SynthConfig, generate, render_clip, sample_clip
+from hunyuan_video.tiny.synth import SynthConfig, generate, render_clip, sample_clip
 from hunyuan_video.train.losses import psnr, ssim
 from hunyuan_video.train.vae import evaluate, load_val_clips, reconstruct
 

@@ -9,7 +9,7 @@ from PIL import Image
 from hunyuan_video.checkpoint import load_vae
 from hunyuan_video.cli import main
 from hunyuan_video.data.manifest import DataWarning
-from hunyuan_video.data.synth import SynthConfig, generate
+from hunyuan_video.tiny.synth import SynthConfig, generate
 from hunyuan_video.train.common import load_checkpoint, load_config, read_jsonl, seed_everything
 from hunyuan_video.train.vae import (
     ClipSampler,

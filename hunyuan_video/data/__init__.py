@@ -1,4 +1,4 @@
-"""Datasets: manifests, buckets, batches for training, and the synthetic world."""
+"""Datasets: manifests, buckets and batches for training (the synthetic world lives in hunyuan_video.tiny)."""
 
 from hunyuan_video.data.buckets import Bucket, assign_bucket, parse_buckets
 from hunyuan_video.data.manifest import DataWarning, Sample, SkipReport, read_dataset

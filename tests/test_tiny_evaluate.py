@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from hunyuan_video.cli import main
-from hunyuan_video.data.synth import MOTIONS, SynthConfig, caption_vocabulary, render_clip, sample_clip
-from hunyuan_video.eval import detect, evaluate_folder, parse_caption, score, summarize
+from hunyuan_video.tiny.evaluate import detect, evaluate_folder, parse_caption, score, summarize
+from hunyuan_video.tiny.synth import MOTIONS, SynthConfig, caption_vocabulary, render_clip, sample_clip
 from hunyuan_video.video_io import read_video, write_video
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hunyuan_video.cli import main
-from hunyuan_video.data.synth import (
+from hunyuan_video.tiny.synth import (
     COLOURS,
     MOTIONS,
     SHAPES,

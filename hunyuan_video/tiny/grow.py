@@ -8,6 +8,10 @@ zero). `grow_vae_width` widens every block of the VAE by one factor, and its Gro
 GroupNorm's groups then keep their old members, so the wider VAE computes the same function exactly; `part`
 widens the encoder or the decoder alone. `narrow_vae_encoder` undoes a widening of an encoder that was not trained
 after it (its new channels feed nothing), exactly.
+
+`grow_transformer_file`, `grow_vae_folder` and `narrow_vae_encoder_folder` do the same from weights on disk to weights
+on disk (`hunyuan-video tiny grow-transformer | grow-vae | narrow-vae-encoder`); a training config then starts from
+the result with `init_from`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 from fractions import Fraction
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -256,3 +261,44 @@ def narrow_vae_encoder(vae: CausalVAE, block_out_channels: Sequence[int]) -> Cau
             new.copy_(kept)
     narrow.load_state_dict(state, strict=True)
     return narrow.to(next(vae.parameters()).dtype)
+
+
+def grow_transformer_file(src: str | Path, dst: str | Path, depth: tuple[int, int] | None = None,
+                          width: tuple[int, int] | None = None, seed: int = 0) -> HunyuanVideoTransformer:
+    """Load the transformer at `src` in float32, deepen it to `depth` = (double, single) blocks (`grow_depth`), then
+    widen it to `width` = (hidden_size, heads_num) (`grow_width`, seeded by `seed`), and save it to `dst`
+    (a .safetensors file). Returns the grown model."""
+    from hunyuan_video.checkpoint import load_transformer, save_transformer
+
+    if depth is None and width is None:
+        raise ValueError("nothing to grow: give a depth (double, single) and/or a width (hidden_size, heads_num)")
+    model = load_transformer(src, dtype=torch.float32)
+    if depth is not None:
+        model = grow_depth(model, *depth)
+    if width is not None:
+        model = grow_width(model, *width, seed=seed)
+    save_transformer(model, dst)
+    return model
+
+
+def grow_vae_folder(src: str | Path, dst: str | Path, block_out_channels: Sequence[int], part: str = "both",
+                    seed: int = 0) -> CausalVAE:
+    """Load the VAE at `src`, widen it (`grow_vae_width`, seeded by `seed`) and write it to the model folder `dst`
+    (model.safetensors + config.json). Returns the grown model."""
+    from hunyuan_video.checkpoint import load_vae
+    from hunyuan_video.train.vae import export_vae
+
+    grown = grow_vae_width(load_vae(src), block_out_channels, seed=seed, part=part)
+    export_vae(grown, dst)
+    return grown
+
+
+def narrow_vae_encoder_folder(src: str | Path, dst: str | Path, block_out_channels: Sequence[int]) -> CausalVAE:
+    """Load the VAE at `src`, narrow its encoder (`narrow_vae_encoder`) and write it to the model folder `dst`.
+    Returns the narrowed model."""
+    from hunyuan_video.checkpoint import load_vae
+    from hunyuan_video.train.vae import export_vae
+
+    narrow = narrow_vae_encoder(load_vae(src), block_out_channels)
+    export_vae(narrow, dst)
+    return narrow

@@ -1,6 +1,6 @@
 """The tiny text encoders: their pretraining saves a pair in a real model's layout that the package's encoders read,
 and the shipped pair keeps words that share every context ("left" / "right", the background colours) apart in the
-states the transformer reads (the session-3 pair, a tied-embedding LM, did not: BENCHMARKS.md)."""
+states the transformer reads (a tied-embedding LM does not)."""
 
 from pathlib import Path
 
@@ -9,9 +9,9 @@ import torch
 from tiny_models import tiny_clip
 
 from hunyuan_video import cli
-from hunyuan_video.data.synth import caption_vocabulary, sample_clip
 from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder, build_word_tokenizer
-from hunyuan_video.train.text_encoders import (
+from hunyuan_video.tiny.synth import caption_vocabulary, sample_clip
+from hunyuan_video.tiny.text_encoders import (
     TinyTextEncoderConfig,
     binding_gap,
     make_tiny_text_encoders,
@@ -78,7 +78,7 @@ def test_rebind_clip_binds_two_object_captions_and_keeps_one_object_ones(tmp_pat
 
 
 def test_shipped_clip_binds_words_to_objects():
-    # Two-object held-out captions against the same captions with the motions swapped: a bag-of-words CLIP (the
-    # session-3 objective) gives both nearly one pooled vector (gap 0.05 of the spread), the shipped one 0.26.
+    # Two-object held-out captions against the same captions with the motions swapped: a bag-of-words CLIP gives
+    # both nearly one pooled vector (gap 0.05 of the spread), the shipped one 0.26.
     clip = CLIPTextEncoder.from_pretrained(TINY / "text_encoder_2")
     assert binding_gap(clip, [sample_clip(i, 0, "test").caption for i in range(400)]) > 0.15

@@ -2,7 +2,7 @@
 
 Every clip is drawn from a few named attributes (colour, shape, size, motion, speed, background) that its caption
 states and its manifest row keeps, with the per-frame position, scale and angle of each object, so that
-`hunyuan_video.eval` can check a generated video against its caption.
+`hunyuan_video.tiny.evaluate` can check a generated video against its caption.
 
 The held-out split: a seed picks a set of (colour, shape, motion) combinations that never appear in the train split
 (not even on a second object); the test split's main object always uses one of them. Every single attribute and

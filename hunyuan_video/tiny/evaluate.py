@@ -17,7 +17,7 @@ How it looks at a video (uint8 frames, T H W 3):
    slow/fast split at the midpoint of the world's two speeds), rotate (same place and area, but the mask turns:
    its soft IoU with the first frame's mask, both centred and 3x3-smoothed, drops below 0.85), else still.
 
-Reliable (100% on the world's own clips, also through H.264 and after blur and noise, see tests/test_eval.py):
+Reliable (100% on the world's own clips, also through H.264 and after blur and noise, see tests/test_tiny_evaluate.py):
 the colours, the eight directions, still, grow, shrink, bounce, and speed. Rotation is the weakest: a square at
 45 degrees still overlaps itself by ~0.7-0.8, and on blurred, noisy clips still objects score 0.87-0.97, rotating
 ones 0.53-0.82, a narrow margin; a generator's wobbly still object can read as "rotate", and a blurred rotating
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from hunyuan_video.data.synth import COLOURS, DIRECTIONS, MOTION_PHRASES, SHAPES, SIZES, SPEED_WORDS, SPEEDS
+from hunyuan_video.tiny.synth import COLOURS, DIRECTIONS, MOTION_PHRASES, SHAPES, SIZES, SPEED_WORDS, SPEEDS
 
 FOREGROUND_DISTANCE = 60.0
 MIN_TRAVEL = 0.12  # net travel (fraction of the shorter side) that counts as moving

@@ -11,10 +11,10 @@ through the same `text_encoder.py` code as the real ones, over a word-level voca
   Llama-3-8B;
 - the CLIP text model is trained to predict, from its pooled output, which words each object of the caption holds
   and which words lie around them (a linear head, dropped afterwards), so the pooled vector sums up the whole
-  caption and binds attributes to objects. A bag-of-words head (the session-3 objective) gives the same pooled
-  vector to "a red circle moves left and a blue square moves up" and to its swap, and a transformer that reads
-  its caption through that vector cannot tell which object moves which way (`binding_gap`, BENCHMARKS.md);
-  `rebind_clip` retrains such a CLIP while one-object captions keep their pooled vectors.
+  caption and binds attributes to objects. A bag-of-words head gives the same pooled vector to "a red circle moves
+  left and a blue square moves up" and to its swap, and a transformer that reads its caption through that vector
+  cannot tell which object moves which way (`binding_gap`); `rebind_clip` retrains such a CLIP while one-object
+  captions keep their pooled vectors.
 Both are then frozen and saved in the layout of a real model: `text_encoder/` and `text_encoder_2/`.
 """
 
@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from hunyuan_video.data.synth import object_slots, swap_motions
 from hunyuan_video.text_encoder import (
     HIDDEN_STATE_SKIP_LAYER,
     VIDEO_TEMPLATE,
@@ -38,6 +37,7 @@ from hunyuan_video.text_encoder import (
     build_word_tokenizer,
     template_crop_start,
 )
+from hunyuan_video.tiny.synth import object_slots, swap_motions
 
 MAX_OBJECTS = 2  # object phrases a caption of the synthetic world holds at most
 
@@ -246,8 +246,8 @@ def rebind_clip(clip_dir: str | Path, out_dir: str | Path, captions: list[str],
     """Fine-tune the CLIP of `clip_dir` (a `text_encoder_2` folder) to `pretrain_clip`'s per-object objective,
     anchored to its own pooled vectors on one-object captions, and save it with its tokenizer to `out_dir`.
 
-    For a CLIP pretrained on a bag of words (the session-3 objective), whose pooled vector cannot say which object
-    moves which way, so that a transformer trained on it keeps what it read from one-object captions.
+    For a CLIP pretrained on a bag of words, whose pooled vector cannot say which object moves which way, so that a
+    transformer trained on it keeps what it read from one-object captions.
     """
     config = config or TinyTextEncoderConfig()
     torch.manual_seed(config.seed)
@@ -274,11 +274,11 @@ def binding_gap(clip: CLIPTextEncoder, captions: list[str]) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m hunyuan_video.train.text_encoders OUT`: the tiny pair, pretrained on synthetic train captions."""
+    """`python -m hunyuan_video.tiny.text_encoders OUT`: the tiny pair, pretrained on synthetic train captions."""
     import argparse
     import json
 
-    from hunyuan_video.data.synth import caption_vocabulary, sample_clip
+    from hunyuan_video.tiny.synth import caption_vocabulary, sample_clip
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("out", help="model folder: writes OUT/text_encoder and OUT/text_encoder_2")

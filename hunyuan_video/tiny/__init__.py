@@ -1,0 +1,12 @@
+"""The tiny world: research tools of the embedded tiny model, apart from the product.
+
+- `synth`: a synthetic world of captioned clips (coloured shapes that move), with a held-out split of unseen
+  (colour, shape, motion) combinations;
+- `evaluate`: the yardstick of that world, which reads the colour and the motion of a video's main object;
+- `text_encoders`: the tiny Llama and CLIP text encoders' pretraining on its captions, and their diagnostics
+  (`binding_gap`, `swap_gap`, `state_spread`, `rebind_clip`);
+- `grow`: growing a trained transformer or VAE into a wider or deeper one that computes the same function.
+
+Nothing outside this subpackage imports it but the CLI's tiny-world commands (`hunyuan-video data synth | eval`,
+`hunyuan-video tiny ...`); tests/test_import_direction.py checks that.
+"""
