@@ -105,8 +105,8 @@ class VAEConfig:
     mid_block_add_attention: bool = True
     down_block_types: tuple[str, ...] = field(default=("DownEncoderBlockCausal3D",) * 4)
     up_block_types: tuple[str, ...] = field(default=("UpDecoderBlockCausal3D",) * 4)
-    # Not official: the decoder's own widths (None: the encoder's widths and groups), as `grow_vae_width` makes
-    # when it widens one side alone (part="decoder" or part="encoder").
+    # Not official: the decoder's own widths (None: the encoder's widths and groups), for a decoder wider than its
+    # encoder.
     decoder_block_out_channels: tuple[int, ...] | None = None
     decoder_norm_num_groups: int | None = None
 
