@@ -238,3 +238,25 @@ def test_config_errors(clips, tmp_path):
         load_config(VAETrainConfig, path)
     with pytest.raises(SystemExit, match="train-vae: .*learning_rate"):
         main(["train-vae", str(path)])
+
+
+def test_the_skip_report_is_part_of_the_checkpoint(clips, tmp_path):
+    """A file that fails to decode before the checkpoint is still in skipped.json after a kill (which writes no
+    report) and a resume."""
+    root = tmp_path / "data"
+    shutil.copytree(clips / "train", root)
+    (root / "broken.mp4").write_bytes(b"not a video at all")
+    with (root / "metadata.jsonl").open("a") as f:
+        f.write(json.dumps({"file": "broken.mp4", "caption": "a red circle", "frames": 9, "height": 48,
+                            "width": 48}) + "\n")
+    config = _config(clips, tmp_path / "run", train_dir=str(root), checkpoint_every=1,
+                     stages=[VAEStage(steps=3, size=16, frames=5, batch_size=2, image_batch_size=2)])
+    with pytest.warns(DataWarning):
+        train_vae(config, max_steps=2, progress=False)  # two batches of two: the whole first epoch is drawn
+    entry = [str(root / "broken.mp4"), "decode failed"]
+    assert [[f, r.split(":")[0]] for f, r in load_checkpoint(tmp_path / "run" / "checkpoint.pt")["sampler"]["report"]
+            ] == [entry]
+    (tmp_path / "run" / "skipped.json").unlink()  # as a kill after the checkpoint leaves it
+    train_vae(config, resume=True, progress=False)
+    report = json.loads((tmp_path / "run" / "skipped.json").read_text())
+    assert [[row["file"], row["reason"].split(":")[0]] for row in report] == [entry]
