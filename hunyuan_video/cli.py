@@ -210,9 +210,9 @@ def _add_train_vae(sub: argparse._SubParsersAction) -> None:
                                    "out_dir.")
     p.add_argument("config", help="a JSON file with the fields of hunyuan_video.train.vae.VAETrainConfig")
     p.add_argument("--resume", action="store_true",
-                   help="continue from OUT_DIR/checkpoint.pt; the config must match the run's OUT_DIR/config.json "
-                        "except in the fields the config class lists in RESUME_MAY_CHANGE (logging, checkpoint and "
-                        "sample/validation settings, device, out_dir, export)")
+                   help="continue from OUT_DIR/checkpoint.pt, bit-exact; the config must match the run's "
+                        "OUT_DIR/config.json except in its logging, checkpoint, sample or validation settings, device, "
+                        "gradient_checkpointing, out_dir and export (other differences are named, and refused)")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in an OUT_DIR that holds a run: the earlier run is moved, whole, to "
                         "OUT_DIR.old-YYYYmmdd-HHMMSS (nothing is deleted). Without --resume or --overwrite a "
@@ -320,9 +320,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                    "checkpoint.pt, log.jsonl, loss.png, samples/ and transformer_ema.safetensors.")
     p.add_argument("config", help="a JSON file with the fields of hunyuan_video.train.dit.DiTTrainConfig")
     p.add_argument("--resume", action="store_true",
-                   help="continue from OUT_DIR/checkpoint.pt; the config must match the run's OUT_DIR/config.json "
-                        "except in the fields the config class lists in RESUME_MAY_CHANGE (logging, checkpoint and "
-                        "sample/validation settings, device, out_dir, export)")
+                   help="continue from OUT_DIR/checkpoint.pt, bit-exact; the config must match the run's "
+                        "OUT_DIR/config.json except in its logging, checkpoint, sample or validation settings, device, "
+                        "gradient_checkpointing, out_dir and export (other differences are named, and refused)")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in an OUT_DIR that holds a run: the earlier run is moved, whole, to "
                         "OUT_DIR.old-YYYYmmdd-HHMMSS (nothing is deleted). Without --resume or --overwrite a "

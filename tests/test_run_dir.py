@@ -154,3 +154,11 @@ def test_a_plot_that_fails_is_a_warning_not_the_end_of_the_run(tmp_path, monkeyp
     with pytest.warns(UserWarning, match="could not draw .*loss.png: matplotlib is broken"):
         train_toy(tmp_path / "run", ToyConfig())
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 6
+
+
+def test_a_corrupt_checkpoint_is_one_line(tmp_path):
+    path = save_checkpoint(tmp_path / "checkpoint.pt", step=2, weights=torch.zeros(1000))
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(ValueError, match="checkpoint .* is incomplete or corrupt") as error:
+        load_checkpoint(path)
+    assert "\n" not in str(error.value)

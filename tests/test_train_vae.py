@@ -260,3 +260,19 @@ def test_the_skip_report_is_part_of_the_checkpoint(clips, tmp_path):
     train_vae(config, resume=True, progress=False)
     report = json.loads((tmp_path / "run" / "skipped.json").read_text())
     assert [[row["file"], row["reason"].split(":")[0]] for row in report] == [entry]
+
+
+def test_cli_refuses_a_run_over_another_in_one_line(clips, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"train_dir": str(clips / "train"), "out_dir": str(out), "vae": TINY_VAE,
+                                "lpips_weight": 0.0, "stages": [{"steps": 1, "size": 16, "frames": 5}]}))
+    for extra, message in (([], "already holds a run \\(log.jsonl...\\): pass --resume"),
+                           (["--resume", "--overwrite"], "pass one of them"),
+                           (["--resume"], "checkpoint .* does not exist")):
+        with pytest.raises(SystemExit, match=f"^hunyuan-video train-vae: .*{message}") as error:
+            main(["train-vae", str(path), *extra])
+        assert "\n" not in str(error.value.code)
+    assert [p.name for p in out.iterdir()] == ["log.jsonl"]

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import pickle
 import random
 import time
 import warnings
@@ -176,11 +177,16 @@ def save_checkpoint(path: str | Path, **states: Any) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by `save_checkpoint` onto the CPU (tensors only, no pickled code)."""
+    """Read a checkpoint written by `save_checkpoint` onto the CPU (tensors only, no pickled code); a missing,
+    incomplete or corrupt file is a one-line ValueError."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"checkpoint {path} is incomplete or corrupt: {reason}") from None
 
 
 def save_training_state(path: str | Path, step: int, **parts: Any) -> Path:
@@ -195,9 +201,11 @@ def load_training_state(path: str | Path, **parts: Any) -> int:
     state = load_checkpoint(path)
     for name, part in parts.items():
         if part is not None:
+            if state.get(name) is None:
+                raise ValueError(f"{path} holds no {name}: it was written by a run without one")
             try:
                 part.load_state_dict(state[name])
-            except (KeyError, RuntimeError, ValueError) as error:
+            except (KeyError, RuntimeError, ValueError) as error:  # names or shapes that differ
                 lines = [line.strip() for line in str(error).splitlines() if line.strip()]
                 first = next((line for line in lines if line.startswith(("size mismatch", "Missing", "Unexpected"))),
                              lines[0] if lines else repr(error))
