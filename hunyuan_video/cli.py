@@ -101,7 +101,7 @@ def _check_output(output: str) -> str:
     if kind == "png frames" and path.exists() and not path.is_dir():
         raise ValueError(f"--output {path} is a file: png frames go to a folder (or use a .mp4 or .gif name)")
     # The writer fills a temporary beside the target (in its parent), then renames it in (into it, for frames).
-    for folder in (path.parent, path) if kind == "png frames" and path.is_dir() else (path.parent,):
+    for folder in [path.parent] + ([path] if kind == "png frames" and path.is_dir() else []):
         existing = next(p for p in (folder, *folder.parents) if p.exists())
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             raise ValueError(f"--output {path}: cannot write there ({existing} is not a writable folder)")
@@ -263,10 +263,10 @@ def _run_data_check(args: argparse.Namespace) -> int:
             if frames < sample.frames:
                 dataset.report.add(sample.file, f"truncated: {frames} of {sample.frames} frames decode")
     skipped = {file for file, _ in dataset.report.skipped}  # truncated or undecodable: in no bucket's total
-    print(f"{len(dataset)} samples listed, {len(dataset) - len(skipped & {str(s.file) for s in dataset.samples})} "
-          "decode in full")
+    whole = {i for i, sample in enumerate(dataset.samples) if str(sample.file) not in skipped}
+    print(f"{len(dataset)} samples listed, {len(whole)} decode in full")
     for bucket, group in sorted(dataset.groups.items()):
-        print(f"  bucket {bucket}: {sum(str(dataset.samples[i].file) not in skipped for i in group)}")
+        print(f"  bucket {bucket}: {len(whole.intersection(group))}")
     print(dataset.report.summary())
     if args.out:
         dataset.report.save(args.out)

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import pickle
 import random
 import time
@@ -222,12 +223,14 @@ class JsonlLogger:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.is_file():
-            data = self.path.read_bytes()
-            if data and not data.endswith(b"\n"):
-                keep = data.rfind(b"\n") + 1
-                warnings.warn(f"{self.path}: dropped a torn last line ({len(data) - keep} bytes)", stacklevel=2)
-                with self.path.open("r+b") as f:
+        if self.path.is_file() and self.path.stat().st_size:
+            with self.path.open("r+b") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # torn: read the whole log (rare) to find its last whole line
+                    f.seek(0)
+                    data = f.read()
+                    keep = data.rfind(b"\n") + 1
+                    warnings.warn(f"{self.path}: dropped a torn last line ({len(data) - keep} bytes)", stacklevel=2)
                     f.truncate(keep)
 
     def log(self, step: int, **scalars: float | torch.Tensor) -> None:

@@ -114,7 +114,7 @@ def run_loop(
     main = is_main()
     check_run_dir(out, config, resume=resume, overwrite=overwrite)
     wait_for_ranks()  # every rank has checked before rank 0 moves an earlier run aside
-    if main and (moved := prepare_run_dir(out, config, resume=resume, overwrite=overwrite)):
+    if main and (moved := prepare_run_dir(out, overwrite=overwrite)):
         print(f"--overwrite: moved the earlier run in {out} to {moved}")
     done = load_training_state(out / CHECKPOINT, **parts) if resume else 0
     if main:

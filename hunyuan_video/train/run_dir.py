@@ -88,11 +88,9 @@ def set_aside_path(out_dir: str | Path) -> Path:
     return candidate
 
 
-def prepare_run_dir(out_dir: str | Path, config: Any, *, resume: bool = False, overwrite: bool = False
-                    ) -> Path | None:
-    """`check_run_dir`, then make `out_dir` ready on the writing rank: with `overwrite` a non-empty folder is moved
-    aside (returns where to), and stale checkpoint temporaries are deleted."""
-    check_run_dir(out_dir, config, resume=resume, overwrite=overwrite)
+def prepare_run_dir(out_dir: str | Path, *, overwrite: bool = False) -> Path | None:
+    """Make `out_dir`, once `check_run_dir` has passed, ready for the writing rank: with `overwrite` a non-empty
+    folder is moved aside (returns where to), and stale checkpoint temporaries are deleted."""
     out = Path(out_dir)
     moved = None
     if overwrite and out.is_dir() and any(out.iterdir()):
