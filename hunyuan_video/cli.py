@@ -53,11 +53,16 @@ _GENERATE_OPTIONS = {"num_frames": "--frames", "num_inference_steps": "--steps",
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="make a video from a prompt",
-                       description="Sample a video with HunyuanVideo and write it as mp4 (or .gif, or a folder of png "
-                                   "frames when the output has no .mp4/.gif suffix). Options left out take the model "
-                                   "folder's generate.json values, else the official ones.")
+                       description="Sample a video with HunyuanVideo and write it as an mp4 (-o NAME.mp4), a GIF "
+                                   "(NAME.gif; suffixes in any case) or a folder of png frames (a NAME without a "
+                                   "suffix, or ending in /). The file is written whole or not at all: an earlier "
+                                   "file at that path is replaced only by a complete one; Ctrl-C stops with exit "
+                                   "status 130 and writes nothing. Options left out take the model folder's "
+                                   "generate.json values, else the official ones.")
     p.add_argument("prompt", help="what the video shows")
-    p.add_argument("-o", "--output", default="outputs/video.mp4", help="out.mp4, out.gif or a folder for png frames")
+    p.add_argument("-o", "--output", default="outputs/video.mp4",
+                   help="out.mp4, out.gif, or a name without a suffix (or ending in /): a folder of png frames "
+                        "00000.png, 00001.png... (same-named frames in it are replaced); another suffix is refused")
     p.add_argument("--model", help="model folder (official ckpts/ or diffusers layout); default: the embedded tiny one")
     p.add_argument("--height", type=int, help="pixels, a multiple of 16 (official: 720)")
     p.add_argument("--width", type=int, help="pixels, a multiple of 16 (official: 1280)")
@@ -68,34 +73,49 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cfg-scale", type=float, help="true classifier-free guidance when > 1 (2x compute; official: 1)")
     p.add_argument("--negative-prompt", default=None, help="what to steer away from with --cfg-scale > 1")
     p.add_argument("--shift", type=float, help="flow shift of the sigmas (17 for few steps; official: 7)")
-    p.add_argument("--seed", type=int, default=None, help="noise seed (random when omitted; printed at the end)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="noise seed, 0 .. 2**64-1 (random when omitted; the seed used is printed at the end; "
+                        "a negative seed is refused)")
     p.add_argument("--fps", type=float, help="frames per second of the written video (official: 24)")
-    p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), help="weights dtype (official: bfloat16)")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: cuda when present)")
+    p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"),
+                   help="weights dtype (official: bfloat16); on the CPU float16 is many times slower (a warning says "
+                        "so): use float32 or bfloat16 there")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument("--offload", action="store_true",
                    help="keep the weights on the CPU and move each part to the GPU only while it works")
     p.set_defaults(func=_run_generate)
 
 
-def _check_output(path: Path) -> None:
-    """Fail before sampling when the video could not be written to `path`."""
-    if path.suffix in (".mp4", ".gif") and path.is_dir():
+def _check_output(output: str) -> str:
+    """Fail before sampling when the video could not be written to `output`; returns what it will be written as
+    (see `video_io.output_kind`)."""
+    from hunyuan_video.video_io import output_kind
+
+    try:
+        kind = output_kind(output)
+    except ValueError as error:
+        raise ValueError(f"--output {error}") from None
+    path = Path(output)
+    if kind != "png frames" and path.is_dir():
         raise ValueError(f"--output {path} is a folder: name a file, or drop the suffix to write png frames")
-    if path.suffix not in (".mp4", ".gif") and path.exists() and not path.is_dir():
+    if kind == "png frames" and path.exists() and not path.is_dir():
         raise ValueError(f"--output {path} is a file: png frames go to a folder (or use a .mp4 or .gif name)")
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK) or (
-            existing == path and path.is_file() and not os.access(path, os.W_OK)):
-        raise ValueError(f"--output {path}: cannot write there ({existing} is not a writable folder)")
+    # The writer fills a temporary beside the target (in its parent), then renames it in (into it, for frames).
+    for folder in [path.parent] + ([path] if kind == "png frames" and path.is_dir() else []):
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"--output {path}: cannot write there ({existing} is not a writable folder)")
+    return kind
 
 
 def _run_generate(args: argparse.Namespace) -> int:
+    import sys
     import time
 
     import torch
 
     from hunyuan_video.pipelines import HunyuanVideoPipeline
-    from hunyuan_video.video_io import write_frames_png, write_gif, write_video
+    from hunyuan_video.video_io import check_fps, write_output
 
     def fail(message: object) -> SystemExit:
         message = re.sub("|".join(_GENERATE_OPTIONS), lambda m: _GENERATE_OPTIONS[m[0]], str(message))
@@ -110,30 +130,31 @@ def _run_generate(args: argparse.Namespace) -> int:
     try:
         if not args.prompt.strip():
             raise ValueError("the prompt is empty: describe the video to make")
-        if args.fps is not None and not args.fps > 0:
-            raise ValueError(f"--fps must be positive, got {args.fps}")
-        _check_output(path)
+        if args.fps is not None:
+            check_fps(args.fps, "--fps")
+        kind = _check_output(args.output)
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = getattr(torch, args.dtype) if args.dtype else None
         pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=dtype, device="cpu" if args.offload else device)
         if args.offload:
             pipe.enable_model_cpu_offload(device)
+        if pipe.dtype == torch.float16 and torch.device(pipe.device).type == "cpu":
+            print("hunyuan-video generate: warning: float16 on the CPU is many times slower than float32 or bfloat16 "
+                  "(the VAE decode most): pass --dtype float32 or --dtype bfloat16", file=sys.stderr)
         load_s = time.perf_counter() - start
         out = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
                    num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
                    cfg_scale=args.cfg_scale, flow_shift=args.shift, seed=args.seed)
         frames, fps = out.frames[0], pipe.defaults.fps if args.fps is None else args.fps
-        if path.suffix == ".mp4":
-            write_video(path, frames, fps=fps)
-        elif path.suffix == ".gif":
-            write_gif(path, frames, fps=fps)
-        else:
-            write_frames_png(path, frames)
+        write_output(args.output, frames, fps)
     except (OSError, ValueError) as error:
         raise fail(error) from None
+    except KeyboardInterrupt:
+        print(f"hunyuan-video generate: interrupted; nothing written to {path}", file=sys.stderr)
+        raise SystemExit(130) from None
     times = ", ".join(f"{k.removesuffix('_s')} {v:.1f}s" for k, v in {"load_s": load_s, **out.timings}.items())
-    print(f"wrote {path} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]})\nseed: {out.seed}\n"
-          f"time: {times}")
+    what = f"a folder of {frames.shape[0]} png frames" if kind == "png frames" else f"{kind}, {frames.shape[0]} frames"
+    print(f"wrote {path} ({what}, {frames.shape[2]}x{frames.shape[1]})\nseed: {out.seed}\ntime: {times}")
     return 0
 
 
@@ -188,7 +209,14 @@ def _add_train_vae(sub: argparse._SubParsersAction) -> None:
                                    "fine-tune). Writes checkpoint.pt, log.jsonl, loss.png, val/*.mp4 and vae/ to the "
                                    "out_dir.")
     p.add_argument("config", help="a JSON file with the fields of hunyuan_video.train.vae.VAETrainConfig")
-    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT_DIR/checkpoint.pt, bit-exact; the config must match the run's "
+                        "OUT_DIR/config.json except in its logging, checkpoint, sample or validation settings, device, "
+                        "gradient_checkpointing, out_dir and export (other differences are named, and refused)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an OUT_DIR that holds a run: the earlier run is moved, whole, to "
+                        "OUT_DIR.old-YYYYmmdd-HHMMSS (nothing is deleted). Without --resume or --overwrite a "
+                        "non-empty OUT_DIR is refused before anything is written")
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many steps and export that step's EMA weights to OUT_DIR/vae (resume later)")
     p.add_argument("--out-dir", default=None, help="override the config's out_dir")
@@ -203,7 +231,7 @@ def _run_train_vae(args: argparse.Namespace) -> int:
         cfg = load_config(VAETrainConfig, args.config)
         if args.out_dir:
             cfg.out_dir = args.out_dir
-        out = train_vae(cfg, resume=args.resume, max_steps=args.max_steps)
+        out = train_vae(cfg, resume=args.resume, max_steps=args.max_steps, overwrite=args.overwrite)
     except (ValueError, OSError) as e:  # a config, data or weights file that is missing or wrong
         raise SystemExit(f"hunyuan-video train-vae: {e}") from None
     written = ", ".join(name for name in ("log.jsonl", "loss.png", "checkpoint.pt") if (out / name).exists())
@@ -234,9 +262,11 @@ def _run_data_check(args: argparse.Namespace) -> int:
                 continue
             if frames < sample.frames:
                 dataset.report.add(sample.file, f"truncated: {frames} of {sample.frames} frames decode")
-    print(f"{len(dataset)} samples listed")
+    skipped = {file for file, _ in dataset.report.skipped}  # truncated or undecodable: in no bucket's total
+    whole = {i for i, sample in enumerate(dataset.samples) if str(sample.file) not in skipped}
+    print(f"{len(dataset)} samples listed, {len(whole)} decode in full")
     for bucket, group in sorted(dataset.groups.items()):
-        print(f"  bucket {bucket}: {len(group)}")
+        print(f"  bucket {bucket}: {len(whole.intersection(group))}")
     print(dataset.report.summary())
     if args.out:
         dataset.report.save(args.out)
@@ -289,7 +319,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                    "stages of buckets, caption dropout, AdamW, warm-up, clipping, EMA. Writes "
                                    "checkpoint.pt, log.jsonl, loss.png, samples/ and transformer_ema.safetensors.")
     p.add_argument("config", help="a JSON file with the fields of hunyuan_video.train.dit.DiTTrainConfig")
-    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT_DIR/checkpoint.pt, bit-exact; the config must match the run's "
+                        "OUT_DIR/config.json except in its logging, checkpoint, sample or validation settings, device, "
+                        "gradient_checkpointing, out_dir and export (other differences are named, and refused)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an OUT_DIR that holds a run: the earlier run is moved, whole, to "
+                        "OUT_DIR.old-YYYYmmdd-HHMMSS (nothing is deleted). Without --resume or --overwrite a "
+                        "non-empty OUT_DIR is refused before anything is written")
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many steps and write that step's EMA weights to OUT_DIR only (resume later); "
                         "the config's `export` is written by a finished run")
@@ -301,7 +338,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from hunyuan_video.train.dit import DiTTrainConfig, train
 
     try:
-        out = train(load_config(DiTTrainConfig, args.config), resume=args.resume, max_steps=args.max_steps)
+        out = train(load_config(DiTTrainConfig, args.config), resume=args.resume, max_steps=args.max_steps,
+                    overwrite=args.overwrite)
     except (ValueError, OSError) as e:  # a config, data or weights file that is missing or wrong
         raise SystemExit(f"hunyuan-video train: {e}") from None
     print(f"training output in {out}")

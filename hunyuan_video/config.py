@@ -31,8 +31,10 @@ def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
 
 
 def save_config(config: Any, path: str | Path) -> None:
-    """Write a config dataclass as JSON."""
-    Path(path).write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
+    """Write a config dataclass as JSON (atomically: see `hunyuan_video.files`)."""
+    from hunyuan_video.files import write_text_atomic
+
+    write_text_atomic(path, json.dumps(config_to_dict(config), indent=2) + "\n")
 
 
 @dataclass

@@ -1,10 +1,14 @@
 """Read and write videos and images: H.264 mp4 through PyAV, GIF and PNG through Pillow.
 
-Frames are always uint8 numpy arrays shaped (T, H, W, 3), RGB.
+Frames are always uint8 numpy arrays shaped (T, H, W, 3), RGB. Every writer is atomic: it fills a temporary beside
+the target and renames it into place once complete (`hunyuan_video.files`), so that a full disk, an error or Ctrl-C
+leaves no partial file and an earlier file at the target whole.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -13,6 +17,8 @@ from pathlib import Path
 import av
 import numpy as np
 from PIL import Image
+
+from hunyuan_video.files import atomic_path, remove, temporary_path
 
 X264_THREADS = 8  # libx264's threads for every mp4 written (see write_video)
 
@@ -50,12 +56,11 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 24, crf: int 
             f"H.264 yuv420p needs an even height and width, got {h}x{w}: crop or pad the frames, "
             "or use write_gif / write_frames_png"
         )
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
+    check_fps(fps)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), mode="w", options={"movflags": "faststart"}) as container:  # index first: streamable
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4",
+                                           options={"movflags": "faststart"}) as container:  # index first: streamable
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         # x264's output depends on its thread count, which defaults to the machine's CPU count: a fixed count makes
@@ -65,6 +70,12 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 24, crf: int 
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
         container.mux(stream.encode())
     return path
+
+
+def check_fps(fps: float, name: str = "fps") -> None:
+    """A ValueError (naming the value as `name`) unless `fps` is a positive, finite number of frames per second."""
+    if not (fps > 0 and math.isfinite(fps)):
+        raise ValueError(f"{name} must be positive and finite, got {fps}")
 
 
 def _open_for_reading(path: str | Path) -> av.container.InputContainer:
@@ -127,19 +138,59 @@ def read_image(path: str | Path) -> np.ndarray:
 def write_gif(path: str | Path, frames: np.ndarray, fps: float = 8) -> Path:
     """Write frames (T, H, W, 3) uint8 as a looping GIF."""
     frames = _check_frames(frames)
+    check_fps(fps)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     images = [Image.fromarray(f) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
     return path
 
 
 def write_frames_png(directory: str | Path, frames: np.ndarray) -> list[Path]:
-    """Write each frame as `directory/00000.png`, `00001.png`, ...; returns the paths."""
+    """Write each frame as `directory/00000.png`, `00001.png`, ...; returns the paths. The frames are written into a
+    temporary folder beside `directory` and moved in once all are complete (each replacing a frame of that name);
+    other files in `directory` are left as they are."""
     frames = _check_frames(frames)
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = [directory / f"{i:05d}.png" for i in range(len(frames))]
-    for frame, p in zip(frames, paths):
-        Image.fromarray(frame).save(p)
-    return paths
+    names = [f"{i:05d}.png" for i in range(len(frames))]
+    tmp = temporary_path(directory)
+    remove(tmp)
+    try:
+        tmp.mkdir(parents=True)
+        for frame, name in zip(frames, names):
+            Image.fromarray(frame).save(tmp / name, format="PNG")
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            os.replace(tmp / name, directory / name)
+    finally:
+        remove(tmp)
+    return [directory / name for name in names]
+
+
+OUTPUT_KINDS = {".mp4": "mp4", ".gif": "gif"}  # suffix (any case) -> kind; a path without a suffix: "png frames"
+
+
+def output_kind(path: str | Path) -> str:
+    """What `write_output` writes at `path`: "mp4" or "gif" by its suffix (any case), or "png frames" (a folder of
+    png files) for a path without a suffix, one that ends in a separator or an existing folder. Another suffix is a
+    ValueError."""
+    text = str(path)
+    path = Path(path)
+    if path.suffix.lower() in OUTPUT_KINDS and not text.endswith(("/", os.sep)):
+        return OUTPUT_KINDS[path.suffix.lower()]
+    if not path.suffix or text.endswith(("/", os.sep)) or path.is_dir():
+        return "png frames"
+    raise ValueError(f"{path}: unknown suffix {path.suffix!r}: use .mp4, .gif, or a name without a suffix (or ending "
+                     "in /) for a folder of png frames")
+
+
+def write_output(path: str | Path, frames: np.ndarray, fps: float) -> str:
+    """Write frames (T, H, W, 3) uint8 as `output_kind(path)` says; returns that kind."""
+    kind = output_kind(path)
+    if kind == "mp4":
+        write_video(path, frames, fps=fps)
+    elif kind == "gif":
+        write_gif(path, frames, fps=fps)
+    else:
+        write_frames_png(path, frames)
+    return kind

@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import av
@@ -154,3 +155,68 @@ def test_bad_options_are_one_line_and_write_nothing(model, tmp_path):
         _fails([*argv, *extra], *fragments)
     _fails(["generate", "  ", "-o", str(out), "--model", str(model), *ARGS], "the prompt is empty")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_the_destination_is_checked_before_any_compute(model, tmp_path, monkeypatch):
+    from hunyuan_video.pipelines import HunyuanVideoPipeline
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the destination was checked")
+
+    monkeypatch.setattr(HunyuanVideoPipeline, "from_pretrained", never)
+    run = ["generate", "a cat", "--model", str(model), *ARGS]
+    _fails([*run, "-o", str(tmp_path / "a.avi")], "--output", "unknown suffix '.avi'")
+    for fps in ("inf", "-3", "nan"):
+        _fails([*run, "-o", str(tmp_path / "a.mp4"), "--fps", fps], "--fps must be positive")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.geteuid() == 0:  # root writes through a read-only mode: make the OS refuse as it does for other users
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != locked and real(p, mode, **kw))
+    try:
+        for target in (locked / "a.mp4", locked / "sub" / "b.GIF", locked / "frames"):
+            _fails([*run, "-o", str(target)], "cannot write there", f"{locked} is not a writable folder")
+    finally:
+        locked.chmod(0o755)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["locked"] and not any(locked.iterdir())
+
+
+def test_a_full_disk_or_ctrl_c_while_writing_leaves_the_earlier_file(model, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from test_video_io import _fail_on_frame
+
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"an earlier video")
+    run = ["generate", "a cat", "-o", str(out), "--model", str(model), *ARGS]
+    monkeypatch.setattr(av.VideoFrame, "from_ndarray", _fail_on_frame(3, OSError(errno.ENOSPC, "No space left")))
+    _fails(run, "hunyuan-video generate: [Errno 28] No space left")
+    assert out.read_bytes() == b"an earlier video" and os.listdir(tmp_path) == ["out.mp4"]
+    capsys.readouterr()
+    monkeypatch.setattr(av.VideoFrame, "from_ndarray", _fail_on_frame(3, KeyboardInterrupt()))
+    with pytest.raises(SystemExit) as error:
+        cli.main(run)
+    assert error.value.code == 130
+    last = capsys.readouterr().err.rstrip().splitlines()[-1]  # after the progress bars: one line
+    assert last == f"hunyuan-video generate: interrupted; nothing written to {out}"
+    assert out.read_bytes() == b"an earlier video" and os.listdir(tmp_path) == ["out.mp4"]
+
+
+def test_suffixes_in_any_case_frames_folders_and_the_float16_warning(model, tmp_path, capsys):
+    out = tmp_path / "OUT.MP4"
+    assert cli.main(["generate", "a cat", "-o", str(out), "--model", str(model), *ARGS]) == 0
+    assert f"wrote {out} (mp4, 9 frames, 48x32)" in capsys.readouterr().out
+    assert read_video(out).shape == (9, 32, 48, 3)
+    frames = tmp_path / "run.v2"
+    half = [a if a != "float32" else "float16" for a in ARGS]
+    assert cli.main(["generate", "a cat", "-o", f"{frames}/", "--model", str(model), *half]) == 0
+    printed = capsys.readouterr()
+    assert f"wrote {frames} (a folder of 9 png frames, 48x32)" in printed.out
+    assert "warning: float16 on the CPU" in printed.err and "--dtype float32 or --dtype bfloat16" in printed.err
+    assert len(list(frames.glob("*.png"))) == 9
+
+
+def test_info_on_a_file_says_it_is_a_file(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    _fails(["info", str(tmp_path / "model.safetensors")], "is a file, not a model folder")

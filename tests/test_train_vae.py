@@ -238,3 +238,41 @@ def test_config_errors(clips, tmp_path):
         load_config(VAETrainConfig, path)
     with pytest.raises(SystemExit, match="train-vae: .*learning_rate"):
         main(["train-vae", str(path)])
+
+
+def test_the_skip_report_is_part_of_the_checkpoint(clips, tmp_path):
+    """A file that fails to decode before the checkpoint is still in skipped.json after a kill (which writes no
+    report) and a resume."""
+    root = tmp_path / "data"
+    shutil.copytree(clips / "train", root)
+    (root / "broken.mp4").write_bytes(b"not a video at all")
+    with (root / "metadata.jsonl").open("a") as f:
+        f.write(json.dumps({"file": "broken.mp4", "caption": "a red circle", "frames": 9, "height": 48,
+                            "width": 48}) + "\n")
+    config = _config(clips, tmp_path / "run", train_dir=str(root), checkpoint_every=1,
+                     stages=[VAEStage(steps=3, size=16, frames=5, batch_size=2, image_batch_size=2)])
+    with pytest.warns(DataWarning):
+        train_vae(config, max_steps=2, progress=False)  # two batches of two: the whole first epoch is drawn
+    entry = [str(root / "broken.mp4"), "decode failed"]
+    assert [[f, r.split(":")[0]] for f, r in load_checkpoint(tmp_path / "run" / "checkpoint.pt")["sampler"]["report"]
+            ] == [entry]
+    (tmp_path / "run" / "skipped.json").unlink()  # as a kill after the checkpoint leaves it
+    train_vae(config, resume=True, progress=False)
+    report = json.loads((tmp_path / "run" / "skipped.json").read_text())
+    assert [[row["file"], row["reason"].split(":")[0]] for row in report] == [entry]
+
+
+def test_cli_refuses_a_run_over_another_in_one_line(clips, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"train_dir": str(clips / "train"), "out_dir": str(out), "vae": TINY_VAE,
+                                "lpips_weight": 0.0, "stages": [{"steps": 1, "size": 16, "frames": 5}]}))
+    for extra, message in (([], "already holds a run \\(log.jsonl...\\): pass --resume"),
+                           (["--resume", "--overwrite"], "pass one of them"),
+                           (["--resume"], "checkpoint .* does not exist")):
+        with pytest.raises(SystemExit, match=f"^hunyuan-video train-vae: .*{message}") as error:
+            main(["train-vae", str(path), *extra])
+        assert "\n" not in str(error.value.code)
+    assert [p.name for p in out.iterdir()] == ["log.jsonl"]

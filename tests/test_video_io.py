@@ -1,18 +1,22 @@
 """video_io: mp4 round trips (shape, count, values, fps), frame picking, GIF/PNG, clear errors."""
 
+import errno
 import os
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
 
 from hunyuan_video.video_io import (
+    output_kind,
     read_image,
     read_video,
     to_uint8,
     video_info,
     write_frames_png,
     write_gif,
+    write_output,
     write_video,
 )
 
@@ -122,3 +126,67 @@ def test_mp4_bytes_do_not_depend_on_the_cpu_count(tmp_path):
         os.sched_setaffinity(0, cpus)
     every = write_video(tmp_path / "every.mp4", frames).read_bytes()
     assert one == every
+
+
+def _fail_on_frame(n: int, error: BaseException):
+    """A replacement for av.VideoFrame.from_ndarray that raises `error` at the n-th frame (the disk fills up)."""
+    real, calls = av.VideoFrame.from_ndarray, []
+
+    def from_ndarray(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise error
+        return real(*args, **kwargs)
+
+    return from_ndarray
+
+
+def _disk_full(*args, **kwargs):
+    """A replacement for PIL's Image.save that writes a few bytes, then finds the disk full."""
+    target = args[1] if len(args) > 1 else kwargs["fp"]
+    with open(target, "wb") as f:
+        f.write(b"GIF89a half an image")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
+def test_a_failed_mp4_write_leaves_the_earlier_file_whole(tmp_path, monkeypatch, error):
+    earlier = write_video(tmp_path / "out.mp4", _clip(t=3)).read_bytes()
+    monkeypatch.setattr(av.VideoFrame, "from_ndarray", _fail_on_frame(5, error))
+    with pytest.raises(type(error)):
+        write_video(tmp_path / "out.mp4", _clip(t=9))
+    assert os.listdir(tmp_path) == ["out.mp4"]  # no partial file, no temporary
+    assert (tmp_path / "out.mp4").read_bytes() == earlier
+    monkeypatch.setattr(av.VideoFrame, "from_ndarray", _fail_on_frame(5, error))
+    with pytest.raises(type(error)):
+        write_video(tmp_path / "new.mp4", _clip(t=9))
+    assert os.listdir(tmp_path) == ["out.mp4"]  # a new target is not created at all
+
+
+def test_a_failed_gif_or_png_write_leaves_the_earlier_files_whole(tmp_path, monkeypatch):
+    gif = write_gif(tmp_path / "a.gif", _clip(t=2), fps=8).read_bytes()
+    pngs = write_frames_png(tmp_path / "frames", _clip(t=2))
+    before = [p.read_bytes() for p in pngs]
+    monkeypatch.setattr(Image.Image, "save", _disk_full)
+    for write in (lambda: write_gif(tmp_path / "a.gif", _clip(t=4)), lambda: write_frames_png(tmp_path / "frames",
+                                                                                             _clip(t=4))):
+        with pytest.raises(OSError, match="No space left"):
+            write()
+    assert sorted(os.listdir(tmp_path)) == ["a.gif", "frames"] and (tmp_path / "a.gif").read_bytes() == gif
+    assert sorted(os.listdir(tmp_path / "frames")) == ["00000.png", "00001.png"]
+    assert [p.read_bytes() for p in pngs] == before
+
+
+def test_output_kinds_read_suffixes_in_any_case(tmp_path):
+    assert [output_kind(tmp_path / n) for n in ("a.mp4", "A.MP4", "b.Gif", "frames")] == [
+        "mp4", "mp4", "gif", "png frames"]
+    assert output_kind(f"{tmp_path}/run.v2/") == "png frames" and output_kind(tmp_path) == "png frames"
+    for name in ("a.avi", "a.png", "a.webm"):
+        with pytest.raises(ValueError, match="unknown suffix .*use .mp4, .gif, or a name without a suffix"):
+            output_kind(tmp_path / name)
+    assert write_output(tmp_path / "OUT.MP4", _clip(t=3), fps=8) == "mp4"
+    assert read_video(tmp_path / "OUT.MP4").shape == (3, 32, 48, 3) and (tmp_path / "OUT.MP4").is_file()
+    for fps in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="fps must be positive and finite"):
+            write_video(tmp_path / "x.mp4", _clip(t=1), fps=fps)
+    assert not (tmp_path / "x.mp4").exists()

@@ -72,9 +72,11 @@ class SkipReport:
         return "\n".join(lines)
 
     def save(self, path: str | Path) -> None:
-        """Write the report as JSON: a list of {file, reason}."""
+        """Write the report as JSON: a list of {file, reason} (atomically: see `hunyuan_video.files`)."""
+        from hunyuan_video.files import write_text_atomic
+
         rows = [{"file": f, "reason": r} for f, r in self.skipped]
-        Path(path).write_text(json.dumps(rows, indent=1) + "\n")
+        write_text_atomic(path, json.dumps(rows, indent=1) + "\n")
 
 
 def _probe(file: Path) -> tuple[int, int, int, float | None]:

@@ -8,8 +8,10 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import random
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 from hunyuan_video.config import config_from_dict
+from hunyuan_video.files import atomic_path
 
 T = TypeVar("T")
 
@@ -166,21 +169,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | Path, **states: Any) -> Path:
-    """Write `states` (state dicts, ints, RNG state...) with `torch.save`, atomically (never half a file)."""
+    """Write `states` (state dicts, ints, RNG state...) with `torch.save`, atomically: a kill or a full disk leaves
+    the earlier checkpoint as it was (see `hunyuan_video.files.atomic_path`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(states, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(states, tmp)
     return path
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by `save_checkpoint` onto the CPU (tensors only, no pickled code)."""
+    """Read a checkpoint written by `save_checkpoint` onto the CPU (tensors only, no pickled code); a missing,
+    incomplete or corrupt file is a one-line ValueError."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"checkpoint {path} is incomplete or corrupt: {reason}") from None
 
 
 def save_training_state(path: str | Path, step: int, **parts: Any) -> Path:
@@ -190,21 +197,41 @@ def save_training_state(path: str | Path, step: int, **parts: Any) -> Path:
 
 
 def load_training_state(path: str | Path, **parts: Any) -> int:
-    """Restore each (non-None) part and the RNG state from a `save_training_state` checkpoint; returns its step."""
+    """Restore each (non-None) part and the RNG state from a `save_training_state` checkpoint; returns its step.
+    A part the checkpoint does not fit (other shapes or names) is a one-line ValueError naming the first misfit."""
     state = load_checkpoint(path)
     for name, part in parts.items():
         if part is not None:
-            part.load_state_dict(state[name])
+            if state.get(name) is None:
+                raise ValueError(f"{path} holds no {name}: it was written by a run without one")
+            try:
+                part.load_state_dict(state[name])
+            except (KeyError, RuntimeError, ValueError) as error:  # names or shapes that differ
+                lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+                first = next((line for line in lines if line.startswith(("size mismatch", "Missing", "Unexpected"))),
+                             lines[0] if lines else repr(error))
+                raise ValueError(f"{path}: its {name} does not fit this run ({first})") from None
     set_rng_state(state["rng"])
     return state["step"]
 
 
 class JsonlLogger:
-    """Appends one JSON line per call: `{"step": ..., "time": ..., **scalars}`."""
+    """Appends one JSON line per call: `{"step": ..., "time": ..., **scalars}`. A log whose last line a kill tore
+    (no final newline) is cut back to its last whole line when the logger opens it, so that the next record starts
+    on a line of its own."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file() and self.path.stat().st_size:
+            with self.path.open("r+b") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # torn: read the whole log (rare) to find its last whole line
+                    f.seek(0)
+                    data = f.read()
+                    keep = data.rfind(b"\n") + 1
+                    warnings.warn(f"{self.path}: dropped a torn last line ({len(data) - keep} bytes)", stacklevel=2)
+                    f.truncate(keep)
 
     def log(self, step: int, **scalars: float | torch.Tensor) -> None:
         """Append the scalars of one step (tensors are turned into floats)."""
@@ -215,12 +242,19 @@ class JsonlLogger:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a JSONL log; a later record for the same step (after a resume) replaces the earlier one."""
+    """The records of a JSONL log; a later record for the same step (after a resume) replaces the earlier one. A line
+    that is not a JSON record (torn by a kill mid-write) is skipped with a warning."""
     by_step: dict[int, dict[str, Any]] = {}
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
+    for number, line in enumerate(Path(path).read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
             record = json.loads(line)
-            by_step.setdefault(record["step"], {}).update(record)
+            step = record["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            warnings.warn(f"{path}:{number}: skipped a line that is not a whole record: {line[:60]!r}", stacklevel=2)
+            continue
+        by_step.setdefault(step, {}).update(record)
     return [by_step[s] for s in sorted(by_step)]
 
 
@@ -249,8 +283,8 @@ def plot_losses(jsonl_path: str | Path, png_path: str | Path) -> Path | None:
         ax.set_visible(False)
     fig.tight_layout()
     png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=100)
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return png_path
 

@@ -30,6 +30,12 @@ def is_main() -> bool:
     return rank_and_world()[0] == 0
 
 
+def wait_for_ranks() -> None:
+    """A barrier: return once every rank has called it (nothing to wait for without a process group)."""
+    if rank_and_world()[1] > 1:
+        dist.barrier()
+
+
 def check_divisible(batch_size: int, what: str) -> None:
     """A ValueError unless `batch_size` splits evenly over the ranks (every rank must train as many rows)."""
     world = rank_and_world()[1]

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from hunyuan_video.checkpoint import load_transformer, save_transformer
 from hunyuan_video.config import TransformerConfig, config_from_dict
+from hunyuan_video.files import atomic_path
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.scheduler import TIME_SAMPLERS, add_noise, sample_time, velocity_target
 from hunyuan_video.train.cache import LatentCache, read_sources
@@ -30,6 +31,7 @@ from hunyuan_video.train.common import (
 )
 from hunyuan_video.train.distributed import check_divisible, is_main, shard_rows
 from hunyuan_video.train.loop import Periodic, adamw, apply_gradients, lr_schedule, run_loop
+from hunyuan_video.train.run_dir import check_run_dir
 
 
 @dataclass
@@ -75,6 +77,12 @@ EXPORT_DTYPES = ("float32", "float16", "bfloat16")
 @dataclass
 class DiTTrainConfig:
     """Everything `hunyuan-video cache` and `hunyuan-video train` read; paths are relative to the working directory."""
+
+    # What `--resume` lets differ from the run's config.json: bookkeeping, samples and the export, which leave the
+    # training numbers as they are. Any other field is the run's own and must stay.
+    RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = (
+        "out_dir", "device", "gradient_checkpointing", "log_every", "checkpoint_every", "sample_every",
+        "sample_prompts", "sample_steps", "sample_guidance", "sample_size", "sample_shift", "export", "export_dtype")
 
     data: str  # dataset folder (its metadata.jsonl lists clips and captions)
     vae: str  # the frozen parts: a VAE checkpoint or folder, and the two text encoder folders
@@ -234,16 +242,19 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = None, progress: bool = True) -> Path:
+def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = None, progress: bool = True,
+          overwrite: bool = False) -> Path:
     """Run (or with `resume`, continue) the curriculum; returns the output folder.
 
     Writes `checkpoint.pt` (model, EMA, optimizer, LR schedule, step, RNG), `log.jsonl`, `loss.png`,
     `samples/step_N/*.mp4` and `transformer_ema.safetensors` (the averaged weights of the last step) to `out_dir`.
     `max_steps` stops early (after that many steps in total) so that a later `resume` can go on; such a run writes
     its weights and samples to `out_dir` only, `export` is written by a finished run. Under `torch.distributed` each
-    rank trains its rows of every batch (see `train.distributed`) and rank 0 writes.
+    rank trains its rows of every batch (see `train.distributed`) and rank 0 writes. `out_dir` is checked first
+    (`train.run_dir`): a folder holding a run needs `resume` (and a config that fits it) or `overwrite`.
     """
     out = Path(config.out_dir)
+    check_run_dir(out, config, resume=resume, overwrite=overwrite)
     device = resolve_device(config.device)
     for stage in config.stages:
         check_divisible(stage.batch_size, f"stage {stage.name!r}: batch_size")
@@ -271,8 +282,8 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
     periodic = [Periodic(config.sample_every, sample)] if config.sample_prompts else []
     done = run_loop(step, dict(model=model, ema=ema, optimizer=optimizer, schedule=schedule), out, config,
                     total_steps=config.total_steps, log_every=config.log_every,
-                    checkpoint_every=config.checkpoint_every, max_steps=max_steps, resume=resume, periodic=periodic,
-                    desc="train", progress=progress)
+                    checkpoint_every=config.checkpoint_every, max_steps=max_steps, resume=resume, overwrite=overwrite,
+                    periodic=periodic, desc="train", progress=progress)
     if is_main():
         export_ema(model, ema, out / "transformer_ema.safetensors")
         if config.export and done == config.total_steps:
@@ -289,10 +300,11 @@ def averaged(model: HunyuanVideoTransformer, ema: EMA) -> HunyuanVideoTransforme
 
 def export_ema(model: HunyuanVideoTransformer, ema: EMA, path: str | Path, dtype: torch.dtype = torch.float32
                ) -> Path:
-    """Write the EMA weights as a transformer checkpoint (safetensors with its config) at `path`, in `dtype`."""
+    """Write the EMA weights as a transformer checkpoint (safetensors with its config) at `path`, in `dtype`,
+    atomically (an earlier file there stays whole until the new one is complete)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_transformer(averaged(model, ema).to(dtype), path)
+    with atomic_path(path) as tmp:
+        save_transformer(averaged(model, ema).to(dtype), tmp)
     return path
 
 

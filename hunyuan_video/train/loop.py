@@ -2,15 +2,16 @@
 
 A trainer builds its model, optimisers, EMA and data, then hands `run_loop` a `step(step_index) -> scalars` closure
 (one optimisation step: draw this rank's part of the batch, compute the loss, `apply_gradients`, update the EMA) and
-the parts to checkpoint. The loop owns what is the same for every trainer: exact resume (`--resume`) or refusing to
-overwrite a run, `config.json`, the step count and `max_steps`, the JSONL log and its plot, periodic jobs (samples,
-validation), atomic checkpoints with the RNG state, and the progress bar. Under `torch.distributed` only rank 0
+the parts to checkpoint. The loop owns what is the same for every trainer: the rules of the training folder
+(`train.run_dir`: exact resume with a config that fits, refusing or moving aside an earlier run), `config.json`,
+the step count and `max_steps`, the JSONL log and its plot, periodic jobs (samples, validation), atomic checkpoints
+with the RNG state, and the progress bar. Under `torch.distributed` only rank 0
 logs, writes and runs the periodic jobs; every rank steps and loads the checkpoint.
 """
 
 from __future__ import annotations
 
-import json
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from hunyuan_video.config import config_to_dict
+from hunyuan_video.config import save_config
 from hunyuan_video.train.common import (
     JsonlLogger,
     load_training_state,
@@ -28,7 +29,8 @@ from hunyuan_video.train.common import (
     save_training_state,
     schedule_lambda,
 )
-from hunyuan_video.train.distributed import average_gradients, is_main, mean_over_ranks
+from hunyuan_video.train.distributed import average_gradients, is_main, mean_over_ranks, wait_for_ranks
+from hunyuan_video.train.run_dir import CHECKPOINT, CONFIG, check_run_dir, prepare_run_dir
 
 Scalars = Mapping[str, Tensor | float]
 
@@ -91,6 +93,7 @@ def run_loop(
     checkpoint_every: int,
     max_steps: int | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     periodic: Sequence[Periodic] = (),
     desc: str = "train",
     progress: bool = True,
@@ -99,23 +102,24 @@ def run_loop(
     `last_step(total_steps, max_steps)`; returns the step reached.
 
     `parts` (name -> object with `state_dict`/`load_state_dict`, or None) and the RNG state are what
-    `checkpoint.pt` holds, written every `checkpoint_every` steps and after the last. The scalars `step` returns are
-    averaged over the ranks and appended to `log.jsonl` every `log_every` steps and after the last; `loss.png` plots
-    them at the end. `config` (a dataclass) is written to `config.json`. Without `resume` an existing checkpoint is
-    an error, so that a run is never overwritten by accident.
+    `checkpoint.pt` holds, written atomically every `checkpoint_every` steps and after the last. The scalars `step`
+    returns are averaged over the ranks and appended to `log.jsonl` every `log_every` steps and after the last;
+    `loss.png` plots them at the end (a plot that fails is a warning, never the end of the run). `config` (a
+    dataclass) is written to `config.json` once the checkpoint has loaded. `out_dir` follows `train.run_dir`'s rules:
+    a folder holding a run is refused unless `resume` (with a config that fits) or `overwrite` (moved aside), checked
+    before anything is written.
     """
     out = Path(out_dir)
-    checkpoint = out / "checkpoint.pt"
     end = last_step(total_steps, max_steps)
-    done = 0
-    if resume:
-        done = load_training_state(checkpoint, **parts)
-    elif checkpoint.exists():
-        raise ValueError(f"{checkpoint} exists: pass --resume to continue it, or choose another out_dir")
     main = is_main()
+    check_run_dir(out, config, resume=resume, overwrite=overwrite)
+    wait_for_ranks()  # every rank has checked before rank 0 moves an earlier run aside
+    if main and (moved := prepare_run_dir(out, overwrite=overwrite)):
+        print(f"--overwrite: moved the earlier run in {out} to {moved}")
+    done = load_training_state(out / CHECKPOINT, **parts) if resume else 0
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
+        save_config(config, out / CONFIG)
     logger = JsonlLogger(out / "log.jsonl") if main else None
     bar = tqdm(total=end, initial=done, desc=desc, dynamic_ncols=True, disable=not (progress and main))
     while done < end:
@@ -133,8 +137,11 @@ def run_loop(
                 logger.log(done, **extra)
                 bar.write(f"step {done}: " + ", ".join(f"{k} {float(v):.3f}" for k, v in extra.items()))
         if main and (done % checkpoint_every == 0 or done == end):
-            save_training_state(checkpoint, done, **parts)
+            save_training_state(out / CHECKPOINT, done, **parts)
     bar.close()
     if main:
-        plot_losses(out / "log.jsonl", out / "loss.png")
+        try:
+            plot_losses(out / "log.jsonl", out / "loss.png")
+        except Exception as error:  # the plot is a view of the log: it never stops the run or its export
+            warnings.warn(f"could not draw {out / 'loss.png'}: {error}", stacklevel=2)
     return done

@@ -17,7 +17,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ from torch import Tensor
 
 from hunyuan_video.config import VAEConfig, config_from_dict, save_config
 from hunyuan_video.data.dataset import frames_to_tensor, resize_crop
+from hunyuan_video.files import atomic_path
 from hunyuan_video.models.tiling import TileSpec
 from hunyuan_video.models.vae import CausalVAE, DiagonalGaussian
 from hunyuan_video.train.common import (
@@ -48,6 +49,7 @@ from hunyuan_video.train.losses import (
     reconstruction_loss,
     ssim,
 )
+from hunyuan_video.train.run_dir import check_run_dir
 
 
 @dataclass
@@ -65,6 +67,12 @@ class VAEStage:
 @dataclass
 class VAETrainConfig:
     """Everything a VAE training run needs; paths are relative to the working directory."""
+
+    # What `--resume` lets differ from the run's config.json: bookkeeping and validation, which leave the training
+    # numbers as they are. Any other field is the run's own and must stay.
+    RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = (
+        "note", "out_dir", "device", "gradient_checkpointing", "log_every", "checkpoint_every", "val_dir",
+        "val_every", "val_clips", "val_size", "val_frames", "val_samples")
 
     train_dir: str  # a dataset folder (metadata.jsonl or .txt captions; videos and images), see data.manifest
     stages: list[VAEStage]
@@ -187,8 +195,8 @@ class ClipSampler:
     random start; an image sample is an image file or, when the folder has none, one random frame of a video. Each
     sample is resized so its shorter side is a random length between the crop size and its own, then randomly
     cropped square. Files too short or too small for a stage, or that fail to decode, are skipped (with a counted
-    warning) and listed in `report`. Its state (generator, order, position, bad files) is part of the checkpoint,
-    so a resumed run draws the same batches.
+    warning) and listed in `report`. Its state (generator, order, position, bad files, the report) is part of the
+    checkpoint, so a resumed run draws the same batches and reports every file the whole run skipped.
     """
 
     def __init__(self, folder: str | Path, max_stride: int, seed: int) -> None:
@@ -206,13 +214,18 @@ class ClipSampler:
         self.bad: set[int] = set()  # samples that failed to decode
 
     def state_dict(self) -> dict[str, Any]:
+        """The sampler's position in its shuffle, the files that failed and the skip report so far."""
         return {"generator": self.generator.get_state(), "order": self.order, "position": self.position,
-                "bad": sorted(self.bad)}
+                "bad": sorted(self.bad), "report": [list(entry) for entry in self.report.skipped]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`: the report holds the checkpoint's entries, then any the dataset gave now."""
         self.generator.set_state(state["generator"])
         self.order, self.position = state["order"], state["position"]
         self.bad = set(state.get("bad", ()))
+        restored = [(str(file), str(reason)) for file, reason in state.get("report", ())]
+        known = {file for file, _ in restored}
+        self.report.skipped = restored + [entry for entry in self.report.skipped if entry[0] not in known]
 
     def _next_index(self) -> int:
         if self.position == len(self.order):
@@ -355,21 +368,24 @@ def export_vae(model: CausalVAE, folder: str | Path) -> Path:
     from hunyuan_video.checkpoint import save_vae
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_vae(model, folder / "model.safetensors")
+    with atomic_path(folder / "model.safetensors") as tmp:
+        save_vae(model, tmp)
     save_config(model.config, folder / "config.json")
     return folder
 
 
-def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None = None, progress: bool = True
-              ) -> Path:
+def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None = None, progress: bool = True,
+              overwrite: bool = False) -> Path:
     """Run (or with `resume`, continue) a training run; returns `cfg.out_dir`.
 
     `max_steps` stops early after that many total steps (the schedule is still that of the whole config), exporting
     the EMA weights of that step and leaving a checkpoint to resume from. Under `torch.distributed` each rank trains
     its rows of every batch (see `train.distributed`; the adaptive GAN weight is each rank's own) and rank 0 writes.
+    `out_dir` is checked first (`train.run_dir`): a folder holding a run needs `resume` (and a config that fits it)
+    or `overwrite`. The files skipped (`skipped.json`) are those of the whole run, a resumed one included.
     """
     out = Path(cfg.out_dir)
+    check_run_dir(out, cfg, resume=resume, overwrite=overwrite)
     device = resolve_device(cfg.device)
     for i, s in enumerate(cfg.stages):
         check_divisible(s.batch_size, f"stage {i}: batch_size")
@@ -456,7 +472,7 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
     parts = dict(model=vae, ema=ema, optimizer=opt, scheduler=sched, disc=disc, disc_optimizer=opt_d, sampler=sampler)
     done = run_loop(step, parts, out, cfg, total_steps=cfg.total_steps, log_every=cfg.log_every,
                     checkpoint_every=cfg.checkpoint_every, max_steps=max_steps, resume=resume,
-                    periodic=[Periodic(cfg.val_every, validate)] if val_clips is not None else [],
+                    overwrite=overwrite, periodic=[Periodic(cfg.val_every, validate)] if val_clips is not None else [],
                     desc="train-vae", progress=progress)
     if not is_main():
         return out
