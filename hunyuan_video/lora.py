@@ -172,13 +172,66 @@ def new_adapter(model: nn.Module, modules: Iterable[str], rank: int, alpha: floa
     return add_adapter(model, weights, name, trainable=True)
 
 
-def adapter_weights(model: nn.Module, name: str) -> dict[str, LoraWeight]:
-    """Adapter `name`'s pairs by official module name."""
-    weights = {module: layer.adapters[name].weight() for module, layer in lora_layers(model).items()
-               if name in layer.adapters}
-    if not weights:
-        raise ValueError(f"no LoRA adapter named {name!r} (the model has: {', '.join(adapter_names(model)) or 'none'})")
-    return weights
+# The attention and MLP linears of both block types (musubi-tuner and diffusers' trainers train these by default).
+DEFAULT_TARGETS = ("img_attn_qkv", "img_attn_proj", "img_mlp.fc1", "img_mlp.fc2", "txt_attn_qkv", "txt_attn_proj",
+                   "txt_mlp.fc1", "txt_mlp.fc2", "linear1", "linear2")
+DEFAULT_BLOCKS = ("double_blocks", "single_blocks")
+
+
+def target_modules(model: nn.Module, targets: Iterable[str] = DEFAULT_TARGETS,
+                   blocks: Iterable[str] = DEFAULT_BLOCKS) -> list[str]:
+    """The linears named `target` (a module name inside a block, e.g. "img_attn_qkv", "linear1", "img_mod.linear")
+    in each of `blocks` ("double_blocks" / "single_blocks" for all of them, "double_blocks.3" for one); a target or
+    block that names nothing is a ValueError."""
+    shapes = linear_shapes(model)
+    prefixes = []
+    for block in blocks:
+        group, _, index = block.partition(".")
+        if group not in DEFAULT_BLOCKS or (index and not index.isdigit()):
+            raise ValueError(f"LoRA block {block!r}: expected double_blocks, single_blocks or one of them by index "
+                             "(double_blocks.3)")
+        count = len(model.get_submodule(group))
+        if index and int(index) >= count:
+            raise ValueError(f"LoRA block {block!r}: the model has {count} {group}")
+        prefixes += [block] if index else [f"{group}.{i}" for i in range(count)]
+    modules = [f"{prefix}.{target}" for prefix in prefixes for target in targets if f"{prefix}.{target}" in shapes]
+    if unused := [t for t in targets if not any(m.endswith("." + t) for m in modules)]:
+        raise ValueError(f"LoRA targets {', '.join(unused)} name no linear layer of the chosen blocks")
+    return modules
+
+
+class AdapterState:
+    """Adapter `name` of a model seen as a state dict (`module.down`, `module.up`): what LoRA training optimises,
+    averages (EMA) and checkpoints, leaving the base weights out."""
+
+    def __init__(self, model: nn.Module, name: str) -> None:
+        self.adapters = {module: layer.adapters[name] for module, layer in lora_layers(model).items()
+                         if name in layer.adapters}
+        if not self.adapters:
+            raise ValueError(f"no LoRA adapter named {name!r} (the model has: "
+                             f"{', '.join(adapter_names(model)) or 'none'})")
+
+    def parameters(self) -> list[nn.Parameter]:
+        """The adapter's parameters."""
+        return [p for adapter in self.adapters.values() for p in (adapter.down, adapter.up)]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """`{module}.down` and `{module}.up` for every adapted module."""
+        return {f"{module}.{part}": getattr(adapter, part) for module, adapter in self.adapters.items()
+                for part in ("down", "up")}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Copy `state` (as `state_dict` returns it) into the adapter's parameters."""
+        own = self.state_dict()
+        if state.keys() != own.keys():
+            raise ValueError("adapter state does not match the model's adapter: the module names differ")
+        for key, tensor in own.items():
+            tensor.copy_(state[key])
+
+    def weights(self) -> dict[str, LoraWeight]:
+        """The adapter's pairs by module name."""
+        return {module: adapter.weight() for module, adapter in self.adapters.items()}
 
 
 def set_lora_scale(model: nn.Module, name: str, scale: float) -> None:

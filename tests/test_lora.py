@@ -13,8 +13,8 @@ from tiny_models import diffusers_tiny_transformer, tiny_transformer
 from hunyuan_video import load_lora
 from hunyuan_video.checkpoint import transformer_from_diffusers, transformer_to_diffusers
 from hunyuan_video.lora import (
+    AdapterState,
     LoraWeight,
-    adapter_weights,
     bake_lora,
     fuse_lora,
     remove_lora,
@@ -255,7 +255,7 @@ def test_convert_round_trips(tmp_path, base, layout):
     model = copy.deepcopy(base)
     load_lora(model, tmp_path / f"b.{layout}.safetensors")
     assert rel_err(run(model), run(merged(base, weights))) < 1e-5
-    assert adapter_weights(model, f"b_{layout}").keys() == weights.keys()
+    assert AdapterState(model, f"b_{layout}").weights().keys() == weights.keys()
 
 
 def test_written_original_layout_keeps_alpha_and_rank_in_metadata(base):
