@@ -4,6 +4,7 @@ Read, detected from the keys:
 - diffusers / PEFT: `transformer.transformer_blocks.0.attn.to_q.lora_A.weight` (split q/k/v and single blocks'
   to_q/to_k/to_v/proj_mlp, mapped onto the fused official layer exactly);
 - original-key PEFT: `diffusion_model.double_blocks.0.img_attn_qkv.lora_A.weight` (or a `transformer.` prefix);
+  PEFT's own `base_model.model.` prefix is taken off as well;
 - kohya / musubi-tuner: `lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight`, `.lora_up.weight`, `.alpha`.
 An `.alpha` key (any layout) or the file's `lora_alpha` metadata sets alpha; without either, alpha is the rank.
 
@@ -34,7 +35,7 @@ from hunyuan_video.lora import LoraWeight
 
 FORMATS = ("original", "diffusers", "kohya")
 _KEY = re.compile(r"^(.+)\.(lora_A\.weight|lora_B\.weight|lora_down\.weight|lora_up\.weight|alpha)$")
-_PREFIXES = ("transformer.", "diffusion_model.")
+_PREFIXES = ("base_model.model.", "transformer.", "diffusion_model.")  # PEFT, diffusers, ComfyUI
 _KOHYA_PREFIXES = ("lora_unet_", "lora_transformer_")
 # diffusers' AdaLayerNormContinuous chunks (scale, shift); the official final layer chunks (shift, scale).
 _SWAPPED_HALVES = "final_layer.adaLN_modulation.1"
@@ -130,10 +131,7 @@ def _fuse_parts(module: str, pieces: dict[int, LoraWeight], shape: tuple[int, in
             part = module if index == -1 else diffusers_names(module + ".weight")[index].rsplit(".", 1)[0]
             raise ValueError(f"{source}: the pair for {part} maps {pair.down.shape[1]} -> {pair.up.shape[0]} features; "
                              f"the layer maps {want[1]} -> {want[0]}")
-    if -1 in pieces:
-        pair = pieces[-1]
-    else:
-        pair = _stack(pieces, rows)
+    pair = pieces[-1] if -1 in pieces else _stack(pieces, rows)
     swap = module == _SWAPPED_HALVES and -1 not in pieces
     return LoraWeight(pair.down, _swap(pair.up) if swap else pair.up, pair.alpha)
 
