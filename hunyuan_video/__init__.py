@@ -19,6 +19,7 @@ _LAZY = {
     "CausalVAE": "hunyuan_video.models.vae",
     "load_vae": "hunyuan_video.checkpoint",
     "save_vae": "hunyuan_video.checkpoint",
+    "load_lora": "hunyuan_video.lora",
 }
 
 
@@ -41,6 +42,7 @@ __all__ = [
     "VAEConfig",
     "VideoOutput",
     "__version__",
+    "load_lora",
     "load_transformer",
     "load_vae",
     "save_transformer",

@@ -13,7 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hunyuan-video", description=__doc__)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_generate, _add_info, _add_data, _add_train_vae, _add_cache, _add_train, _add_tiny):
+    for add in (_add_generate, _add_info, _add_data, _add_train_vae, _add_cache, _add_train, _add_lora, _add_tiny):
         add(sub)
     return parser
 
@@ -81,6 +81,10 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                    help="weights dtype (official: bfloat16); on the CPU float16 is many times slower (a warning says "
                         "so): use float32 or bfloat16 there")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
+    p.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",
+                   help="a LoRA file (diffusers, original-key or kohya layout) at a scale (default 1); repeatable")
+    p.add_argument("--lora-ignore-unknown", action="store_true",
+                   help="warn about LoRA keys that match no layer instead of failing")
     p.add_argument("--offload", action="store_true",
                    help="keep the weights on the CPU and move each part to the GPU only while it works")
     p.set_defaults(func=_run_generate)
@@ -136,6 +140,9 @@ def _run_generate(args: argparse.Namespace) -> int:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = getattr(torch, args.dtype) if args.dtype else None
         pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=dtype, device="cpu" if args.offload else device)
+        for spec in args.lora:
+            lora_path, scale = _lora_spec(spec)
+            pipe.load_lora_weights(lora_path, scale, ignore_unknown=args.lora_ignore_unknown)
         if args.offload:
             pipe.enable_model_cpu_offload(device)
         if pipe.dtype == torch.float16 and torch.device(pipe.device).type == "cpu":
@@ -156,6 +163,17 @@ def _run_generate(args: argparse.Namespace) -> int:
     what = f"a folder of {frames.shape[0]} png frames" if kind == "png frames" else f"{kind}, {frames.shape[0]} frames"
     print(f"wrote {path} ({what}, {frames.shape[2]}x{frames.shape[1]})\nseed: {out.seed}\ntime: {times}")
     return 0
+
+
+def _lora_spec(spec: str) -> tuple[Path, float]:
+    """`PATH[:SCALE]` of `--lora` (a path that exists is taken whole, so a colon in it is fine)."""
+    path, _, scale = spec.rpartition(":")
+    if Path(spec).exists() or not path:
+        return Path(spec), 1.0
+    try:
+        return Path(path), float(scale)
+    except ValueError:
+        raise ValueError(f"--lora {spec}: expected PATH or PATH:SCALE with a number as SCALE") from None
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
@@ -348,6 +366,57 @@ def _run_train(args: argparse.Namespace) -> int:
 
 # The tiny world's commands (with `data synth` and `data eval`): the only part of the CLI that imports
 # hunyuan_video.tiny, and only inside their `_run_*` functions.
+
+
+def _add_lora(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lora", help="convert LoRA files between layouts, merge one into a transformer")
+    lora_sub = p.add_subparsers(dest="lora_command", required=True)
+    c = lora_sub.add_parser("convert", help="rewrite a LoRA file in another layout (the same update)")
+    c.add_argument("src", metavar="IN", help="a LoRA file: diffusers, original-key PEFT or kohya layout")
+    c.add_argument("dst", metavar="OUT", help="where to write the converted file (.safetensors)")
+    c.add_argument("--to", required=True, choices=("kohya", "diffusers", "original"), help="the layout to write")
+    c.set_defaults(func=_run_lora_convert)
+    m = lora_sub.add_parser("merge", help="write a transformer with a LoRA merged into its weights")
+    m.add_argument("base", metavar="BASE", help="transformer weights (.safetensors, official .pt or diffusers folder)")
+    m.add_argument("lora", metavar="LORA", help="a LoRA file in any layout `convert` reads")
+    m.add_argument("dst", metavar="OUT", help="where to write the merged transformer (.safetensors, official keys)")
+    m.add_argument("--scale", type=float, default=1.0, help="the LoRA's scale (default 1)")
+    m.set_defaults(func=_run_lora_merge)
+
+
+def _lora_fail(command: str, dst: str, error: Exception) -> SystemExit:
+    Path(dst).unlink(missing_ok=True)
+    return SystemExit(f"hunyuan-video lora {command}: {error}")
+
+
+def _run_lora_convert(args: argparse.Namespace) -> int:
+    from hunyuan_video.lora_formats import convert_lora
+
+    if not args.dst.endswith(".safetensors"):
+        raise SystemExit(f"hunyuan-video lora convert: OUT {args.dst} must end in .safetensors")
+    try:
+        convert_lora(args.src, args.dst, args.to)
+    except (OSError, ValueError) as error:
+        raise _lora_fail("convert", args.dst, error) from None
+    print(f"wrote {args.dst} ({args.to} layout)")
+    return 0
+
+
+def _run_lora_merge(args: argparse.Namespace) -> int:
+    from hunyuan_video.checkpoint import load_transformer, save_transformer
+    from hunyuan_video.lora import bake_lora, load_lora
+
+    if not args.dst.endswith(".safetensors"):
+        raise SystemExit(f"hunyuan-video lora merge: OUT {args.dst} must end in .safetensors")
+    try:
+        transformer = load_transformer(args.base)
+        load_lora(transformer, args.lora, args.scale)
+        bake_lora(transformer)
+        save_transformer(transformer, args.dst)
+    except (OSError, ValueError) as error:
+        raise _lora_fail("merge", args.dst, error) from None
+    print(f"wrote {args.dst} ({args.lora} merged at scale {args.scale})")
+    return 0
 
 
 def _add_tiny(sub: argparse._SubParsersAction) -> None:

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from hunyuan_video.checkpoint import check_safetensors, load_transformer, load_vae
+from hunyuan_video.lora import fuse_lora, load_lora, set_lora_scale, unfuse_lora
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.models.vae import CausalVAE
 from hunyuan_video.pipelines.defaults import GenerationDefaults
@@ -132,6 +133,24 @@ class HunyuanVideoPipeline:
         self.to("cpu")
         self.device, self.offload = device, ModelOffload(device)
         return self
+
+    def load_lora_weights(self, path: str | Path, scale: float = 1.0, adapter_name: str | None = None,
+                          ignore_unknown: bool = False) -> str:
+        """Attach a LoRA file (diffusers, original-key PEFT or kohya layout) to the transformer as adapter
+        `adapter_name` (default: the file's stem) at `scale`, unfused; returns the adapter's name."""
+        return load_lora(self.transformer, path, scale, adapter_name, ignore_unknown)
+
+    def set_lora_scale(self, adapter_name: str, scale: float) -> None:
+        """Change a loaded adapter's scale without reading its file again."""
+        set_lora_scale(self.transformer, adapter_name, scale)
+
+    def fuse_lora(self) -> None:
+        """Write the loaded adapters, at their scales, into the transformer's weights (`unfuse_lora` undoes it)."""
+        fuse_lora(self.transformer)
+
+    def unfuse_lora(self) -> None:
+        """Put back the transformer's own weights, bit for bit."""
+        unfuse_lora(self.transformer)
 
     def _on_device(self, module: nn.Module, stream_blocks: bool = False) -> AbstractContextManager:
         """`module` on the device for the time of a `with` block (it is there already unless offload is on)."""

@@ -8,6 +8,7 @@ exactly the batches, noise and times an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,6 +19,16 @@ import torch.nn.functional as F
 from hunyuan_video.checkpoint import load_transformer, save_transformer
 from hunyuan_video.config import TransformerConfig, config_from_dict
 from hunyuan_video.files import atomic_path
+from hunyuan_video.lora import (
+    DEFAULT_BLOCKS,
+    DEFAULT_TARGETS,
+    AdapterState,
+    LoraWeight,
+    adapter_names,
+    new_adapter,
+    target_modules,
+)
+from hunyuan_video.lora_formats import save_lora
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.scheduler import TIME_SAMPLERS, add_noise, sample_time, velocity_target
 from hunyuan_video.train.cache import LatentCache, read_sources
@@ -69,6 +80,23 @@ class ExtraData:
         self.repeats = float(self.repeats)
         if self.repeats <= 0:
             raise ValueError(f"extra_data {self.data}: repeats must be positive, got {self.repeats}")
+
+
+@dataclass
+class LoraTrain:
+    """Train a LoRA adapter instead of the whole transformer: rank `rank` and `alpha` (default: the rank) on the
+    linears `targets` (names inside a block) of `blocks` ("double_blocks", "single_blocks", or one by index,
+    "double_blocks.3"); the base weights stay frozen."""
+
+    rank: int = 16
+    alpha: float | None = None
+    targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    blocks: list[str] = field(default_factory=lambda: list(DEFAULT_BLOCKS))
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"lora.rank must be at least 1, got {self.rank}")
+        self.alpha = float(self.rank if self.alpha is None else self.alpha)
 
 
 EXPORT_DTYPES = ("float32", "float16", "bfloat16")
@@ -123,8 +151,11 @@ class DiTTrainConfig:
     text_max_length: int = 256  # LLM tokens after the template (the official 256)
     export: str | None = None  # also write the final EMA transformer here (a .safetensors path)
     export_dtype: str = "float32"  # ... in this dtype ("float16" halves the file; loading casts it back)
+    lora: LoraTrain | None = None  # train a LoRA adapter on a frozen transformer (export then writes the adapter)
 
     def __post_init__(self) -> None:
+        if self.lora is not None and not isinstance(self.lora, LoraTrain):
+            self.lora = config_from_fields(LoraTrain, self.lora, "lora")
         self.stages = [s if isinstance(s, Stage) else config_from_fields(Stage, s, f"stages[{i}]")
                        for i, s in enumerate(self.stages)]
         self.extra_data = [e if isinstance(e, ExtraData) else config_from_fields(ExtraData, e, "extra_data")
@@ -247,7 +278,8 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
     """Run (or with `resume`, continue) the curriculum; returns the output folder.
 
     Writes `checkpoint.pt` (model, EMA, optimizer, LR schedule, step, RNG), `log.jsonl`, `loss.png`,
-    `samples/step_N/*.mp4` and `transformer_ema.safetensors` (the averaged weights of the last step) to `out_dir`.
+    `samples/step_N/*.mp4` and `transformer_ema.safetensors` (the averaged weights of the last step) to `out_dir`;
+    with `config.lora`, the checkpoint and EMA hold the adapter only and `lora_ema.safetensors` is its LoRA file.
     `max_steps` stops early (after that many steps in total) so that a later `resume` can go on; such a run writes
     its weights and samples to `out_dir` only, `export` is written by a finished run. Under `torch.distributed` each
     rank trains its rows of every batch (see `train.distributed`) and rank 0 writes. `out_dir` is checked first
@@ -261,9 +293,11 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
     cache = read_sources(config)
     model = build_transformer(config).to(device).train()
     model.gradient_checkpointing = config.gradient_checkpointing
-    optimizer = adamw(model.parameters(), config.lr, config.betas, config.weight_decay)
+    trained = trained_part(model, config)
+    params = list(trained.parameters())
+    optimizer = adamw(params, config.lr, config.betas, config.weight_decay)
     schedule = lr_schedule(optimizer, config.lr_schedule, config.warmup_steps, config.total_steps)
-    ema = EMA(model, config.ema_decay)
+    ema = EMA(trained, config.ema_decay)
 
     def step(index: int) -> dict:
         # Every draw of the step, for the whole batch, comes from its own generator: the same on every rank and
@@ -272,39 +306,65 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
         batch = draw_batch(cache, config.stage_at(index), config.caption_dropout, generator, config.pooled_dropout)
         batch.update(draw_noise(batch["x0"].shape, config, generator))
         loss = velocity_loss(model, shard_rows(batch), config)
-        grad_norm = apply_gradients(loss, optimizer, model.parameters(), config.grad_clip, schedule)
-        ema.update(model)
+        grad_norm = apply_gradients(loss, optimizer, params, config.grad_clip, schedule)
+        ema.update(trained)
         return {"loss": loss.detach(), "grad_norm": grad_norm, "lr": schedule.get_last_lr()[0]}
 
     def sample(index: int) -> None:
         write_samples(config, model, ema, index)
 
     periodic = [Periodic(config.sample_every, sample)] if config.sample_prompts else []
-    done = run_loop(step, dict(model=model, ema=ema, optimizer=optimizer, schedule=schedule), out, config,
+    done = run_loop(step, dict(model=trained, ema=ema, optimizer=optimizer, schedule=schedule), out, config,
                     total_steps=config.total_steps, log_every=config.log_every,
                     checkpoint_every=config.checkpoint_every, max_steps=max_steps, resume=resume, overwrite=overwrite,
                     periodic=periodic, desc="train", progress=progress)
     if is_main():
-        export_ema(model, ema, out / "transformer_ema.safetensors")
+        own = out / ("lora_ema.safetensors" if config.lora else "transformer_ema.safetensors")
+        export_ema(model, ema, own)
         if config.export and done == config.total_steps:
             export_ema(model, ema, config.export, getattr(torch, config.export_dtype))
     return out
 
 
+LORA_NAME = "lora"  # the trained adapter's name on the model
+
+
+def trained_part(model: HunyuanVideoTransformer, config: DiTTrainConfig) -> HunyuanVideoTransformer | AdapterState:
+    """What the optimiser, the EMA and the checkpoints hold: the whole model, or with `config.lora` a new adapter
+    (seeded by `config.seed`) on the frozen model."""
+    if config.lora is None:
+        return model
+    model.requires_grad_(False)
+    lora = config.lora
+    new_adapter(model, target_modules(model, lora.targets, lora.blocks), lora.rank, lora.alpha, LORA_NAME,
+                seed=config.seed)
+    return AdapterState(model, LORA_NAME)
+
+
 def averaged(model: HunyuanVideoTransformer, ema: EMA) -> HunyuanVideoTransformer:
-    """A copy of `model` (same device) holding the EMA weights, in eval mode."""
-    copy = HunyuanVideoTransformer(model.config).to(next(model.parameters()).device)
-    ema.copy_to(copy)
+    """A copy of `model` (same device) holding the EMA weights (of the whole model, or of its LoRA adapter), in eval
+    mode."""
+    if LORA_NAME in adapter_names(model):
+        copy = deepcopy(model)
+        ema.copy_to(AdapterState(copy, LORA_NAME))
+    else:
+        copy = HunyuanVideoTransformer(model.config).to(next(model.parameters()).device)
+        ema.copy_to(copy)
     return copy.eval()
 
 
 def export_ema(model: HunyuanVideoTransformer, ema: EMA, path: str | Path, dtype: torch.dtype = torch.float32
                ) -> Path:
-    """Write the EMA weights as a transformer checkpoint (safetensors with its config) at `path`, in `dtype`,
-    atomically (an earlier file there stays whole until the new one is complete)."""
+    """Write the EMA weights at `path`, in `dtype`, atomically (an earlier file there stays whole until the new one is
+    complete): a transformer checkpoint (safetensors with its config), or for LoRA training the adapter as a LoRA
+    file in the original-key layout (what `load_lora` reads)."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_transformer(averaged(model, ema).to(dtype), tmp)
+        if LORA_NAME in adapter_names(model):
+            weights = AdapterState(averaged(model, ema), LORA_NAME).weights()
+            save_lora({m: LoraWeight(w.down.to(dtype), w.up.to(dtype), w.alpha) for m, w in weights.items()}, tmp)
+        else:
+            save_transformer(averaged(model, ema).to(dtype), tmp)
     return path
 
 
