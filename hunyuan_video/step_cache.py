@@ -115,7 +115,7 @@ class TeaCache(StepCache):
         """Reuse the residual while the accumulated rescaled input change of every sample is under the threshold."""
         signal = model.first_block_input(state)
         previous, self.previous = self.previous, signal
-        if not edge and self.residual is not None and previous.shape == signal.shape:
+        if not edge and self.residual is not None:
             accumulated = self.accumulated + self.rescale(relative_l1(signal, previous))
             if bool((accumulated < self.threshold).all()):
                 self.accumulated, self.skipped = accumulated, self.skipped + 1
@@ -144,7 +144,7 @@ class FirstBlockCache(StepCache):
         """Run the first block; reuse the rest's residual while every sample's first residual changed little."""
         first = model.blocks(state, 0, 1)
         first_residual = first.img - state.img
-        if not edge and self.rest_residual is not None and first_residual.shape == self.first_residual.shape:
+        if not edge and self.rest_residual is not None:
             if bool((relative_l1(first_residual, self.first_residual) < self.threshold).all()):
                 self.skipped += 1
                 return replace(first, img=first.img + self.rest_residual)
