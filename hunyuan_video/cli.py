@@ -13,7 +13,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hunyuan-video", description=__doc__)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_generate, _add_info, _add_data, _add_train_vae, _add_cache, _add_train, _add_lora, _add_tiny):
+    for add in (_add_generate, _add_calibrate_cache, _add_info, _add_data, _add_train_vae, _add_cache, _add_train,
+                _add_lora, _add_tiny):
         add(sub)
     return parser
 
@@ -48,7 +49,8 @@ def _run_info(args: argparse.Namespace) -> int:
 TINY_MODEL = "assets/tiny"  # the embedded tiny model, inside the package, in the layout of a real model
 # The pipeline's argument names as `generate` spells them, so that its errors name the option to change.
 _GENERATE_OPTIONS = {"num_frames": "--frames", "num_inference_steps": "--steps", "guidance_scale": "--guidance",
-                     "cfg_scale": "--cfg-scale", "negative_prompt": "--negative-prompt", "flow_shift": "--shift"}
+                     "cfg_scale": "--cfg-scale", "negative_prompt": "--negative-prompt", "flow_shift": "--shift",
+                     "the cache threshold": "--cache-threshold"}
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -87,6 +89,11 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                    help="warn about LoRA keys that match no layer instead of failing")
     p.add_argument("--offload", action="store_true",
                    help="keep the weights on the CPU and move each part to the GPU only while it works")
+    p.add_argument("--cache", choices=("teacache", "fbcache"), default=None,
+                   help="skip the transformer's blocks on steps that change little (faster, slightly different video)")
+    p.add_argument("--cache-threshold", type=float, default=None,
+                   help="how much change a skipped step may hide (teacache: 0.1 ~1.6x on the real model, 0.15 ~2.1x; "
+                        "fbcache default 0.05; 0: never skip)")
     p.set_defaults(func=_run_generate)
 
 
@@ -137,6 +144,8 @@ def _run_generate(args: argparse.Namespace) -> int:
         if args.fps is not None:
             check_fps(args.fps, "--fps")
         kind = _check_output(args.output)
+        if args.cache_threshold is not None and args.cache is None:
+            raise ValueError("--cache-threshold needs --cache teacache or --cache fbcache")
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = getattr(torch, args.dtype) if args.dtype else None
         pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=dtype, device="cpu" if args.offload else device)
@@ -148,6 +157,8 @@ def _run_generate(args: argparse.Namespace) -> int:
         if pipe.dtype == torch.float16 and torch.device(pipe.device).type == "cpu":
             print("hunyuan-video generate: warning: float16 on the CPU is many times slower than float32 or bfloat16 "
                   "(the VAE decode most): pass --dtype float32 or --dtype bfloat16", file=sys.stderr)
+        if args.cache:
+            pipe.enable_step_cache(args.cache, args.cache_threshold)
         load_s = time.perf_counter() - start
         out = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
                    num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
@@ -162,6 +173,65 @@ def _run_generate(args: argparse.Namespace) -> int:
     times = ", ".join(f"{k.removesuffix('_s')} {v:.1f}s" for k, v in {"load_s": load_s, **out.timings}.items())
     what = f"a folder of {frames.shape[0]} png frames" if kind == "png frames" else f"{kind}, {frames.shape[0]} frames"
     print(f"wrote {path} ({what}, {frames.shape[2]}x{frames.shape[1]})\nseed: {out.seed}\ntime: {times}")
+    if out.cache_steps is not None:
+        print(f"steps: {out.cache_steps['full']} full, {out.cache_steps['skipped']} skipped "
+              f"({args.cache}, threshold {pipe.step_cache.threshold:g})")
+    return 0
+
+
+def _add_calibrate_cache(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate-cache", help="fit the TeaCache polynomial of a model and store it in its folder",
+                       description="Sample a few prompts with every step in full, fit the polynomial from the relative "
+                                   "change of the first block's modulated input to that of the transformer's output, "
+                                   "and write it to MODEL/teacache.json, which `generate --cache teacache` then uses.")
+    p.add_argument("--model", help="model folder (official ckpts/ or diffusers layout); default: the embedded tiny one")
+    p.add_argument("--prompt", action="append", dest="prompts", metavar="PROMPT",
+                   help="a calibration prompt (repeat the option for more)")
+    p.add_argument("--prompts-file", help="a text file of calibration prompts, one a line")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the folder's generate.json)")
+    p.add_argument("--height", type=int, help="pixels (default: the folder's generate.json)")
+    p.add_argument("--width", type=int, help="pixels (default: the folder's generate.json)")
+    p.add_argument("--frames", type=int, help="number of frames (default: the folder's generate.json)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed of the first prompt (the next ones count up)")
+    p.add_argument("--degree", type=int, default=4, help="degree of the polynomial")
+    p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), help="weights dtype (default: the folder's)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: cuda when present)")
+    p.set_defaults(func=_run_calibrate_cache)
+
+
+def _run_calibrate_cache(args: argparse.Namespace) -> int:
+    import torch
+
+    from hunyuan_video.pipelines import HunyuanVideoPipeline, find_model_folder
+    from hunyuan_video.step_cache import calibrate_teacache, write_teacache_coefficients
+
+    def fail(message: object) -> SystemExit:
+        message = re.sub("|".join(_GENERATE_OPTIONS), lambda m: _GENERATE_OPTIONS[m[0]], str(message))
+        return SystemExit(f"hunyuan-video calibrate-cache: {message}")
+
+    model = args.model or Path(__file__).parent / TINY_MODEL
+    try:
+        prompts = list(args.prompts or [])
+        if args.prompts_file:
+            prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
+        if not prompts:
+            raise ValueError("no calibration prompt: pass --prompt (repeatable) or --prompts-file")
+        if args.degree < 1:
+            raise ValueError(f"--degree must be at least 1, got {args.degree}")
+        folder = find_model_folder(model)
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=getattr(torch, args.dtype) if args.dtype else None,
+                                                    device=device)
+        call = {"num_inference_steps": args.steps, "height": args.height, "width": args.width,
+                "num_frames": args.frames}
+        coefficients, pairs = calibrate_teacache(pipe, prompts, args.seed, args.degree, **call)
+        steps = pipe.defaults.steps if args.steps is None else args.steps
+        path = write_teacache_coefficients(folder.root, coefficients,
+                                           {"prompts": len(prompts), "steps": steps, "pairs": pairs})
+    except (OSError, ValueError) as error:
+        raise fail(error) from None
+    print(f"wrote {path}: {', '.join(f'{c:.6g}' for c in coefficients)} (fitted on {pairs} step pairs of "
+          f"{len(prompts)} prompts)")
     return 0
 
 

@@ -240,16 +240,24 @@ class HunyuanVideoTransformer(nn.Module):
         rope = self.rope(grid, txt.shape[1], x.device)
         return StreamState(img=img, txt=txt, vectors=vectors, rope=rope, padding=padding, grid=grid)
 
-    def blocks(self, state: StreamState) -> StreamState:
+    def blocks(self, state: StreamState, start: int = 0, stop: int | None = None) -> StreamState:
         """The second stage: the dual-stream blocks on (video, text), then the single-stream blocks on their
-        concatenation; returns the state with the blocks' video and text tokens."""
+        concatenation; returns the state with the blocks' video and text tokens.
+
+        `start` and `stop` run only blocks `start` .. `stop - 1` of that sequence (double blocks first, then single;
+        default: all), so that `blocks(blocks(state, 0, k), k)` is `blocks(state)` (a first-block cache runs the
+        first block on its own)."""
+        depth = len(self.double_blocks)
+        stop = depth + len(self.single_blocks) if stop is None else stop
         img, txt, backend = state.img, state.txt, self.attention_backend
-        for block in self.double_blocks:
+        for block in self.double_blocks[start:stop]:
             img, txt = self._run(block, img, txt, state.vectors, state.rope, state.padding, backend)
-        joint = torch.cat([img, txt], dim=1)
-        for block in self.single_blocks:
-            joint = self._run(block, joint, state.vectors, state.rope, state.padding, backend)
-        img, txt = joint.split([img.shape[1], txt.shape[1]], dim=1)
+        singles = self.single_blocks[max(start - depth, 0):max(stop - depth, 0)]
+        if len(singles):
+            joint = torch.cat([img, txt], dim=1)
+            for block in singles:
+                joint = self._run(block, joint, state.vectors, state.rope, state.padding, backend)
+            img, txt = joint.split([img.shape[1], txt.shape[1]], dim=1)
         return replace(state, img=img, txt=txt)
 
     def head(self, state: StreamState) -> Tensor:

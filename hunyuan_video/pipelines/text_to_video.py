@@ -29,6 +29,14 @@ from hunyuan_video.pipelines.defaults import GenerationDefaults
 from hunyuan_video.pipelines.layouts import find_model_folder
 from hunyuan_video.pipelines.offload import ModelOffload
 from hunyuan_video.scheduler import euler_step, sampling_sigmas
+from hunyuan_video.step_cache import (
+    HUNYUAN_VIDEO_TEACACHE,
+    StepCache,
+    TeaCache,
+    check_coefficients,
+    make_step_cache,
+    read_teacache_coefficients,
+)
 from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder
 from hunyuan_video.video_io import to_uint8
 
@@ -37,11 +45,13 @@ OUTPUT_TYPES = ("np", "pt", "latent")
 
 @dataclass
 class VideoOutput:
-    """What a pipeline call returns: the frames (see `output_type`), the seed they came from, seconds per stage."""
+    """What a pipeline call returns: the frames (see `output_type`), the seed they came from, seconds per stage and,
+    with a step cache, how many steps ran the blocks and how many reused them."""
 
     frames: np.ndarray | torch.Tensor
     seed: int | None  # None when the starting latents were passed in
     timings: dict[str, float]
+    cache_steps: dict[str, int] | None = None  # {"full": ..., "skipped": ...}; None without a step cache
 
 
 @dataclass
@@ -77,6 +87,8 @@ class HunyuanVideoPipeline:
     """HunyuanVideo text-to-video: `pipe(prompt) -> VideoOutput` with frames `(B, T, H, W, 3)` uint8.
 
     Arguments a call is not given come from `defaults` (a model folder's `generate.json` over the official ones).
+    `teacache_coefficients`: the TeaCache polynomial of this transformer (a model folder's `teacache.json`; default:
+    the published HunyuanVideo one), used by `enable_step_cache("teacache")`.
     """
 
     def __init__(
@@ -86,6 +98,7 @@ class HunyuanVideoPipeline:
         text_encoder: LLMTextEncoder,
         text_encoder_2: CLIPTextEncoder,
         defaults: GenerationDefaults | None = None,
+        teacache_coefficients: tuple[float, ...] | None = None,
     ) -> None:
         self.transformer = transformer.eval().requires_grad_(False)
         self.vae = vae.eval().requires_grad_(False)
@@ -95,6 +108,9 @@ class HunyuanVideoPipeline:
         self.device = next(transformer.parameters()).device
         self.offload: ModelOffload | None = None
         self.progress = True
+        self.teacache_coefficients = check_coefficients(teacache_coefficients or HUNYUAN_VIDEO_TEACACHE,
+                                                        "teacache_coefficients")
+        self.step_cache: StepCache | None = None
 
     @classmethod
     def from_pretrained(
@@ -104,8 +120,9 @@ class HunyuanVideoPipeline:
         device: torch.device | str | None = None,
     ) -> HunyuanVideoPipeline:
         """Load a model folder in the official `ckpts/` or the diffusers layout (detected) with its `generate.json`
-        as the defaults, in `dtype` (default: the folder's, else bfloat16) onto `device` (default: CUDA when
-        present). To run a big model on a small GPU, load onto "cpu" and then call `enable_model_cpu_offload()`."""
+        as the defaults (and its `teacache.json` as the TeaCache polynomial), in `dtype` (default: the folder's, else
+        bfloat16) onto `device` (default: CUDA when present). To run a big model on a small GPU, load onto "cpu" and
+        then call `enable_model_cpu_offload()`."""
         folder = find_model_folder(path)
         defaults = GenerationDefaults.read(folder.root)
         dtype = dtype or getattr(torch, defaults.dtype)
@@ -116,7 +133,7 @@ class HunyuanVideoPipeline:
             check_safetensors(text_encoder)
         text_encoder = LLMTextEncoder.from_pretrained(folder.text_encoder, folder.tokenizer, dtype, device)
         text_encoder_2 = CLIPTextEncoder.from_pretrained(folder.text_encoder_2, folder.tokenizer_2, dtype, device)
-        return cls(transformer, vae, text_encoder, text_encoder_2, defaults)
+        return cls(transformer, vae, text_encoder, text_encoder_2, defaults, read_teacache_coefficients(folder.root))
 
     def to(self, device: torch.device | str) -> HunyuanVideoPipeline:
         """Move every part to `device` (and turn CPU offload off)."""
@@ -151,6 +168,18 @@ class HunyuanVideoPipeline:
     def unfuse_lora(self) -> None:
         """Put back the transformer's own weights, bit for bit."""
         unfuse_lora(self.transformer)
+
+    def enable_step_cache(self, method: str, threshold: float | None = None) -> HunyuanVideoPipeline:
+        """Skip the transformer's blocks on steps that change little from now on (see `hunyuan_video.step_cache`):
+        `method` "teacache" (with `self.teacache_coefficients`) or "fbcache", at `threshold` (None: the method's
+        default; 0: never skip). Trades a little quality for speed; `disable_step_cache()` turns it off."""
+        self.step_cache = make_step_cache(method, threshold, self.teacache_coefficients)
+        return self
+
+    def disable_step_cache(self) -> HunyuanVideoPipeline:
+        """Run every step in full again (the default)."""
+        self.step_cache = None
+        return self
 
     def _on_device(self, module: nn.Module, stream_blocks: bool = False) -> AbstractContextManager:
         """`module` on the device for the time of a `with` block (it is there already unless offload is on)."""
@@ -219,6 +248,9 @@ class HunyuanVideoPipeline:
             raise ValueError(f"seed must be in [0, 2**64), got {seed}")
         if cfg_scale > 1 and len(negatives := self.negative_prompts(prompts, negative_prompt)) != len(prompts):
             raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
+        if isinstance(self.step_cache, TeaCache) and self.offload is not None:
+            raise ValueError("the TeaCache step cache reads the first block outside its forward, which CPU offload "
+                             "does not bring to the device: use the fbcache step cache with offload")
         if cfg_scale == 1 and negative_prompt is not None:
             warnings.warn("negative_prompt is used only with cfg_scale > 1 (true classifier-free guidance): ignored",
                           stacklevel=4)  # the caller of __call__ (under no_grad)
@@ -273,7 +305,10 @@ class HunyuanVideoPipeline:
     ) -> torch.Tensor:
         """Walk `latents` from `sigmas[0]` (noise) to `sigmas[-1]` (data), one `step` per pair of sigmas, with the
         transformer on the device throughout (its blocks streamed under offload); `callback(i, latents)` after
-        step i. `guidance_scale` feeds the guidance embedding of a model that has one."""
+        step i. `guidance_scale` feeds the guidance embedding of a model that has one. A step cache, when enabled,
+        starts afresh."""
+        if self.step_cache is not None:
+            self.step_cache.start(len(sigmas) - 1)
         guidance = None
         if self.transformer.config.guidance_embed:
             guidance = torch.full((embeds.states.shape[0],), guidance_scale * 1000.0, device=self.device)
@@ -293,11 +328,17 @@ class HunyuanVideoPipeline:
     def predict_velocity(self, latents: torch.Tensor, sigma: float, embeds: PromptEmbeds,
                          guidance: torch.Tensor | None, cfg_scale: float) -> torch.Tensor:
         """The transformer's velocity at `sigma` in float32; with true CFG (`cfg_scale > 1`) the negative and the
-        positive half of one batched forward, combined as `neg + cfg_scale * (pos - neg)`."""
+        positive half of one batched forward, combined as `neg + cfg_scale * (pos - neg)`. With a step cache the
+        forward runs as `embed`, the cache in place of `blocks`, `head`."""
         do_cfg = cfg_scale > 1
         x = torch.cat([latents, latents]) if do_cfg else latents
         t = torch.full((x.shape[0],), sigma * 1000.0, device=self.device)
-        v = self.transformer(x.to(self.dtype), t, embeds.states, embeds.mask, embeds.pooled, guidance).float()
+        inputs = (x.to(self.dtype), t, embeds.states, embeds.mask, embeds.pooled, guidance)
+        if self.step_cache is None:
+            v = self.transformer(*inputs).float()
+        else:
+            model = self.transformer
+            v = model.head(self.step_cache(model, model.embed(*inputs))).float()
         if do_cfg:
             v_neg, v_pos = v.chunk(2)
             v = v_neg + cfg_scale * (v_pos - v_neg)
@@ -338,7 +379,8 @@ class HunyuanVideoPipeline:
         `generator` (a CPU generator), else from `seed` (random when None), drawn on the CPU in float32 so that a
         seed gives the same video on every device. `output_type`: "np" uint8 `(B, T, H, W, 3)`; "pt" float32
         tensor `(B, T, H, W, 3)` in [0, 1]; "latent" the final latents. `callback(step, latents)` runs after every
-        step.
+        step. With a step cache enabled (`enable_step_cache`), `cache_steps` of the output counts full and skipped
+        steps.
         """
         d = self.defaults
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -373,8 +415,9 @@ class HunyuanVideoPipeline:
             start = time.perf_counter()
             latents = self.denoise(latents, sigmas, embeds, guidance_scale, cfg_scale, after_step)
             timings["denoise_s"] = self._lap(start)
+            cache_steps = None if self.step_cache is None else self.step_cache.stats
             if output_type == "latent":
-                return VideoOutput(latents, seed, timings)
+                return VideoOutput(latents, seed, timings, cache_steps)
 
             # 5. Decode to frames
             bar.set_description("decode")
@@ -383,7 +426,7 @@ class HunyuanVideoPipeline:
             timings["decode_s"] = self._lap(start)
             bar.update()
         frames = (video / 2 + 0.5).clamp(0, 1) if output_type == "pt" else to_uint8(video.numpy())
-        return VideoOutput(frames, seed, timings)
+        return VideoOutput(frames, seed, timings, cache_steps)
 
     def _lap(self, start: float) -> float:
         if self.device.type == "cuda":

@@ -1,0 +1,69 @@
+import itertools
+
+import pytest
+import torch
+
+from hunyuan_video.models.attention import attention, make_padding
+from hunyuan_video.models.sliding_tile import TilePlan, sliding_tile_attention
+
+GRID, TILE, TEXT = (4, 4, 6), (2, 2, 2), 5  # 96 video tokens in 2 x 2 x 3 tiles of 8, then 5 text tokens
+
+
+def _qkv(batch: int = 2, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    s = GRID[0] * GRID[1] * GRID[2] + TEXT
+    return [torch.randn(batch, s, 3, 16, generator=g) for _ in range(3)]
+
+
+def _padding():
+    mask = torch.ones(2, TEXT, dtype=torch.bool)
+    mask[1, 3:] = False  # sample 1 has 3 real text tokens
+    return make_padding(mask, GRID[0] * GRID[1] * GRID[2])
+
+
+@pytest.mark.parametrize(("reference", "padded"), [(False, False), (True, False), (True, True)])
+def test_a_window_covering_everything_is_full_attention(reference, padded):
+    q, k, v = _qkv()
+    padding = _padding() if padded else None
+    plan = TilePlan(GRID, TILE, window=(2, 2, 3))
+    got = sliding_tile_attention(q, k, v, plan, padding, reference=reference)
+    want = attention(q, k, v, padding, "sdpa")
+    real = torch.ones(2, q.shape[1], dtype=torch.bool) if padding is None else padding.key_mask[:, 0, 0, :]
+    torch.testing.assert_close(got[real], want[real], atol=1e-5, rtol=1e-5)
+
+
+def test_the_flex_block_mask_equals_the_masked_reference():
+    q, k, v = _qkv(seed=1)
+    padding = _padding()
+    plan = TilePlan(GRID, TILE, window=(1, 1, 2))
+    flex = sliding_tile_attention(q, k, v, plan, padding)
+    dense = sliding_tile_attention(q, k, v, plan, padding, reference=True)
+    torch.testing.assert_close(flex, dense, atol=1e-5, rtol=1e-5)
+    assert (flex - attention(q, k, v, padding, "sdpa")).abs().max() > 1e-2  # the window does cut keys away
+
+
+def test_the_mask_is_the_sliding_window_of_tiles():
+    """Brute force over tile coordinates: a video query sees the video keys of the `window` tiles around its tile
+    (slid to stay inside the grid) and every text key; text queries see everything."""
+    plan = TilePlan(GRID, TILE, window=(1, 1, 2))
+    video, s = 96, 96 + TEXT
+    index = torch.arange(s)
+    got = plan.mask_mod(None)(None, None, index[:, None], index[None, :])
+    tiles = list(itertools.product(*(range(n) for n in plan.tiles)))
+    for qi, kj in itertools.product(range(s), range(s)):
+        if qi >= video or kj >= video:
+            want = True
+        else:
+            qt, kt = tiles[qi // 8], tiles[kj // 8]
+            starts = [min(max(c - w // 2, 0), max(n - w, 0)) for c, w, n in zip(qt, plan.window, plan.tiles)]
+            want = all(st <= c < st + w for c, st, w in zip(kt, starts, plan.window))
+        assert bool(got[qi, kj]) == want, (qi, kj)
+    # the window's keys: a query tile sees 1 x 1 x 2 tiles (16 video keys) plus the text
+    assert set(got[:video].sum(1).tolist()) == {16 + TEXT}
+
+
+def test_a_bad_plan_says_what_is_wrong():
+    with pytest.raises(ValueError, match="divisible by the tile"):
+        TilePlan((4, 4, 6), (2, 4, 4), (1, 1, 1))
+    with pytest.raises(ValueError, match="at least one tile"):
+        TilePlan(GRID, TILE, (0, 1, 1))
