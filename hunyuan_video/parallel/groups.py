@@ -1,0 +1,57 @@
+"""The process groups of a `ParallelConfig` over an initialised `torch.distributed` world.
+
+Ranks are laid out as `rank = cfg_half * (U R) + ring_rank * U + ulysses_rank`: Ulysses innermost (its all-to-all
+is the heaviest traffic, so it stays among neighbouring ranks, on one node when it fits), then the ring, then the
+CFG halves. Video token shard `ring_rank * U + ulysses_rank` belongs to a rank, so that after the Ulysses
+all-to-all a ring rank holds one contiguous block of the sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.distributed as dist
+from torch.distributed import ProcessGroup
+
+from hunyuan_video.parallel.config import ParallelConfig
+
+
+@dataclass(frozen=True)
+class ParallelGroups:
+    """This rank's place in a `ParallelConfig` and the groups it talks over (None for a group of one rank)."""
+
+    config: ParallelConfig
+    cfg_half: int  # 0: the negative (unconditional) half of a CFG batch, 1: the positive half
+    shard: int  # index of this rank's video token shard, in 0 .. sequence_degree - 1
+    ulysses_rank: int
+    sequence_group: ProcessGroup | None  # the U R ranks that share one forward (rank in it = shard)
+    ulysses_group: ProcessGroup | None
+    ring_group: ProcessGroup | None
+    cfg_group: ProcessGroup | None  # the two ranks holding the same shard of the two CFG halves
+
+    @classmethod
+    def build(cls, config: ParallelConfig) -> ParallelGroups:
+        """The groups of `config` over the default process group; every rank must call it (a collective). A
+        ValueError when the world size is not `config.world_size`."""
+        rank, world = dist.get_rank(), dist.get_world_size()
+        config.check_world_size(world)
+        u, r, sp = config.ulysses_degree, config.ring_degree, config.sequence_degree
+        halves = 2 if config.cfg_parallel else 1
+
+        def mine(sets: list[list[int]]) -> ProcessGroup | None:
+            """Create every group of `sets` (all ranks, same order) and return the one holding this rank."""
+            if len(sets[0]) == 1:
+                return None
+            found = None
+            for ranks in sets:
+                group = dist.new_group(ranks)
+                if rank in ranks:
+                    found = group
+            return found
+
+        sequence = mine([[c * sp + i for i in range(sp)] for c in range(halves)])
+        ulysses = mine([[c * sp + j * u + i for i in range(u)] for c in range(halves) for j in range(r)])
+        ring = mine([[c * sp + j * u + i for j in range(r)] for c in range(halves) for i in range(u)])
+        cfg = mine([[c * sp + i for c in range(halves)] for i in range(sp)])
+        return cls(config, cfg_half=rank // sp, shard=rank % sp, ulysses_rank=rank % u, sequence_group=sequence,
+                   ulysses_group=ulysses, ring_group=ring, cfg_group=cfg)
