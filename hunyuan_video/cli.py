@@ -6,6 +6,10 @@ import argparse
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hunyuan_video.parallel import ParallelConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +78,35 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: cuda when present)")
     p.add_argument("--offload", action="store_true",
                    help="keep the weights on the CPU and move each part to the GPU only while it works")
+    _add_parallel_options(p)
     p.set_defaults(func=_run_generate)
+
+
+def _add_parallel_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ulysses-degree", type=int, default=1,
+                   help="ranks that split the video tokens with an all-to-all of heads (divides the heads)")
+    p.add_argument("--ring-degree", type=int, default=1,
+                   help="ranks that split the video tokens with ring attention")
+    p.add_argument("--cfg-parallel", action="store_true",
+                   help="run the two halves of true CFG (--cfg-scale > 1) on two rank groups")
+
+
+def _start_parallel(args: argparse.Namespace, device: str) -> tuple[ParallelConfig, str]:
+    """The `ParallelConfig` of the options, checked against the torchrun world (WORLD_SIZE) before any model loads,
+    and the device of this rank; starts the process group when the world has more than one rank."""
+    import torch
+    import torch.distributed as dist
+
+    from hunyuan_video.parallel import ParallelConfig
+
+    config = ParallelConfig(args.ulysses_degree, args.ring_degree, args.cfg_parallel)
+    config.check_world_size(int(os.environ.get("WORLD_SIZE", "1")))
+    if config.world_size > 1:
+        if device == "cuda":
+            device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return config, device
 
 
 def _check_output(path: Path) -> None:
@@ -107,22 +139,29 @@ def _run_generate(args: argparse.Namespace) -> int:
                    "--model PATH, a folder in the official ckpts/ or diffusers layout")
     path = Path(args.output)
     start = time.perf_counter()
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:
+        _quiet()
     try:
         if not args.prompt.strip():
             raise ValueError("the prompt is empty: describe the video to make")
         if args.fps is not None and not args.fps > 0:
             raise ValueError(f"--fps must be positive, got {args.fps}")
         _check_output(path)
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        parallel, device = _start_parallel(args, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = getattr(torch, args.dtype) if args.dtype else None
         pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=dtype, device="cpu" if args.offload else device)
         if args.offload:
             pipe.enable_model_cpu_offload(device)
+        if parallel.world_size > 1:
+            pipe.enable_parallel(parallel)
         load_s = time.perf_counter() - start
         out = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
                    num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
                    cfg_scale=args.cfg_scale, flow_shift=args.shift, seed=args.seed)
         frames, fps = out.frames[0], pipe.defaults.fps if args.fps is None else args.fps
+        if rank != 0:
+            return 0
         if path.suffix == ".mp4":
             write_video(path, frames, fps=fps)
         elif path.suffix == ".gif":
@@ -130,11 +169,31 @@ def _run_generate(args: argparse.Namespace) -> int:
         else:
             write_frames_png(path, frames)
     except (OSError, ValueError) as error:
-        raise fail(error) from None
+        raise fail(error) if rank == 0 else SystemExit(1) from None
+    finally:
+        _end_parallel()
     times = ", ".join(f"{k.removesuffix('_s')} {v:.1f}s" for k, v in {"load_s": load_s, **out.timings}.items())
     print(f"wrote {path} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]})\nseed: {out.seed}\n"
           f"time: {times}")
     return 0
+
+
+def _quiet() -> None:
+    """Silence this rank's warnings and loading bars (rank 0 alone reports; errors still reach the exit status)."""
+    import warnings
+
+    from transformers.utils import logging
+
+    warnings.simplefilter("ignore")
+    logging.disable_progress_bar()
+
+
+def _end_parallel() -> None:
+    """Close the process group `_start_parallel` opened (every rank, also after an error)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:

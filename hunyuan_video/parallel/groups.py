@@ -8,6 +8,7 @@ all-to-all a ring rank holds one contiguous block of the sequence.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import torch.distributed as dist
@@ -55,3 +56,9 @@ class ParallelGroups:
         cfg = mine([[c * sp + i for c in range(halves)] for i in range(sp)])
         return cls(config, cfg_half=rank // sp, shard=rank % sp, ulysses_rank=rank % u, sequence_group=sequence,
                    ulysses_group=ulysses, ring_group=ring, cfg_group=cfg)
+
+    def common_seed(self) -> int:
+        """A random seed drawn on rank 0 and sent to every rank (all ranks must call it)."""
+        seed = [random.randrange(2**31)]
+        dist.broadcast_object_list(seed, src=0)
+        return seed[0]

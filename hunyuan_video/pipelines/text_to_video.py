@@ -18,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
 from hunyuan_video.checkpoint import check_safetensors, load_transformer, load_vae
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.models.vae import CausalVAE
+from hunyuan_video.parallel import ParallelConfig, ParallelGroups, ParallelTransformer
 from hunyuan_video.pipelines.defaults import GenerationDefaults
 from hunyuan_video.pipelines.layouts import find_model_folder
 from hunyuan_video.pipelines.offload import ModelOffload
@@ -93,6 +95,7 @@ class HunyuanVideoPipeline:
         self.defaults = defaults or GenerationDefaults()
         self.device = next(transformer.parameters()).device
         self.offload: ModelOffload | None = None
+        self.parallel: ParallelTransformer | None = None
         self.progress = True
 
     @classmethod
@@ -131,6 +134,16 @@ class HunyuanVideoPipeline:
         device = check_device(device)
         self.to("cpu")
         self.device, self.offload = device, ModelOffload(device)
+        return self
+
+    def enable_parallel(self, config: ParallelConfig) -> HunyuanVideoPipeline:
+        """Share each transformer forward among the ranks of the initialised `torch.distributed` world as `config`
+        says (Ulysses x ring sequence parallelism, CFG parallelism); every rank calls this and then the pipeline
+        with the same arguments, and gets the same video. Only rank 0 shows progress. A ValueError when the world
+        size or the transformer's heads do not fit `config`."""
+        config.check_heads(self.transformer.config.heads_num)
+        self.parallel = ParallelTransformer(self.transformer, ParallelGroups.build(config))
+        self.progress = dist.get_rank() == 0
         return self
 
     def _on_device(self, module: nn.Module, stream_blocks: bool = False) -> AbstractContextManager:
@@ -198,6 +211,13 @@ class HunyuanVideoPipeline:
                              f"against the negative prompt), got {cfg_scale}")
         if seed is not None and not 0 <= seed < 2**64:
             raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        if self.parallel is not None:
+            config = self.parallel.groups.config
+            if config.cfg_parallel and cfg_scale <= 1:
+                raise ValueError(f"cfg parallel runs the two halves of true classifier-free guidance: use cfg_scale "
+                                 f"> 1, got {cfg_scale}")
+            latent = self.latent_shape(1, height, width, num_frames)[2:]
+            config.check_grid(tuple(n // p for n, p in zip(latent, self.transformer.config.patch_size)))
         if cfg_scale > 1 and len(negatives := self.negative_prompts(prompts, negative_prompt)) != len(prompts):
             raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
         if cfg_scale == 1 and negative_prompt is not None:
@@ -223,7 +243,8 @@ class HunyuanVideoPipeline:
                 raise ValueError(f"latents must be shaped {shape} for this size, got {tuple(latents.shape)}")
             return latents.to(self.device, torch.float32), None
         if generator is None:
-            seed = random.randrange(2**31) if seed is None else seed
+            if seed is None:
+                seed = random.randrange(2**31) if self.parallel is None else self.parallel.groups.common_seed()
             generator = torch.Generator("cpu").manual_seed(seed)
         noise = torch.randn(shape, generator=generator, dtype=torch.float32)
         return noise.to(self.device, torch.float32), generator.initial_seed()
@@ -278,7 +299,8 @@ class HunyuanVideoPipeline:
         do_cfg = cfg_scale > 1
         x = torch.cat([latents, latents]) if do_cfg else latents
         t = torch.full((x.shape[0],), sigma * 1000.0, device=self.device)
-        v = self.transformer(x.to(self.dtype), t, embeds.states, embeds.mask, embeds.pooled, guidance).float()
+        model = self.transformer if self.parallel is None else self.parallel
+        v = model(x.to(self.dtype), t, embeds.states, embeds.mask, embeds.pooled, guidance).float()
         if do_cfg:
             v_neg, v_pos = v.chunk(2)
             v = v_neg + cfg_scale * (v_pos - v_neg)
