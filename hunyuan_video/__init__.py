@@ -19,6 +19,7 @@ _LAZY = {
     "CausalVAE": "hunyuan_video.models.vae",
     "load_vae": "hunyuan_video.checkpoint",
     "save_vae": "hunyuan_video.checkpoint",
+    "ParallelConfig": "hunyuan_video.parallel",
 }
 
 
@@ -35,6 +36,7 @@ __all__ = [
     "LLMTextEncoder",
     "HunyuanVideoPipeline",
     "HunyuanVideoTransformer",
+    "ParallelConfig",
     "TRANSFORMER_PRESETS",
     "VAE_PRESETS",
     "TransformerConfig",

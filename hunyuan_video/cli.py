@@ -169,7 +169,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         else:
             write_frames_png(path, frames)
     except (OSError, ValueError) as error:
-        raise fail(error) if rank == 0 else SystemExit(1) from None
+        raise fail(error if rank == 0 else f"rank {rank}: {error}") from None
     finally:
         _end_parallel()
     times = ", ".join(f"{k.removesuffix('_s')} {v:.1f}s" for k, v in {"load_s": load_s, **out.timings}.items())
@@ -179,7 +179,8 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def _quiet() -> None:
-    """Silence this rank's warnings and loading bars (rank 0 alone reports; errors still reach the exit status)."""
+    """Silence this rank's warnings and loading bars (rank 0 alone reports; every rank still prints its error, since
+    torchrun may end the others before rank 0 prints)."""
     import warnings
 
     from transformers.utils import logging

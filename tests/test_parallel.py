@@ -1,107 +1,33 @@
-"""Ulysses, ring, USP and CFG-parallel forwards on 2 gloo ranks (spawned, bounded by a timeout) equal the
-single-process forward; bad degrees fail before any work."""
+"""Ulysses, ring, USP and CFG-parallel forwards and the parallel VAE decode on 2 gloo ranks (spawned, bounded by a
+timeout) equal one process's; so does `generate` under torchrun; bad degrees fail before any work."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from parallel_ranks import TIMEOUT_S, assert_close, run_ranks, two_rank_worker
 from PIL import Image
-from random_weights import tiny_transformer
 
 import hunyuan_video
 from hunyuan_video.cli import TINY_MODEL, main
-from hunyuan_video.parallel import ParallelConfig, ParallelGroups, ParallelTransformer
+from hunyuan_video.parallel import ParallelConfig
 from hunyuan_video.parallel.ring import attention_with_lse, merge_attention
-from hunyuan_video.parallel.sequence import gather, shard
 from hunyuan_video.pipelines import HunyuanVideoPipeline
 
-TIMEOUT_S = 60
 SMALL = ["--height", "32", "--width", "32", "--frames", "5", "--steps", "2", "--seed", "3"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_ranks(worker, world: int, *args) -> None:
-    """Run `worker(rank, world, port, *args)` in `world` spawned processes; fail on an error or after TIMEOUT_S."""
-    ctx = mp.start_processes(worker, args=(world, _free_port(), *args), nprocs=world, join=False,
-                             start_method="spawn")
-    deadline = time.monotonic() + TIMEOUT_S
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in ctx.processes:
-                process.kill()
-            pytest.fail(f"{world} ranks did not finish within {TIMEOUT_S} s (a hang)")
-
-
-def _init(rank: int, world: int, port: int) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=__import__("datetime").timedelta(seconds=30))
-
-
-def _inputs(batch: int = 2, seed: int = 0) -> dict:
-    """Latents of grid (3, 4, 4) = 48 tokens, two text lengths (7 and 4), embedded guidance."""
-    gen = torch.Generator().manual_seed(seed)
-    mask = torch.ones(batch, 7, dtype=torch.long)
-    mask[1::2, 4:] = 0
-    return dict(x=torch.randn(batch, 16, 3, 8, 8, generator=gen), t=torch.rand(batch, generator=gen) * 1000,
-                text_states=torch.randn(batch, 7, 32, generator=gen), text_mask=mask,
-                text_states_2=torch.randn(batch, 24, generator=gen), guidance=torch.full((batch,), 6000.0))
-
-
-def _assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
-    error = ((actual - expected).abs().max() / expected.abs().max()).item()
-    assert error <= 1e-5, f"{what}: relative error {error:.2e}"
-
-
-def _sequence_parallel_matches(model: torch.nn.Module, groups: ParallelGroups) -> None:
-    config = groups.config
-    inputs = _inputs()
-    expected = model(**inputs)
-    _assert_close(ParallelTransformer(model, groups)(**inputs), expected, f"{config} forward")
-    # the first-frame modulation (the 16 tokens of the first latent frame, in shard 0 of 24) follows the shard
-    state = model.embed(**inputs, first_frame_t=torch.tensor([10.0, 500.0]))
-    _assert_close(model.head(gather(model.blocks(shard(state, groups)), state, groups)),
-                  model.head(model.blocks(state)), f"{config} first-frame modulation")
-
-
-def _cfg_parallel_matches(model: torch.nn.Module, groups: ParallelGroups) -> None:
-    negative, positive = _inputs(seed=1), _inputs(seed=2)
-    inputs = {k: torch.cat([negative[k], positive[k]]) for k in negative}
-    inputs["x"] = torch.cat([positive["x"], positive["x"]])
-    v_neg, v_pos = model(**inputs).chunk(2)
-    p_neg, p_pos = ParallelTransformer(model, groups)(**inputs).chunk(2)
-    _assert_close(p_neg + 5.0 * (p_pos - p_neg), v_neg + 5.0 * (v_pos - v_neg), "cfg parallel guided velocity")
-
-
-def _two_rank_worker(rank: int, world: int, port: int) -> None:
-    _init(rank, world, port)
-    model = tiny_transformer()
-    with torch.no_grad():
-        _sequence_parallel_matches(model, ParallelGroups.build(ParallelConfig(ulysses_degree=2)))
-        _sequence_parallel_matches(model, ParallelGroups.build(ParallelConfig(ring_degree=2)))
-        _cfg_parallel_matches(model, ParallelGroups.build(ParallelConfig(cfg_parallel=True)))
-    dist.destroy_process_group()
 
 
 def test_ulysses_ring_and_cfg_parallel_equal_one_process() -> None:
     """On 2 gloo ranks, each in turn: Ulysses degree 2, ring degree 2, CFG parallel (batch 2 per half, two text
-    lengths, embedded guidance): the velocity equals one process's to 1e-5 relative."""
-    run_ranks(_two_rank_worker, 2)
+    lengths, embedded guidance): the velocity equals one process's to 1e-5 relative; the VAE's tiles decoded on 2
+    ranks give exactly the single-process tiled decode."""
+    run_ranks(two_rank_worker, 2)
 
 
 def test_merged_blocks_equal_whole_attention_with_padding() -> None:
@@ -117,8 +43,8 @@ def test_merged_blocks_equal_whole_attention_with_padding() -> None:
         qh, kh, vh = q[:, :, heads], k[:, :, heads], v[:, :, heads]
         parts = [attention_with_lse(qh, kh[:, i:i + 6], vh[:, i:i + 6]) for i in (0, 6)]  # the 2 ring blocks
         merged = merge_attention([*parts, attention_with_lse(qh, kh[:, 12:], vh[:, 12:], real[..., 12:])])
-        _assert_close(merged[0], expected[0, :, heads], "merged blocks, sample 0")
-        _assert_close(merged[1, :14], expected[1, :14, heads], "merged blocks, real tokens of sample 1")
+        assert_close(merged[0], expected[0, :, heads], "merged blocks, sample 0")
+        assert_close(merged[1, :14], expected[1, :14, heads], "merged blocks, real tokens of sample 1")
 
 
 @pytest.mark.parametrize(("config", "message"), [

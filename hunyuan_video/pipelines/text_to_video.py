@@ -26,6 +26,7 @@ from hunyuan_video.checkpoint import check_safetensors, load_transformer, load_v
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.models.vae import CausalVAE
 from hunyuan_video.parallel import ParallelConfig, ParallelGroups, ParallelTransformer
+from hunyuan_video.parallel.vae import decode_shared
 from hunyuan_video.pipelines.defaults import GenerationDefaults
 from hunyuan_video.pipelines.layouts import find_model_folder
 from hunyuan_video.pipelines.offload import ModelOffload
@@ -138,7 +139,8 @@ class HunyuanVideoPipeline:
 
     def enable_parallel(self, config: ParallelConfig) -> HunyuanVideoPipeline:
         """Share each transformer forward among the ranks of the initialised `torch.distributed` world as `config`
-        says (Ulysses x ring sequence parallelism, CFG parallelism); every rank calls this and then the pipeline
+        says (Ulysses x ring sequence parallelism, CFG parallelism; the VAE's tiles shared out among all ranks);
+        every rank calls this and then the pipeline
         with the same arguments, and gets the same video. Only rank 0 shows progress. A ValueError when the world
         size or the transformer's heads do not fit `config`."""
         config.check_heads(self.transformer.config.heads_num)
@@ -308,10 +310,12 @@ class HunyuanVideoPipeline:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """The VAE's (tiled) decode of the final latents: `(B, T, H, W, 3)` float32 on the CPU, about [-1, 1]."""
+        """The VAE's (tiled) decode of the final latents: `(B, T, H, W, 3)` float32 on the CPU, about [-1, 1]. With
+        `enable_parallel` the tiles are shared out among all ranks."""
         with self._on_device(self.vae):
             vae_dtype = next(self.vae.parameters()).dtype
-            video = self.vae.decode((latents / self.vae.config.scaling_factor).to(vae_dtype))
+            latents = (latents / self.vae.config.scaling_factor).to(vae_dtype)
+            video = self.vae.decode(latents) if self.parallel is None else decode_shared(self.vae, latents)
         return video.float().permute(0, 2, 3, 4, 1).cpu()
 
     @torch.no_grad()
