@@ -19,6 +19,7 @@ import os
 import platform
 import socket
 import statistics
+import tempfile
 import time
 
 import torch
@@ -41,7 +42,7 @@ def _inputs(config, grid: tuple[int, int, int], text: int, device: str, dtype: t
     return {k: None if v is None else v.to(device, dtype if k in states else v.dtype) for k, v in inputs.items()}
 
 
-def _worker(rank: int, world: int, port: int, args: argparse.Namespace, results) -> None:
+def _worker(rank: int, world: int, port: int, args: argparse.Namespace, result: str) -> None:
     torch.set_num_threads(args.threads)
     cuda = args.device == "cuda"
     device, dtype = (f"cuda:{rank}", torch.bfloat16) if cuda else ("cpu", torch.float32)
@@ -70,19 +71,19 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, results)
             if i:  # the first forward warms up
                 times.append(time.perf_counter() - start)
     if rank == 0:
-        results.put((statistics.median(times), out.float().cpu()))
+        torch.save((statistics.median(times), out.float().cpu()), result)
     if world > 1:
         dist.destroy_process_group()
 
 
 def _run(world: int, args: argparse.Namespace) -> tuple[float, torch.Tensor]:
-    ctx = mp.get_context("spawn")
-    results = ctx.SimpleQueue()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.start_processes(_worker, args=(world, port, args, results), nprocs=world, start_method="spawn")
-    return results.get()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = f"{tmp}/rank0.pt"
+        mp.start_processes(_worker, args=(world, port, args, result), nprocs=world, start_method="spawn")
+        return torch.load(result)
 
 
 def main() -> None:
