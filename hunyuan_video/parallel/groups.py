@@ -24,7 +24,6 @@ class ParallelGroups:
     config: ParallelConfig
     cfg_half: int  # 0: the negative (unconditional) half of a CFG batch, 1: the positive half
     shard: int  # index of this rank's video token shard, in 0 .. sequence_degree - 1
-    ulysses_rank: int
     sequence_group: ProcessGroup | None  # the U R ranks that share one forward (rank in it = shard)
     ulysses_group: ProcessGroup | None
     ring_group: ProcessGroup | None
@@ -33,7 +32,10 @@ class ParallelGroups:
     @classmethod
     def build(cls, config: ParallelConfig) -> ParallelGroups:
         """The groups of `config` over the default process group; every rank must call it (a collective). A
-        ValueError when the world size is not `config.world_size`."""
+        ValueError when no process group is initialised or the world size is not `config.world_size`."""
+        if not dist.is_initialized():
+            raise ValueError("parallel inference needs an initialised process group: launch with torchrun and call "
+                             "torch.distributed.init_process_group() first")
         rank, world = dist.get_rank(), dist.get_world_size()
         config.check_world_size(world)
         u, r, sp = config.ulysses_degree, config.ring_degree, config.sequence_degree
@@ -54,7 +56,7 @@ class ParallelGroups:
         ulysses = mine([[c * sp + j * u + i for i in range(u)] for c in range(halves) for j in range(r)])
         ring = mine([[c * sp + j * u + i for j in range(r)] for c in range(halves) for i in range(u)])
         cfg = mine([[c * sp + i for c in range(halves)] for i in range(sp)])
-        return cls(config, cfg_half=rank // sp, shard=rank % sp, ulysses_rank=rank % u, sequence_group=sequence,
+        return cls(config, cfg_half=rank // sp, shard=rank % sp, sequence_group=sequence,
                    ulysses_group=ulysses, ring_group=ring, cfg_group=cfg)
 
     def common_seed(self) -> int:

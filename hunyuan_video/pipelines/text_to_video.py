@@ -79,6 +79,7 @@ class HunyuanVideoPipeline:
     """HunyuanVideo text-to-video: `pipe(prompt) -> VideoOutput` with frames `(B, T, H, W, 3)` uint8.
 
     Arguments a call is not given come from `defaults` (a model folder's `generate.json` over the official ones).
+    Under torchrun, `enable_parallel(ParallelConfig(...))` shares the work of each call among the ranks.
     """
 
     def __init__(
