@@ -17,6 +17,7 @@ from PIL import Image
 import hunyuan_video
 from hunyuan_video.cli import TINY_MODEL, main
 from hunyuan_video.parallel import ParallelConfig
+from hunyuan_video.parallel.groups import group_ranks
 from hunyuan_video.parallel.ring import attention_with_lse, merge_attention
 from hunyuan_video.pipelines import HunyuanVideoPipeline
 
@@ -95,3 +96,22 @@ def test_generate_with_degrees_that_miss_the_world_size_fails_before_loading(tmp
         with pytest.raises(SystemExit, match=f"^hunyuan-video generate: .*{message}"):
             main(["generate", "a red cube", *SMALL, *options, "-o", str(out)])
     assert not out.exists()
+
+
+def test_usp_layout_gives_each_ring_rank_one_contiguous_block() -> None:
+    """Ulysses 2 x ring 2 x CFG on 8 ranks, as lists: a Ulysses group holds consecutive shards in rank order (so its
+    all-to-all yields one contiguous block), a ring group holds the blocks in order with the same head slice, and
+    each CFG pair holds the same shard of the two halves."""
+    config = ParallelConfig(ulysses_degree=2, ring_degree=2, cfg_parallel=True)
+    sets = group_ranks(config)
+    shard = {rank: rank % config.sequence_degree for rank in range(config.world_size)}
+    assert sets["sequence"] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    for ranks in sets["ulysses"]:
+        first = shard[ranks[0]]
+        assert [shard[r] for r in ranks] == list(range(first, first + 2)) and first % 2 == 0
+    for ranks in sets["ring"]:
+        assert [shard[r] // 2 for r in ranks] == [0, 1] and len({r % 2 for r in ranks}) == 1
+    for ranks in sets["cfg"]:
+        assert len({shard[r] for r in ranks}) == 1 and [r // 4 for r in ranks] == [0, 1]
+    assert sorted(r for kind in ("ulysses", "ring", "cfg") for ranks in sets[kind] for r in ranks) == sorted(
+        list(range(8)) * 3)

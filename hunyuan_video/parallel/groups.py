@@ -17,6 +17,19 @@ from torch.distributed import ProcessGroup
 from hunyuan_video.parallel.config import ParallelConfig
 
 
+def group_ranks(config: ParallelConfig) -> dict[str, list[list[int]]]:
+    """The rank lists of every group of each kind ("sequence", "ulysses", "ring", "cfg"), in rank order: the rank
+    of a member in its group is its index in its list."""
+    u, r, sp = config.ulysses_degree, config.ring_degree, config.sequence_degree
+    halves = range(2 if config.cfg_parallel else 1)
+    return {
+        "sequence": [[c * sp + i for i in range(sp)] for c in halves],
+        "ulysses": [[c * sp + j * u + i for i in range(u)] for c in halves for j in range(r)],
+        "ring": [[c * sp + j * u + i for j in range(r)] for c in halves for i in range(u)],
+        "cfg": [[c * sp + i for c in halves] for i in range(sp)],
+    }
+
+
 @dataclass(frozen=True)
 class ParallelGroups:
     """This rank's place in a `ParallelConfig` and the groups it talks over (None for a group of one rank)."""
@@ -38,8 +51,6 @@ class ParallelGroups:
                              "torch.distributed.init_process_group() first")
         rank, world = dist.get_rank(), dist.get_world_size()
         config.check_world_size(world)
-        u, r, sp = config.ulysses_degree, config.ring_degree, config.sequence_degree
-        halves = 2 if config.cfg_parallel else 1
 
         def mine(sets: list[list[int]]) -> ProcessGroup | None:
             """Create every group of `sets` (all ranks, same order) and return the one holding this rank."""
@@ -52,12 +63,9 @@ class ParallelGroups:
                     found = group
             return found
 
-        sequence = mine([[c * sp + i for i in range(sp)] for c in range(halves)])
-        ulysses = mine([[c * sp + j * u + i for i in range(u)] for c in range(halves) for j in range(r)])
-        ring = mine([[c * sp + j * u + i for j in range(r)] for c in range(halves) for i in range(u)])
-        cfg = mine([[c * sp + i for c in range(halves)] for i in range(sp)])
-        return cls(config, cfg_half=rank // sp, shard=rank % sp, sequence_group=sequence,
-                   ulysses_group=ulysses, ring_group=ring, cfg_group=cfg)
+        sets, sp = group_ranks(config), config.sequence_degree
+        return cls(config, cfg_half=rank // sp, shard=rank % sp, sequence_group=mine(sets["sequence"]),
+                   ulysses_group=mine(sets["ulysses"]), ring_group=mine(sets["ring"]), cfg_group=mine(sets["cfg"]))
 
     def common_seed(self) -> int:
         """A random seed drawn on rank 0 and sent to every rank (all ranks must call it)."""
