@@ -20,6 +20,7 @@ _LAZY = {
     "load_vae": "hunyuan_video.checkpoint",
     "save_vae": "hunyuan_video.checkpoint",
     "load_lora": "hunyuan_video.lora",
+    "ParallelConfig": "hunyuan_video.parallel",
 }
 
 
@@ -36,6 +37,7 @@ __all__ = [
     "LLMTextEncoder",
     "HunyuanVideoPipeline",
     "HunyuanVideoTransformer",
+    "ParallelConfig",
     "TRANSFORMER_PRESETS",
     "VAE_PRESETS",
     "TransformerConfig",

@@ -6,6 +6,10 @@ import argparse
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hunyuan_video.parallel import ParallelConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +98,35 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-threshold", type=float, default=None,
                    help="how much change a skipped step may hide (teacache: 0.1 ~1.6x on the real model, 0.15 ~2.1x; "
                         "fbcache default 0.05; 0: never skip)")
+    _add_parallel_options(p)
     p.set_defaults(func=_run_generate)
+
+
+def _add_parallel_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ulysses-degree", type=int, default=1,
+                   help="ranks that split the video tokens with an all-to-all of heads (divides the heads)")
+    p.add_argument("--ring-degree", type=int, default=1,
+                   help="ranks that split the video tokens with ring attention")
+    p.add_argument("--cfg-parallel", action="store_true",
+                   help="run the two halves of true CFG (--cfg-scale > 1) on two rank groups")
+
+
+def _start_parallel(args: argparse.Namespace, device: str) -> tuple[ParallelConfig, str]:
+    """The `ParallelConfig` of the options, checked against the torchrun world (WORLD_SIZE) before any model loads,
+    and the device of this rank; starts the process group when the world has more than one rank."""
+    import torch
+    import torch.distributed as dist
+
+    from hunyuan_video.parallel import ParallelConfig
+
+    config = ParallelConfig(args.ulysses_degree, args.ring_degree, args.cfg_parallel)
+    config.check_world_size(int(os.environ.get("WORLD_SIZE", "1")))
+    if config.world_size > 1:
+        if device == "cuda":
+            device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return config, device
 
 
 def _check_output(output: str) -> str:
@@ -138,6 +170,9 @@ def _run_generate(args: argparse.Namespace) -> int:
                    "--model PATH, a folder in the official ckpts/ or diffusers layout")
     path = Path(args.output)
     start = time.perf_counter()
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:
+        _quiet()
     try:
         if not args.prompt.strip():
             raise ValueError("the prompt is empty: describe the video to make")
@@ -146,7 +181,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         kind = _check_output(args.output)
         if args.cache_threshold is not None and args.cache is None:
             raise ValueError("--cache-threshold needs --cache teacache or --cache fbcache")
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        parallel, device = _start_parallel(args, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = getattr(torch, args.dtype) if args.dtype else None
         pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=dtype, device="cpu" if args.offload else device)
         for spec in args.lora:
@@ -159,17 +194,23 @@ def _run_generate(args: argparse.Namespace) -> int:
                   "(the VAE decode most): pass --dtype float32 or --dtype bfloat16", file=sys.stderr)
         if args.cache:
             pipe.enable_step_cache(args.cache, args.cache_threshold)
+        if parallel.world_size > 1:
+            pipe.enable_parallel(parallel)
         load_s = time.perf_counter() - start
         out = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
                    num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
                    cfg_scale=args.cfg_scale, flow_shift=args.shift, seed=args.seed)
         frames, fps = out.frames[0], pipe.defaults.fps if args.fps is None else args.fps
+        if rank != 0:
+            return 0
         write_output(args.output, frames, fps)
     except (OSError, ValueError) as error:
-        raise fail(error) from None
+        raise fail(error if rank == 0 else f"rank {rank}: {error}") from None
     except KeyboardInterrupt:
         print(f"hunyuan-video generate: interrupted; nothing written to {path}", file=sys.stderr)
         raise SystemExit(130) from None
+    finally:
+        _end_parallel()
     times = ", ".join(f"{k.removesuffix('_s')} {v:.1f}s" for k, v in {"load_s": load_s, **out.timings}.items())
     what = f"a folder of {frames.shape[0]} png frames" if kind == "png frames" else f"{kind}, {frames.shape[0]} frames"
     print(f"wrote {path} ({what}, {frames.shape[2]}x{frames.shape[1]})\nseed: {out.seed}\ntime: {times}")
@@ -244,6 +285,25 @@ def _lora_spec(spec: str) -> tuple[Path, float]:
         return Path(path), float(scale)
     except ValueError:
         raise ValueError(f"--lora {spec}: expected PATH or PATH:SCALE with a number as SCALE") from None
+
+
+def _quiet() -> None:
+    """Silence this rank's warnings and loading bars (rank 0 alone reports; every rank still prints its error, since
+    torchrun may end the others before rank 0 prints)."""
+    import warnings
+
+    from transformers.utils import logging
+
+    warnings.simplefilter("ignore")
+    logging.disable_progress_bar()
+
+
+def _end_parallel() -> None:
+    """Close the process group `_start_parallel` opened (every rank, also after an error)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:

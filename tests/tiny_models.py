@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
+from random_weights import randomize_, tiny_transformer, tiny_vae
 from transformers import (
     CLIPConfig,
     CLIPModel,
@@ -27,17 +27,6 @@ WORDS = (
     "a cat walks on the grass , realistic . red ball rolls across green floor slowly while blue cube spins "
     "camera pans left right up down bad quality video of dog running in park at sunset"
 ).split()
-
-
-def randomize_(module: nn.Module, seed: int = 0, std: float = 0.05) -> nn.Module:
-    """Draw every parameter afresh (scales of norms around 1, the rest around 0), so no layer stays zero."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            noise = torch.randn(p.shape, generator=gen, dtype=torch.float32) * std
-            scale = p.ndim == 1 and "norm" in name and name.endswith("weight")
-            p.copy_(noise + 1 if scale else noise)
-    return module
 
 
 def tiny_tokenizers() -> tuple[PreTrainedTokenizerFast, PreTrainedTokenizerFast]:
@@ -74,22 +63,6 @@ def save_as_full_clip(clip: CLIPTextModel, path: Path) -> None:
     full = CLIPModel(CLIPConfig(text_config=clip.config.to_dict(), vision_config=vision, projection_dim=8))
     full.text_model.load_state_dict(clip.state_dict())
     full.save_pretrained(path)
-
-
-def tiny_transformer(seed: int = 2):
-    """Our HunyuanVideoTransformer in the "test-tiny" preset, every weight random."""
-    from hunyuan_video.config import TRANSFORMER_PRESETS
-    from hunyuan_video.models.transformer import HunyuanVideoTransformer
-
-    return randomize_(HunyuanVideoTransformer(TRANSFORMER_PRESETS["test-tiny"]), seed).eval()
-
-
-def tiny_vae(seed: int = 3):
-    """Our CausalVAE in the "test-tiny" preset, every weight random."""
-    from hunyuan_video.config import VAE_PRESETS
-    from hunyuan_video.models.vae import CausalVAE
-
-    return randomize_(CausalVAE(VAE_PRESETS["test-tiny"]), seed).eval()
 
 
 def diffusers_tiny_transformer(seed: int = 2):

@@ -18,6 +18,9 @@ padding never reaches a real token. Each backend keeps real-token outputs exact;
 - "flex": `torch.nn.attention.flex_attention`, padding as the official segments. Runs anywhere; without
   `torch.compile` it is PyTorch's unfused reference (it materialises the scores), compiled it is a fused kernel.
 
+`padding` may also be a `SequenceLayout`: an object that runs the attention itself, for a sequence split across
+processes (see `hunyuan_video/parallel`); the blocks pass it through as they pass a `Padding`.
+
 A backend that cannot run (package missing, wrong device or dtype, unknown name) raises `AttentionBackendError`;
 `check_attention_backend` raises it before any tensor is computed. `drop_text_padding` turns the common cases
 (batch 1, equal lengths) into unpadded sequences before the model runs.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +62,16 @@ class Padding:
 
     key_mask: Tensor  # (B, 1, 1, S) bool, True = real token
     cu_seqlens: Tensor  # (2B + 1,) int32: sample i spans [i S, i S + real_i) then [i S + real_i, (i + 1) S)
+
+
+class SequenceLayout(Protocol):
+    """An attention sequence laid out across processes: called with this process's (B, S, heads, head_dim) q, k, v
+    and the backend name, it returns this process's (B, S, heads * head_dim) output, exchanging what it needs."""
+
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor, backend: str) -> Tensor: ...
+
+
+AttentionLayout = Padding | SequenceLayout | None
 
 
 def make_padding(text_mask: Tensor, prefix_len: int) -> Padding:
@@ -195,10 +209,13 @@ def check_attention_backend(name: str, device: torch.device | str, dtype: torch.
         raise AttentionBackendError(f"attention backend {name!r} {problem}")
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, padding: Padding | None, backend: str = "auto") -> Tensor:
+def attention(q: Tensor, k: Tensor, v: Tensor, padding: AttentionLayout, backend: str = "auto") -> Tensor:
     """Softmax attention of (B, S, heads, head_dim) tensors with `backend`; returns (B, S, heads * head_dim).
 
-    k and v may be longer than q when `padding` is None (a query block attending to a longer key prefix).
+    k and v may be longer than q when `padding` is None (a query block attending to a longer key prefix). A
+    `SequenceLayout` as `padding` runs the attention itself (with `backend` for its local part).
     """
+    if padding is not None and not isinstance(padding, Padding):
+        return padding(q, k, v, backend)
     check_attention_backend(backend, q.device, q.dtype)
     return ATTENTION_BACKENDS[backend].run(q, k, v, padding).flatten(2)

@@ -20,7 +20,7 @@ from torch.utils.checkpoint import checkpoint
 
 from hunyuan_video.config import TransformerConfig
 from hunyuan_video.models.attention import (
-    Padding,
+    AttentionLayout,
     attention,
     check_attention_backend,
     drop_text_padding,
@@ -49,16 +49,16 @@ class StreamState:
 
     Every block attends over [video tokens | text tokens] per sample (text right-padded, see `models/attention.py`):
     `rope` holds one row per position of that sequence and `padding` where each sample's real tokens end (None:
-    all real). A sequence-parallel wrapper shards `img` and the video rows of `rope` after `embed` and gathers
-    `img` before `head`; a step cache compares `HunyuanVideoTransformer.first_block_input(state)` across steps and
-    reuses `blocks(state).img - state.img`.
+    all real). A sequence-parallel wrapper (`hunyuan_video.parallel`) shards `img` and the video rows of `rope` after
+    `embed`, puts a `SequenceLayout` in `padding`, and gathers `img` before `head`; a step cache compares
+    `HunyuanVideoTransformer.first_block_input(state)` across steps and reuses `blocks(state).img - state.img`.
     """
 
     img: Tensor  # (B, video tokens, hidden), t-major over `grid`
     txt: Tensor  # (B, text tokens, hidden)
     vectors: ModulationVectors  # the modulation vector(s), (B, hidden)
     rope: Rope  # (cos, sin), each (video + text tokens, 1, head_dim)
-    padding: Padding | None
+    padding: AttentionLayout  # a `Padding` (or None), or a `SequenceLayout` once sharded across processes
     grid: tuple[int, int, int]  # video tokens per axis (T, H, W)
 
 
@@ -97,7 +97,7 @@ class MMDoubleStreamBlock(nn.Module):
         `img_mod.for_tokens(vectors)` (what a step cache such as TeaCache compares between steps)."""
         return mod.modulate(self.img_norm1(img))
 
-    def forward(self, img: Tensor, txt: Tensor, vectors: ModulationVectors, rope: Rope, padding: Padding | None,
+    def forward(self, img: Tensor, txt: Tensor, vectors: ModulationVectors, rope: Rope, padding: AttentionLayout,
                 backend: str = "auto") -> tuple[Tensor, Tensor]:
         """Video tokens (B, N, hidden) and text tokens (B, L, hidden) after one block."""
         img_mod1, img_mod2 = self.img_mod.for_tokens(vectors)
@@ -137,7 +137,7 @@ class MMSingleStreamBlock(nn.Module):
         self.mlp_act = nn.GELU(approximate="tanh")
         self.modulation = Modulation(hidden, double=False)
 
-    def forward(self, x: Tensor, vectors: ModulationVectors, rope: Rope, padding: Padding | None,
+    def forward(self, x: Tensor, vectors: ModulationVectors, rope: Rope, padding: AttentionLayout,
                 backend: str = "auto") -> Tensor:
         """Tokens [video, text] (B, N + L, hidden) after one block."""
         mod, _ = self.modulation.for_tokens(vectors)

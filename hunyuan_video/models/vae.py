@@ -293,7 +293,8 @@ class CausalVAE(nn.Module):
     def _encode_tile(self, video: Tensor) -> Tensor:
         return self.quant_conv(self.encoder(video))
 
-    def _decode_tile(self, latents: Tensor) -> Tensor:
+    def decode_tile(self, latents: Tensor) -> Tensor:
+        """The decode of one tile (no tiling): `decoder(post_quant_conv(latents))`; what `decode` runs per tile."""
         return self.decoder(self.post_quant_conv(latents))
 
     def encode(self, video: Tensor, tiling: bool | TileSpec | None = None) -> DiagonalGaussian:
@@ -332,8 +333,8 @@ class CausalVAE(nn.Module):
         _check_finite(latents, "latents")
         spec = self._tile_spec(tiling)
         if spec is None:
-            return self._decode_tile(latents)
-        return tiled_decode(self._decode_tile, latents, spec, c.spatial_compression_ratio, c.time_compression_ratio)
+            return self.decode_tile(latents)
+        return tiled_decode(self.decode_tile, latents, spec, c.spatial_compression_ratio, c.time_compression_ratio)
 
     def forward(
         self, video: Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
@@ -25,6 +26,8 @@ from hunyuan_video.checkpoint import check_safetensors, load_transformer, load_v
 from hunyuan_video.lora import fuse_lora, load_lora, set_lora_scale, unfuse_lora
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.models.vae import CausalVAE
+from hunyuan_video.parallel import ParallelConfig, ParallelGroups, ParallelTransformer
+from hunyuan_video.parallel.vae import decode_shared
 from hunyuan_video.pipelines.defaults import GenerationDefaults
 from hunyuan_video.pipelines.layouts import find_model_folder
 from hunyuan_video.pipelines.offload import ModelOffload
@@ -89,6 +92,7 @@ class HunyuanVideoPipeline:
     Arguments a call is not given come from `defaults` (a model folder's `generate.json` over the official ones).
     `teacache_coefficients`: the TeaCache polynomial of this transformer (a model folder's `teacache.json`; default:
     the published HunyuanVideo one), used by `enable_step_cache("teacache")`.
+    Under torchrun, `enable_parallel(ParallelConfig(...))` shares the work of each call among the ranks.
     """
 
     def __init__(
@@ -107,6 +111,7 @@ class HunyuanVideoPipeline:
         self.defaults = defaults or GenerationDefaults()
         self.device = next(transformer.parameters()).device
         self.offload: ModelOffload | None = None
+        self.parallel: ParallelTransformer | None = None
         self.progress = True
         self.teacache_coefficients = check_coefficients(teacache_coefficients or HUNYUAN_VIDEO_TEACACHE,
                                                         "teacache_coefficients")
@@ -181,6 +186,17 @@ class HunyuanVideoPipeline:
         self.step_cache = None
         return self
 
+    def enable_parallel(self, config: ParallelConfig) -> HunyuanVideoPipeline:
+        """Share each transformer forward among the ranks of the initialised `torch.distributed` world as `config`
+        says (Ulysses x ring sequence parallelism, CFG parallelism; the VAE's tiles shared out among all ranks);
+        every rank calls this and then the pipeline
+        with the same arguments, and gets the same video. Only rank 0 shows progress. A ValueError when the world
+        size or the transformer's heads do not fit `config`."""
+        config.check_heads(self.transformer.config.heads_num)
+        self.parallel = ParallelTransformer(self.transformer, ParallelGroups.build(config))
+        self.progress = dist.get_rank() == 0
+        return self
+
     def _on_device(self, module: nn.Module, stream_blocks: bool = False) -> AbstractContextManager:
         """`module` on the device for the time of a `with` block (it is there already unless offload is on)."""
         return nullcontext() if self.offload is None else self.offload.on_device(module, stream_blocks)
@@ -246,6 +262,16 @@ class HunyuanVideoPipeline:
                              f"against the negative prompt), got {cfg_scale}")
         if seed is not None and not 0 <= seed < 2**64:
             raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        if self.parallel is not None:
+            if self.step_cache is not None:
+                raise ValueError("a step cache does not run with parallel inference: disable_step_cache() (drop "
+                                 "--cache) or run on one rank")
+            config = self.parallel.groups.config
+            if config.cfg_parallel and cfg_scale <= 1:
+                raise ValueError(f"cfg parallel runs the two halves of true classifier-free guidance: use cfg_scale "
+                                 f"> 1, got {cfg_scale}")
+            latent = self.latent_shape(1, height, width, num_frames)[2:]
+            config.check_grid(tuple(n // p for n, p in zip(latent, self.transformer.config.patch_size)))
         if cfg_scale > 1 and len(negatives := self.negative_prompts(prompts, negative_prompt)) != len(prompts):
             raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
         if isinstance(self.step_cache, TeaCache) and self.offload is not None:
@@ -274,7 +300,8 @@ class HunyuanVideoPipeline:
                 raise ValueError(f"latents must be shaped {shape} for this size, got {tuple(latents.shape)}")
             return latents.to(self.device, torch.float32), None
         if generator is None:
-            seed = random.randrange(2**31) if seed is None else seed
+            if seed is None:
+                seed = random.randrange(2**31) if self.parallel is None else self.parallel.groups.common_seed()
             generator = torch.Generator("cpu").manual_seed(seed)
         noise = torch.randn(shape, generator=generator, dtype=torch.float32)
         return noise.to(self.device, torch.float32), generator.initial_seed()
@@ -334,11 +361,11 @@ class HunyuanVideoPipeline:
         x = torch.cat([latents, latents]) if do_cfg else latents
         t = torch.full((x.shape[0],), sigma * 1000.0, device=self.device)
         inputs = (x.to(self.dtype), t, embeds.states, embeds.mask, embeds.pooled, guidance)
-        if self.step_cache is None:
-            v = self.transformer(*inputs).float()
-        else:
+        if self.step_cache is not None:
             model = self.transformer
             v = model.head(self.step_cache(model, model.embed(*inputs))).float()
+        else:
+            v = (self.transformer if self.parallel is None else self.parallel)(*inputs).float()
         if do_cfg:
             v_neg, v_pos = v.chunk(2)
             v = v_neg + cfg_scale * (v_pos - v_neg)
@@ -346,10 +373,12 @@ class HunyuanVideoPipeline:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """The VAE's (tiled) decode of the final latents: `(B, T, H, W, 3)` float32 on the CPU, about [-1, 1]."""
+        """The VAE's (tiled) decode of the final latents: `(B, T, H, W, 3)` float32 on the CPU, about [-1, 1]. With
+        `enable_parallel` the tiles are shared out among all ranks."""
         with self._on_device(self.vae):
             vae_dtype = next(self.vae.parameters()).dtype
-            video = self.vae.decode((latents / self.vae.config.scaling_factor).to(vae_dtype))
+            latents = (latents / self.vae.config.scaling_factor).to(vae_dtype)
+            video = self.vae.decode(latents) if self.parallel is None else decode_shared(self.vae, latents)
         return video.float().permute(0, 2, 3, 4, 1).cpu()
 
     @torch.no_grad()
