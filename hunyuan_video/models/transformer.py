@@ -172,7 +172,7 @@ class HunyuanVideoTransformer(nn.Module):
         self._rope_cache: dict[tuple, Rope] = {}
 
     def set_attention_backend(self, name: str) -> None:
-        """Run attention on backend `name` ("auto", "sdpa", "flash", "sage", "flex"; see `models/attention.py`).
+        """Run attention on backend `name`: "auto", "sdpa", "flash", "flash3", "sage" or "flex" (`models/attention.py`).
 
         Raises `AttentionBackendError` (a ValueError) now, before any forward, when the backend is unknown, not
         installed, or cannot run on the device and dtype of the model's parameters.
