@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from hunyuan_video.checkpoint import check_safetensors, load_transformer, load_vae
+from hunyuan_video.models.attention import check_attention_backend
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.models.vae import CausalVAE
 from hunyuan_video.pipelines.defaults import GenerationDefaults
@@ -101,21 +102,40 @@ class HunyuanVideoPipeline:
         path: str | Path,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
+        attention_backend: str = "auto",
+        quantize: str | None = None,
+        offload: bool = False,
     ) -> HunyuanVideoPipeline:
         """Load a model folder in the official `ckpts/` or the diffusers layout (detected) with its `generate.json`
         as the defaults, in `dtype` (default: the folder's, else bfloat16) onto `device` (default: CUDA when
-        present). To run a big model on a small GPU, load onto "cpu" and then call `enable_model_cpu_offload()`."""
+        present). `attention_backend` names the attention kernel (see `set_attention_backend`; checked before
+        anything loads). `quantize="fp8"` keeps the transformer's block linears in float8 (an official fp8
+        checkpoint loads so by itself; see `hunyuan_video.quant`). `offload=True` loads onto the CPU and brings
+        each part to `device` only while it works (`enable_model_cpu_offload`), to run a big model on a small GPU."""
         folder = find_model_folder(path)
         defaults = GenerationDefaults.read(folder.root)
         dtype = dtype or getattr(torch, defaults.dtype)
         device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        transformer = load_transformer(folder.transformer, dtype=dtype, device=device)
-        vae = load_vae(folder.vae, dtype=dtype, device=device)
+        check_attention_backend(attention_backend, device, dtype)
+        load_device = torch.device("cpu") if offload else device
+        transformer = load_transformer(folder.transformer, dtype=dtype, device=load_device, quantize=quantize)
+        vae = load_vae(folder.vae, dtype=dtype, device=load_device)
         for text_encoder in (folder.text_encoder, folder.text_encoder_2):
             check_safetensors(text_encoder)
-        text_encoder = LLMTextEncoder.from_pretrained(folder.text_encoder, folder.tokenizer, dtype, device)
-        text_encoder_2 = CLIPTextEncoder.from_pretrained(folder.text_encoder_2, folder.tokenizer_2, dtype, device)
-        return cls(transformer, vae, text_encoder, text_encoder_2, defaults)
+        text_encoder = LLMTextEncoder.from_pretrained(folder.text_encoder, folder.tokenizer, dtype, load_device)
+        text_encoder_2 = CLIPTextEncoder.from_pretrained(folder.text_encoder_2, folder.tokenizer_2, dtype, load_device)
+        pipe = cls(transformer, vae, text_encoder, text_encoder_2, defaults)
+        if offload:
+            pipe.enable_model_cpu_offload(device)
+        pipe.set_attention_backend(attention_backend)
+        return pipe
+
+    def set_attention_backend(self, name: str) -> None:
+        """Run the transformer's attention on kernel `name` ("auto", "sdpa", "flash", "flash3", "sage", "flex"; see
+        `models/attention.py`); an `AttentionBackendError` (a ValueError) naming what is missing when it cannot run
+        on the pipeline's device and dtype."""
+        check_attention_backend(name, self.device, self.dtype)
+        self.transformer.attention_backend = name
 
     def to(self, device: torch.device | str) -> HunyuanVideoPipeline:
         """Move every part to `device` (and turn CPU offload off)."""
