@@ -95,6 +95,7 @@ class HunyuanVideoPipeline:
         self.device = next(transformer.parameters()).device
         self.offload: ModelOffload | None = None
         self.progress = True
+        self.release_text_encoders = False  # True: drop both text encoders once a prompt is encoded (one-shot use)
 
     @classmethod
     def from_pretrained(
@@ -141,7 +142,8 @@ class HunyuanVideoPipeline:
         """Move every part to `device` (and turn CPU offload off)."""
         self.device, self.offload = check_device(device), None
         for module in (self.transformer, self.vae, self.text_encoder, self.text_encoder_2):
-            module.to(self.device)
+            if module is not None:
+                module.to(self.device)
         return self
 
     def enable_model_cpu_offload(self, device: torch.device | str = "cuda") -> HunyuanVideoPipeline:
@@ -250,12 +252,20 @@ class HunyuanVideoPipeline:
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str], negative_prompts: list[str] | None = None) -> PromptEmbeds:
-        """Both text encoders over `prompts` and `negative_prompts` (one forward each), the negatives first."""
+        """Both text encoders over `prompts` and `negative_prompts` (one forward each), the negatives first; with
+        `release_text_encoders` the encoders are dropped afterwards."""
+        if self.text_encoder is None:
+            raise ValueError("the text encoders were released after the first prompt (release_text_encoders=True): "
+                             "load the pipeline again to encode another")
         texts = prompts + list(negative_prompts or [])
         with self._on_device(self.text_encoder):
             states, mask = self.text_encoder(texts)
         with self._on_device(self.text_encoder_2):
             pooled = self.text_encoder_2(texts)
+        if self.release_text_encoders:  # their memory goes back before the denoising needs it
+            self.text_encoder = self.text_encoder_2 = None
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
         states, mask, pooled = states.to(self.device).to(self.dtype), mask.cpu(), pooled.to(self.device).to(self.dtype)
         if negative_prompts:
             n = len(prompts)
