@@ -106,13 +106,15 @@ class HunyuanVideoPipeline:
         attention_backend: str = "auto",
         quantize: str | None = None,
         offload: bool = False,
+        vae_dtype: torch.dtype | None = None,
     ) -> HunyuanVideoPipeline:
         """Load a model folder in the official `ckpts/` or the diffusers layout (detected) with its `generate.json`
         as the defaults, in `dtype` (default: the folder's, else bfloat16) onto `device` (default: CUDA when
         present). `attention_backend` names the attention kernel (see `set_attention_backend`; checked before
         anything loads). `quantize="fp8"` keeps the transformer's block linears in float8 (an official fp8
         checkpoint loads so by itself; see `hunyuan_video.quant`). `offload=True` loads onto the CPU and brings
-        each part to `device` only while it works (`enable_model_cpu_offload`), to run a big model on a small GPU."""
+        each part to `device` only while it works (`enable_model_cpu_offload`), to run a big model on a small GPU.
+        `vae_dtype` loads the VAE in another dtype than `dtype` (e.g. float32 for the decode)."""
         folder = find_model_folder(path)
         defaults = GenerationDefaults.read(folder.root)
         dtype = dtype or getattr(torch, defaults.dtype)
@@ -120,7 +122,7 @@ class HunyuanVideoPipeline:
         check_attention_backend(attention_backend, device, dtype)
         load_device = torch.device("cpu") if offload else device
         transformer = load_transformer(folder.transformer, dtype=dtype, device=load_device, quantize=quantize)
-        vae = load_vae(folder.vae, dtype=dtype, device=load_device)
+        vae = load_vae(folder.vae, dtype=vae_dtype or dtype, device=load_device)
         for text_encoder in (folder.text_encoder, folder.text_encoder_2):
             check_safetensors(text_encoder)
         text_encoder = LLMTextEncoder.from_pretrained(folder.text_encoder, folder.tokenizer, dtype, load_device)
