@@ -22,23 +22,24 @@ def module_tensors(module: nn.Module) -> list[torch.Tensor]:
 class ModelOffload:
     """Brings modules' weights to `device` for the time they work and points them back at their CPU copies after.
 
-    The CPU copies are kept (pinned on first use when the device is CUDA), so nothing is copied back; a module's
-    ModuleLists (the transformer's blocks) can be streamed, each entry brought just for its own forward and the
-    next one prefetched meanwhile, so at most two blocks' weights sit on the device.
+    The CPU copies are kept (a prefetched block's pinned on first use when the device is CUDA), so nothing is
+    copied back; a module's ModuleLists (the transformer's blocks) can be streamed, each entry brought just for its
+    own forward and the next one prefetched meanwhile, so at most two blocks' weights sit on the device.
     """
 
     def __init__(self, device: torch.device | str) -> None:
         self.device = torch.device(device)
         self.copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
-    def bring(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    def bring(self, tensors: list[torch.Tensor], pin: bool = False) -> list[torch.Tensor]:
         """Point `tensors` at copies on the device (issued on the current stream); return their CPU data, for
-        `send_back`."""
+        `send_back`. With `pin` (CUDA) the CPU data is first moved to pinned memory and kept there, so that this
+        copy and every later one is asynchronous."""
         originals = []
         for t in tensors:
             cpu = t.data
-            if self.copy_stream is not None and not cpu.is_pinned():
-                cpu = cpu.pin_memory()  # kept as the CPU copy, so that every later copy is asynchronous
+            if pin and self.copy_stream is not None and not cpu.is_pinned():
+                cpu = cpu.pin_memory()
             originals.append(cpu)
             t.data = cpu.to(self.device, non_blocking=True)
         return originals
@@ -49,7 +50,7 @@ class ModelOffload:
             return self.bring(tensors), None
         compute = torch.cuda.current_stream(self.device)
         with torch.cuda.stream(self.copy_stream):
-            originals, done = self.bring(tensors), torch.cuda.Event()
+            originals, done = self.bring(tensors, pin=True), torch.cuda.Event()
             done.record()
         for t in tensors:  # the copies are used, then freed, on the compute stream
             t.data.record_stream(compute)
