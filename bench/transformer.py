@@ -8,12 +8,21 @@ token-wise linear layer plus attention's two matmuls) and, on a GPU, its share o
     python bench/transformer.py --device cuda --dtype bfloat16 --preset HYVideo-T/2-cfgdistill \\
         --grid 33 68 120 --runs 5 --compile                       # 129 frames at 544x960, the real config
 
-Prints a markdown row for BENCHMARKS.md.
+`--attention`, `--fp8`, `--chunk-ffn` and `--compile` describe a variant of ours, timed in the same process against
+our eager SDPA run (the ratio says how much faster the variant is, the relative difference how far its output is):
+
+    python bench/transformer.py --attention flex --runs 2        # CPU: flex against SDPA
+    python bench/transformer.py --fp8 --chunk-ffn 256 --runs 2
+    python bench/transformer.py --device cuda --dtype bfloat16 --preset HYVideo-T/2-cfgdistill \
+        --grid 33 68 120 --runs 3 --attention flash3 --compile  # 544x960x129 on a Hopper GPU
+
+Prints markdown rows for BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import statistics
 import time
@@ -21,9 +30,16 @@ import time
 import torch
 from diffusers import HunyuanVideoTransformer3DModel
 
-from hunyuan_video.checkpoint import transformer_config_to_diffusers, transformer_to_diffusers
+from hunyuan_video.checkpoint import (
+    build_on_meta,
+    load_state_dict_into,
+    transformer_config_to_diffusers,
+    transformer_to_diffusers,
+)
 from hunyuan_video.config import TRANSFORMER_PRESETS, TransformerConfig
 from hunyuan_video.models import HunyuanVideoTransformer
+from hunyuan_video.models.regional_compile import compile_blocks
+from hunyuan_video.quant import add_fp8_scales, fp8_linear_names, quantize_state_dict, to_fp8_linears
 
 
 def forward_flops(config: TransformerConfig, video_tokens: int, text_tokens: int) -> int:
@@ -59,6 +75,25 @@ def build_pair(config: TransformerConfig, device: str, dtype: torch.dtype):
     return ours.eval(), theirs.eval()
 
 
+def build_variant(ours: HunyuanVideoTransformer, args: argparse.Namespace) -> HunyuanVideoTransformer | None:
+    """A copy of `ours` with the variant's options (fp8 weights, attention kernel, MLP chunks, regional compile);
+    None when no option asks for one."""
+    if args.attention == "sdpa" and not (args.fp8 or args.compile or args.chunk_ffn):
+        return None
+    if args.fp8:
+        state_dict, names = dict(ours.state_dict()), fp8_linear_names(ours)
+        add_fp8_scales(state_dict, quantize_state_dict(state_dict, names), names, "the benchmark")
+        variant = to_fp8_linears(build_on_meta(lambda: HunyuanVideoTransformer(ours.config)))
+        variant = load_state_dict_into(variant, state_dict, device=args.device).eval()
+    else:
+        variant = copy.deepcopy(ours)
+    variant.set_attention_backend(args.attention)
+    variant.set_ffn_chunk(args.chunk_ffn)
+    if args.compile:
+        compile_blocks(variant)
+    return variant
+
+
 def make_inputs(config: TransformerConfig, grid, text_len: int, real_text: int, device: str, dtype: torch.dtype):
     gen = torch.Generator(device).manual_seed(1)
     mask = (torch.arange(text_len) < real_text).long()[None]
@@ -92,7 +127,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--compile", action="store_true", help="torch.compile our blocks (fuses the elementwise ops)")
+    parser.add_argument("--compile", action="store_true", help="variant: regional torch.compile of the blocks")
+    parser.add_argument("--attention", default="sdpa", help="variant: the attention kernel (auto, flash, flash3, ...)")
+    parser.add_argument("--fp8", action="store_true", help="variant: block linears in float8 (quantised)")
+    parser.add_argument("--chunk-ffn", type=int, default=None, help="variant: MLP chunk in tokens")
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the card's dense bf16 peak (H100 SXM: 989)")
     args = parser.parse_args()
@@ -101,9 +139,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     config, dtype = TRANSFORMER_PRESETS[args.preset], getattr(torch, args.dtype)
     ours, theirs = build_pair(config, args.device, dtype)
-    if args.compile:
-        for block in [*ours.double_blocks, *ours.single_blocks]:
-            block.compile()
+    ours.set_attention_backend("sdpa")
+    variant = build_variant(ours, args)
     inputs = make_inputs(config, args.grid, args.text_len, args.real_text, args.device, dtype)
     ref_inputs = {**inputs, "text_mask": inputs["text_mask"].to(args.device)}
     run_ours = lambda: ours(**inputs)
@@ -113,10 +150,17 @@ def main() -> None:
     with torch.no_grad():
         a, b = run_ours().float(), run_theirs().float()  # also the warm-up
         err = ((a - b).norm() / b.norm()).item()
-        times = {"ours": [], "diffusers": []}
+        times = {"ours": [], "diffusers": [], "variant": []}
+        if variant is not None:
+            start = time.perf_counter()
+            v = variant(**inputs).float()  # also the compilation
+            compile_s = time.perf_counter() - start
+            variant_err = ((v - a).norm() / a.norm()).item()
         for _ in range(args.runs):
             times["ours"].append(timed(run_ours, args.device))
             times["diffusers"].append(timed(run_theirs, args.device))
+            if variant is not None:
+                times["variant"].append(timed(lambda: variant(**inputs), args.device))
     ours_s, theirs_s = statistics.median(times["ours"]), statistics.median(times["diffusers"])
 
     pt, ph, pw = config.patch_size
@@ -125,12 +169,21 @@ def main() -> None:
     achieved = flops / ours_s / 1e12
     peak = f"{100 * achieved / args.peak_tflops:.0f}% of {args.peak_tflops:g}" if args.device == "cuda" else "n/a"
     print(f"times ours {times['ours']} diffusers {times['diffusers']}; relative difference {err:.1e}")
-    print(f"compiled: {args.compile}; threads: {torch.get_num_threads()}")
+    print(f"threads: {torch.get_num_threads()}")
     print("| device | preset | dtype | latent grid | video tokens | text (real/padded) | ours s | diffusers s "
           "| speed-up | ours TFLOP/s | % of bf16 peak |")
     print(f"| {args.device} | {args.preset} | {args.dtype} | {'x'.join(map(str, args.grid))} | {video_tokens} | "
           f"{args.real_text}/{args.text_len} | {ours_s:.3f} | {theirs_s:.3f} | {theirs_s / ours_s:.2f}x | "
           f"{achieved:.3g} | {peak} |")
+    if variant is not None:
+        variant_s = statistics.median(times["variant"])
+        name = " + ".join([f"attention {args.attention}"] + ["fp8"] * args.fp8 + [f"chunk-ffn {args.chunk_ffn}"]
+                          * bool(args.chunk_ffn) + ["compile"] * args.compile)
+        print(f"\nvariant times {times['variant']}; first call (warm-up; compiles with --compile) {compile_s:.1f} s")
+        print("| device | preset | dtype | latent grid | variant | eager SDPA s | variant s | speed-up "
+              "| relative difference |")
+        print(f"| {args.device} | {args.preset} | {args.dtype} | {'x'.join(map(str, args.grid))} | {name} | "
+              f"{ours_s:.3f} | {variant_s:.3f} | {ours_s / variant_s:.2f}x | {variant_err:.1e} |")
 
 
 if __name__ == "__main__":

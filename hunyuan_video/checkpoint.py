@@ -25,6 +25,18 @@ from torch import Tensor, nn
 from hunyuan_video.config import TransformerConfig, VAEConfig, config_from_dict, config_to_dict
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.models.vae import CausalVAE
+from hunyuan_video.quant import (
+    FP8_DTYPE,
+    add_fp8_scales,
+    fp8_linear_names,
+    fp8_map_path,
+    has_fp8_linears,
+    has_fp8_tensors,
+    quantize_state_dict,
+    read_fp8_map,
+    split_fp8_scales,
+    to_fp8_linears,
+)
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -133,12 +145,15 @@ def check_state_dict(model: nn.Module, state_dict: dict[str, Tensor]) -> None:
 def load_state_dict_into(model: M, state_dict: dict[str, Tensor], dtype: torch.dtype | None = None,
                          device: torch.device | str | None = None) -> M:
     """Strictly load `state_dict` into `model` (typically on meta) by assignment, casting floating tensors to
-    `dtype` and moving them to `device` one at a time; `state_dict` is emptied as it goes."""
+    `dtype` (those the model holds in float8 to float8) and moving them to `device` one at a time; `state_dict` is
+    emptied as it goes."""
     check_state_dict(model, state_dict)
+    kept = {key for key, value in model.state_dict().items() if value.dtype == FP8_DTYPE}
     tensors = {}
     for key in list(state_dict):
         tensor = state_dict.pop(key)
-        tensors[key] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else None)
+        target = FP8_DTYPE if key in kept else dtype if tensor.is_floating_point() else None
+        tensors[key] = tensor.to(device=device, dtype=target)
     model.load_state_dict(tensors, strict=True, assign=True)
     return model
 
@@ -363,25 +378,62 @@ def transformer_config_for(path: str | Path, state_dict: dict[str, Tensor] | Non
 
 
 def load_transformer(path: str | Path, config: TransformerConfig | None = None, dtype: torch.dtype | None = None,
-                     device: torch.device | str | None = None) -> HunyuanVideoTransformer:
+                     device: torch.device | str | None = None, quantize: str | None = None) -> HunyuanVideoTransformer:
     """Load a transformer (eval mode) from the official `.pt` (with or without `module`), a `.safetensors` file in the
     official layout, or a diffusers folder (config.json + safetensors shards). Without `config`, it comes from
-    `transformer_config_for`."""
+    `transformer_config_for`.
+
+    A weights file with an fp8 map beside it (`<name>_map.pt`, as the official `mp_rank_00_model_states_fp8.pt`
+    has) loads with the blocks' linears in float8 (see `hunyuan_video.quant`); an fp8 file without its map is a
+    ValueError. `quantize="fp8"` quantises a full-precision checkpoint the same way as it loads.
+    """
+    if quantize not in (None, "fp8"):
+        raise ValueError(f"quantize must be None or 'fp8', got {quantize!r}")
     path = Path(path)
     if path.is_dir():
         config = config or transformer_config_for(path)
         model = build_on_meta(lambda: HunyuanVideoTransformer(config))
         state_dict = transformer_from_diffusers(read_state_dict(path), model.state_dict().keys())
+        scales = None
     else:
         state_dict = read_state_dict(path)
         config = config or transformer_config_for(path, state_dict)
         model = build_on_meta(lambda: HunyuanVideoTransformer(config))
+        scales = read_fp8_map(path)
+        if scales is None and (has_fp8_tensors(state_dict) or path.stem.endswith("_fp8")):
+            raise ValueError(f"{path} holds fp8 weights but its map of scales, {fp8_map_path(path).name}, is not "
+                             "beside it: without the scales the weights give noise (download the map too)")
+    if scales is not None or quantize == "fp8":
+        check_state_dict(model, state_dict)
+        names = fp8_linear_names(model)
+        scales = quantize_state_dict(state_dict, names) if scales is None else scales
+        add_fp8_scales(state_dict, scales, names, fp8_map_path(path))
+        to_fp8_linears(model)
     return load_state_dict_into(model, state_dict, dtype, device).eval()
 
 
-def save_transformer(model: HunyuanVideoTransformer, path: str | Path) -> None:
-    """Write the transformer as safetensors in the official layout, with its config in the file's metadata."""
-    save_state_dict(model.state_dict(), path, metadata={"config": json.dumps(config_to_dict(model.config))})
+def save_transformer(model: HunyuanVideoTransformer, path: str | Path, fp8: bool = False) -> None:
+    """Write the transformer in the official layout: safetensors with its config in the file's metadata, or, for a
+    `.pt` path, the official `{"module": state_dict}`. With `fp8` the blocks' linears are written in float8
+    (quantised first unless the model holds them so) and their scales as the fp8 map beside the file
+    (`<name>_map.pt`), the pair `load_transformer` reads; a model holding fp8 weights is saved only that way."""
+    path = Path(path)
+    state_dict = model.state_dict()
+    if has_fp8_linears(model) and not fp8:
+        raise ValueError("this transformer holds fp8 weights: save it with fp8=True (weights and their map)")
+    if fp8:
+        if has_fp8_linears(model):
+            state_dict, scales = split_fp8_scales(state_dict)
+        else:
+            state_dict = dict(state_dict)
+            scales = quantize_state_dict(state_dict, fp8_linear_names(model))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(scales, fp8_map_path(path))
+    if path.suffix == ".pt":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"module": {key: value.detach().cpu() for key, value in state_dict.items()}}, path)
+    else:
+        save_state_dict(state_dict, path, metadata={"config": json.dumps(config_to_dict(model.config))})
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -91,13 +91,12 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                    help="a LoRA file (diffusers, original-key or kohya layout) at a scale (default 1); repeatable")
     p.add_argument("--lora-ignore-unknown", action="store_true",
                    help="warn about LoRA keys that match no layer instead of failing")
-    p.add_argument("--offload", action="store_true",
-                   help="keep the weights on the CPU and move each part to the GPU only while it works")
     p.add_argument("--cache", choices=("teacache", "fbcache"), default=None,
                    help="skip the transformer's blocks on steps that change little (faster, slightly different video)")
     p.add_argument("--cache-threshold", type=float, default=None,
                    help="how much change a skipped step may hide (teacache: 0.1 ~1.6x on the real model, 0.15 ~2.1x; "
                         "fbcache default 0.05; 0: never skip)")
+    _add_speed_memory_options(p)
     _add_parallel_options(p)
     p.set_defaults(func=_run_generate)
 
@@ -127,6 +126,66 @@ def _start_parallel(args: argparse.Namespace, device: str) -> tuple[ParallelConf
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return config, device
+
+
+def _add_speed_memory_options(p: argparse.ArgumentParser) -> None:
+    """`generate`'s kernels, weights, memory and VAE options, in their own groups of --help."""
+    speed = p.add_argument_group("speed and memory (exact unless noted)")
+    speed.add_argument("--attention", default="auto", metavar="NAME",
+                       help="attention kernel: auto, sdpa, flash (flash-attn), flash3 (FlashAttention-3, Hopper), "
+                            "sage (SageAttention, approximate), flex (default: auto, the fastest exact one here)")
+    speed.add_argument("--fp8", action="store_true",
+                       help="keep the blocks' linear weights in float8 (half of bf16's memory; weight-only "
+                            "quantisation, not exact); an official *_fp8.pt checkpoint loads so by itself")
+    speed.add_argument("--compile", action="store_true", help="torch.compile each transformer block (regional)")
+    speed.add_argument("--chunk-ffn", type=int, metavar="TOKENS",
+                       help="run the blocks' MLPs this many tokens at a time (lower peak memory)")
+    speed.add_argument("--offload", action="store_true",
+                       help="keep the weights on the CPU and move each part to the GPU only while it works (the "
+                            "transformer block by block, the next one prefetched)")
+    speed.add_argument("--free-text-encoders", action="store_true",
+                       help="drop the text encoders once the prompt is encoded (frees their memory before denoising)")
+    vae = p.add_argument_group("VAE decode")
+    vae.add_argument("--vae-dtype", choices=("bfloat16", "float16", "float32"), help="VAE dtype (default: --dtype)")
+    vae.add_argument("--vae-tile-size", type=int, metavar="PX",
+                     help="decode in square tiles of this many pixels (official: 256; 0: no tiling)")
+    vae.add_argument("--vae-tile-frames", type=int, metavar="N", help="frames per temporal tile (official: 64)")
+    vae.add_argument("--vae-tile-overlap", type=float, metavar="F", help="tile overlap fraction (official: 0.25)")
+
+
+def _check_speed_memory_options(args: argparse.Namespace) -> None:
+    """Raise a ValueError naming the option for a value of `_add_speed_memory_options` that cannot be right."""
+    if args.chunk_ffn is not None and args.chunk_ffn < 1:
+        raise ValueError(f"--chunk-ffn must be a positive number of tokens, got {args.chunk_ffn}")
+    for name, value in (("--vae-tile-size", args.vae_tile_size), ("--vae-tile-frames", args.vae_tile_frames)):
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be positive (or --vae-tile-size 0 for no tiling), got {value}")
+    if args.vae_tile_overlap is not None and not 0 <= args.vae_tile_overlap < 1:
+        raise ValueError(f"--vae-tile-overlap must be in [0, 1), got {args.vae_tile_overlap}")
+
+
+def _apply_speed_memory_options(pipe, args: argparse.Namespace) -> None:
+    """Set the options of `_add_speed_memory_options` that act on a loaded pipeline; a ValueError for bad values."""
+    from dataclasses import replace
+
+    from hunyuan_video.models.regional_compile import compile_blocks
+
+    pipe.transformer.set_ffn_chunk(args.chunk_ffn)
+    pipe.release_text_encoders = args.free_text_encoders
+    if args.vae_tile_size == 0:
+        pipe.vae.tiling = None
+    elif any(v is not None for v in (args.vae_tile_size, args.vae_tile_frames, args.vae_tile_overlap)):
+        spec = pipe.vae.tiling or pipe.vae.official_tiling()
+        given = dict(sample_size=args.vae_tile_size, sample_tsize=args.vae_tile_frames, overlap=args.vae_tile_overlap)
+        spec = replace(spec, **{k: v for k, v in given.items() if v is not None})
+        c = pipe.vae.config
+        try:
+            spec.check(c.spatial_compression_ratio, c.time_compression_ratio)
+        except ValueError as error:
+            raise ValueError(f"--vae-tile-*: {error}") from None
+        pipe.vae.tiling = spec
+    if args.compile:
+        compile_blocks(pipe.transformer)
 
 
 def _check_output(output: str) -> str:
@@ -179,16 +238,19 @@ def _run_generate(args: argparse.Namespace) -> int:
         if args.fps is not None:
             check_fps(args.fps, "--fps")
         kind = _check_output(args.output)
+        _check_speed_memory_options(args)
         if args.cache_threshold is not None and args.cache is None:
             raise ValueError("--cache-threshold needs --cache teacache or --cache fbcache")
         parallel, device = _start_parallel(args, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = getattr(torch, args.dtype) if args.dtype else None
-        pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=dtype, device="cpu" if args.offload else device)
+        vae_dtype = getattr(torch, args.vae_dtype) if args.vae_dtype else None
+        pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=dtype, device=device, offload=args.offload,
+                                                    attention_backend=args.attention, vae_dtype=vae_dtype,
+                                                    quantize="fp8" if args.fp8 else None)
         for spec in args.lora:
             lora_path, scale = _lora_spec(spec)
             pipe.load_lora_weights(lora_path, scale, ignore_unknown=args.lora_ignore_unknown)
-        if args.offload:
-            pipe.enable_model_cpu_offload(device)
+        _apply_speed_memory_options(pipe, args)
         if pipe.dtype == torch.float16 and torch.device(pipe.device).type == "cpu":
             print("hunyuan-video generate: warning: float16 on the CPU is many times slower than float32 or bfloat16 "
                   "(the VAE decode most): pass --dtype float32 or --dtype bfloat16", file=sys.stderr)

@@ -160,3 +160,39 @@ def test_cpu_backends_run_anywhere():
     for backend in ("auto", "sdpa", "flex"):
         for device, dtype in (("cpu", torch.float32), ("cpu", torch.bfloat16), ("cuda", torch.float16)):
             check_attention_backend(backend, device, dtype)
+
+
+def test_flash3_gets_the_layout_it_expects_and_returns_its_first_output(monkeypatch):
+    """FlashAttention-3's dense and varlen calls through stand-ins that return (out, softmax_lse) as some releases
+    do; "auto" takes flash3 wherever it can run."""
+    def with_lse(kernel):
+        return lambda *args: (kernel(*args), torch.zeros(1))
+
+    monkeypatch.setattr(attention_module, "flash3_func", with_lse(reference_dense))
+    monkeypatch.setattr(attention_module, "flash3_varlen_func", with_lse(reference_varlen))
+    q, k, v = make_qkv()
+    padding, real = padded()
+    run = ATTENTION_BACKENDS["flash3"].run
+    torch.testing.assert_close(run(q, k, v, None).flatten(2), naive(q, k, v).float(), **TOL)
+    torch.testing.assert_close(run(q, k, v, padding).flatten(2), naive(q, k, v, segments(real)).float(), **TOL)
+    monkeypatch.setattr(attention_module, "_flash3_supported", lambda q: True)
+    monkeypatch.setattr(attention_module, "flash3_varlen_func", lambda *args: (torch.full_like(args[0], 7.0), None))
+    assert torch.equal(attention(q, k, v, padding, "auto"), torch.full((2, VIDEO + 6, HEADS * HEAD_DIM), 7.0))
+
+
+def test_flash3_says_what_it_needs(monkeypatch):
+    monkeypatch.setattr(attention_module, "flash3_varlen_func", None)
+    with pytest.raises(AttentionBackendError, match="'flash3' needs FlashAttention-3 \\(the flash_attn_interface "
+                                                    "module\\): git clone .*flash-attention/hopper"):
+        check_attention_backend("flash3", "cuda", torch.bfloat16)
+    monkeypatch.setattr(attention_module, "flash3_varlen_func", reference_varlen)  # installed from here on
+    with pytest.raises(AttentionBackendError, match="'flash3' runs on CUDA only, not on cpu"):
+        check_attention_backend("flash3", "cpu", torch.bfloat16)
+    with pytest.raises(AttentionBackendError, match="'flash3' needs float16 or bfloat16, not torch.float32"):
+        check_attention_backend("flash3", "cuda", torch.float32)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    with pytest.raises(AttentionBackendError, match="'flash3' needs a Hopper GPU \\(compute capability 9.x\\), "
+                                                    "not 8.0: use flash or sdpa"):
+        check_attention_backend("flash3", "cuda", torch.bfloat16)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    check_attention_backend("flash3", "cuda", torch.bfloat16)

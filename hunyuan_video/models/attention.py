@@ -8,11 +8,14 @@ where each sample's real tokens end (text is right-padded); `padding=None` means
 The official model runs flash-attention varlen with two segments per sample, its real tokens and its padding, so
 padding never reaches a real token. Each backend keeps real-token outputs exact; what a padding query sees differs:
 
-- "auto": the fastest exact path available. No padding: SDPA (PyTorch picks its flash kernel). Padding on CUDA in
+- "auto": the fastest exact path available. On a Hopper GPU in half precision with FlashAttention-3 installed:
+  "flash3", padded or not. Otherwise, no padding: SDPA (PyTorch picks its flash kernel). Padding on CUDA in
   half precision with flash-attn installed: flash-attn varlen with the official segments. Otherwise SDPA with a key
   mask (a padding query then sees real keys, which changes only padding outputs).
 - "sdpa": `scaled_dot_product_attention`, with a key mask when there is padding.
 - "flash": flash-attn (`flash_attn_func`; varlen with the official segments when padded). CUDA, fp16/bf16.
+- "flash3": FlashAttention-3 (`flash_attn_interface` from flash-attn's hopper/ build; its varlen function with the
+  official segments when padded). Hopper GPUs (compute capability 9.x), fp16/bf16.
 - "sage": SageAttention's quantized kernels (`sageattn`; `sageattn_varlen` with the official segments). CUDA,
   fp16/bf16.
 - "flex": `torch.nn.attention.flex_attention`, padding as the official segments. Runs anywhere; without
@@ -40,6 +43,12 @@ try:
     from flash_attn import flash_attn_func, flash_attn_varlen_func
 except ImportError:
     flash_attn_func = flash_attn_varlen_func = None
+
+try:
+    from flash_attn_interface import flash_attn_func as flash3_func
+    from flash_attn_interface import flash_attn_varlen_func as flash3_varlen_func
+except ImportError:
+    flash3_func = flash3_varlen_func = None
 
 try:
     from sageattention import sageattn, sageattn_varlen
@@ -125,7 +134,18 @@ def _varlen_supported(q: Tensor) -> bool:
     return flash_attn_varlen_func is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
 
 
+def _first(out: Tensor | tuple) -> Tensor:
+    """The output of a FlashAttention-3 call: some releases return (out, softmax_lse), others out alone."""
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _flash3_supported(q: Tensor) -> bool:
+    return flash3_varlen_func is not None and _cuda_half_problem(q.device, q.dtype) is None and _is_hopper(q.device)
+
+
 def _auto(q: Tensor, k: Tensor, v: Tensor, padding: Padding | None) -> Tensor:
+    if _flash3_supported(q):
+        return _flash3(q, k, v, padding)
     if padding is not None and _varlen_supported(q):
         return _varlen(flash_attn_varlen_func, q, k, v, padding)
     return _sdpa(q, k, v, padding)
@@ -133,6 +153,12 @@ def _auto(q: Tensor, k: Tensor, v: Tensor, padding: Padding | None) -> Tensor:
 
 def _flash(q: Tensor, k: Tensor, v: Tensor, padding: Padding | None) -> Tensor:
     return flash_attn_func(q, k, v) if padding is None else _varlen(flash_attn_varlen_func, q, k, v, padding)
+
+
+def _flash3(q: Tensor, k: Tensor, v: Tensor, padding: Padding | None) -> Tensor:
+    if padding is None:
+        return _first(flash3_func(q, k, v))
+    return _varlen(lambda *args: _first(flash3_varlen_func(*args)), q, k, v, padding)
 
 
 def _sage(q: Tensor, k: Tensor, v: Tensor, padding: Padding | None) -> Tensor:
@@ -168,6 +194,22 @@ def _flash_problem(device: torch.device, dtype: torch.dtype) -> str | None:
     return _cuda_half_problem(device, dtype)
 
 
+def _is_hopper(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9
+
+
+def _flash3_problem(device: torch.device, dtype: torch.dtype) -> str | None:
+    if flash3_varlen_func is None:
+        return ("needs FlashAttention-3 (the flash_attn_interface module): git clone "
+                "https://github.com/Dao-AILab/flash-attention && cd flash-attention/hopper && python setup.py install")
+    if problem := _cuda_half_problem(device, dtype):
+        return problem
+    if not _is_hopper(device):
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"needs a Hopper GPU (compute capability 9.x), not {major}.{minor}: use flash or sdpa"
+    return None
+
+
 def _sage_problem(device: torch.device, dtype: torch.dtype) -> str | None:
     if sageattn is None:
         return "needs the sageattention package: pip install sageattention"
@@ -195,6 +237,7 @@ ATTENTION_BACKENDS: dict[str, AttentionBackend] = {
     "flash": AttentionBackend(_flash, _flash_problem),
     "sage": AttentionBackend(_sage, _sage_problem),
     "flex": AttentionBackend(_flex, _flex_problem),
+    "flash3": AttentionBackend(_flash3, _flash3_problem),
 }
 
 

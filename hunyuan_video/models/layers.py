@@ -7,6 +7,7 @@ checkpoint one for one.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -125,6 +126,22 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+
+def over_token_chunks(fn: Callable[..., Tensor], chunk: int | None, *xs: Tensor) -> Tensor:
+    """`fn(*xs)` for a token-wise `fn` of (B, tokens, ...) tensors, computed `chunk` tokens at a time (None: at
+    once), so that `fn`'s intermediate activations exist for one chunk only."""
+    tokens = xs[0].shape[1]
+    if chunk is None or tokens <= chunk:
+        return fn(*xs)
+    return torch.cat([fn(*(x[:, start:start + chunk] for x in xs)) for start in range(0, tokens, chunk)], dim=1)
+
+
+def linear_weight(linear: nn.Module, dtype: torch.dtype) -> Tensor:
+    """The weight `linear` computes with for inputs of `dtype`: a quantised linear's `dequantized_weight(dtype)`,
+    else its `weight`."""
+    dequantized = getattr(linear, "dequantized_weight", None)
+    return linear.weight if dequantized is None else dequantized(dtype)
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:

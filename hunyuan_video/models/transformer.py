@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -36,6 +37,8 @@ from hunyuan_video.models.layers import (
     RMSNorm,
     TimestepEmbedder,
     TokenModulation,
+    linear_weight,
+    over_token_chunks,
 )
 from hunyuan_video.models.rope import apply_rope, rope_tables, with_text_rows
 from hunyuan_video.models.token_refiner import SingleTokenRefiner
@@ -91,6 +94,7 @@ class MMDoubleStreamBlock(nn.Module):
         self.txt_attn_proj = nn.Linear(hidden, hidden, bias=bias)
         self.txt_norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.txt_mlp = MLP(hidden, mlp_hidden, nn.GELU(approximate="tanh"))
+        self.ffn_chunk: int | None = None  # tokens per chunk of the MLPs (None: all at once)
 
     def modulated_img(self, img: Tensor, mod: TokenModulation) -> Tensor:
         """The video tokens as they enter the video QKV: `img_norm1(img)` modulated by `mod`, the first of
@@ -114,9 +118,11 @@ class MMDoubleStreamBlock(nn.Module):
         img_attn, txt_attn = attention(q, k, v, padding, backend).split([img.shape[1], txt.shape[1]], dim=1)
 
         img = img_mod1.gated_residual(img, self.img_attn_proj(img_attn))
-        img = img_mod2.gated_residual(img, self.img_mlp(img_mod2.modulate(self.img_norm2(img))))
+        img_mlp = over_token_chunks(self.img_mlp, self.ffn_chunk, img_mod2.modulate(self.img_norm2(img)))
+        img = img_mod2.gated_residual(img, img_mlp)
         txt = txt_mod1.gated_residual(txt, self.txt_attn_proj(txt_attn))
-        txt = txt_mod2.gated_residual(txt, self.txt_mlp(txt_mod2.modulate(self.txt_norm2(txt))))
+        txt_mlp = over_token_chunks(self.txt_mlp, self.ffn_chunk, txt_mod2.modulate(self.txt_norm2(txt)))
+        txt = txt_mod2.gated_residual(txt, txt_mlp)
         return img, txt
 
 
@@ -136,16 +142,35 @@ class MMSingleStreamBlock(nn.Module):
         self.pre_norm = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.mlp_act = nn.GELU(approximate="tanh")
         self.modulation = Modulation(hidden, double=False)
+        self.ffn_chunk: int | None = None  # tokens per chunk of the MLP path (None: all at once)
 
     def forward(self, x: Tensor, vectors: ModulationVectors, rope: Rope, padding: AttentionLayout,
                 backend: str = "auto") -> Tensor:
-        """Tokens [video, text] (B, N + L, hidden) after one block."""
+        """Tokens [video, text] (B, N + L, hidden) after one block.
+
+        With `ffn_chunk` set, linear1 gives the QKV of every token first and the MLP path (linear1's MLP rows,
+        the activation, linear2) then runs `ffn_chunk` tokens at a time: the same result without the
+        (tokens, 3 hidden + mlp hidden) linear1 output and its activation held whole."""
         mod, _ = self.modulation.for_tokens(vectors)
-        qkv, mlp = self.linear1(mod.modulate(self.pre_norm(x))).split(self.split_sizes, dim=-1)
+        x_mod = mod.modulate(self.pre_norm(x))
+        if self.ffn_chunk is None:
+            qkv, mlp = self.linear1(x_mod).split(self.split_sizes, dim=-1)
+        else:
+            w1, b1 = linear_weight(self.linear1, x_mod.dtype).split(self.split_sizes), self.linear1.bias
+            b1 = (None, None) if b1 is None else b1.split(self.split_sizes)
+            qkv = F.linear(x_mod, w1[0], b1[0])
         q, k, v = qkv.unflatten(-1, (3, self.heads_num, -1)).unbind(2)
         q, k = apply_rope(self.q_norm(q), *rope), apply_rope(self.k_norm(k), *rope)
-        out = self.linear2(torch.cat([attention(q, k, v, padding, backend), self.mlp_act(mlp)], dim=-1))
-        return mod.gated_residual(x, out)
+        attn = attention(q, k, v, padding, backend)
+        if self.ffn_chunk is None:
+            return mod.gated_residual(x, self.linear2(torch.cat([attn, self.mlp_act(mlp)], dim=-1)))
+        w2 = linear_weight(self.linear2, x_mod.dtype)
+
+        def merge(attn_part: Tensor, x_part: Tensor) -> Tensor:
+            mlp_part = self.mlp_act(F.linear(x_part, w1[1], b1[1]))
+            return F.linear(torch.cat([attn_part, mlp_part], dim=-1), w2, self.linear2.bias)
+
+        return mod.gated_residual(x, over_token_chunks(merge, self.ffn_chunk, attn, x_mod))
 
 
 class HunyuanVideoTransformer(nn.Module):
@@ -172,7 +197,7 @@ class HunyuanVideoTransformer(nn.Module):
         self._rope_cache: dict[tuple, Rope] = {}
 
     def set_attention_backend(self, name: str) -> None:
-        """Run attention on backend `name` ("auto", "sdpa", "flash", "sage", "flex"; see `models/attention.py`).
+        """Run attention on backend `name`: "auto", "sdpa", "flash", "flash3", "sage" or "flex" (`models/attention.py`).
 
         Raises `AttentionBackendError` (a ValueError) now, before any forward, when the backend is unknown, not
         installed, or cannot run on the device and dtype of the model's parameters.
@@ -180,6 +205,13 @@ class HunyuanVideoTransformer(nn.Module):
         param = next(self.parameters())
         check_attention_backend(name, param.device, param.dtype)
         self.attention_backend = name
+
+    def set_ffn_chunk(self, tokens: int | None) -> None:
+        """Run the blocks' MLPs `tokens` tokens at a time (None: all at once); the same result, a smaller peak."""
+        if tokens is not None and tokens < 1:
+            raise ValueError(f"the MLP chunk must be a positive number of tokens, got {tokens}")
+        for block in [*self.double_blocks, *self.single_blocks]:
+            block.ffn_chunk = tokens
 
     def forward(
         self,

@@ -14,9 +14,12 @@ from hunyuan_video.checkpoint import open_safetensors, read_state_dict, transfor
 from hunyuan_video.config import config_to_dict
 
 OFFICIAL_T2V = "hunyuan-video-t2v-720p"
-OFFICIAL_TRANSFORMER_FILES = ("mp_rank_00_model_states.pt", "mp_rank_00_model_states.safetensors")
+# In order of preference: the full-precision weights, then the official fp8 ones (read with their _map.pt).
+OFFICIAL_TRANSFORMER_FILES = ("mp_rank_00_model_states.pt", "mp_rank_00_model_states.safetensors",
+                              "mp_rank_00_model_states_fp8.pt")
 EXPECTED_LAYOUTS = (
-    "official (ckpts/): hunyuan-video-t2v-720p/transformers/mp_rank_00_model_states.pt (or .safetensors, "
+    "official (ckpts/): hunyuan-video-t2v-720p/transformers/mp_rank_00_model_states.pt (or .safetensors, or "
+    "mp_rank_00_model_states_fp8.pt with mp_rank_00_model_states_fp8_map.pt, "
     "optionally with a config.json of TransformerConfig fields), hunyuan-video-t2v-720p/vae/, text_encoder/, "
     "text_encoder_2/; "
     "diffusers: model_index.json, transformer/, vae/, text_encoder/, tokenizer/, text_encoder_2/, tokenizer_2/, "

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from hunyuan_video.checkpoint import check_safetensors, load_transformer, load_vae
 from hunyuan_video.lora import fuse_lora, load_lora, set_lora_scale, unfuse_lora
+from hunyuan_video.models.attention import check_attention_backend
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.models.vae import CausalVAE
 from hunyuan_video.parallel import ParallelConfig, ParallelGroups, ParallelTransformer
@@ -116,6 +117,7 @@ class HunyuanVideoPipeline:
         self.teacache_coefficients = check_coefficients(teacache_coefficients or HUNYUAN_VIDEO_TEACACHE,
                                                         "teacache_coefficients")
         self.step_cache: StepCache | None = None
+        self.release_text_encoders = False  # True: drop both text encoders once a prompt is encoded (one-shot use)
 
     @classmethod
     def from_pretrained(
@@ -123,28 +125,50 @@ class HunyuanVideoPipeline:
         path: str | Path,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
+        attention_backend: str = "auto",
+        quantize: str | None = None,
+        offload: bool = False,
+        vae_dtype: torch.dtype | None = None,
     ) -> HunyuanVideoPipeline:
         """Load a model folder in the official `ckpts/` or the diffusers layout (detected) with its `generate.json`
-        as the defaults (and its `teacache.json` as the TeaCache polynomial), in `dtype` (default: the folder's, else
-        bfloat16) onto `device` (default: CUDA when present). To run a big model on a small GPU, load onto "cpu" and
-        then call `enable_model_cpu_offload()`."""
+        as the defaults (and its `teacache.json` as the TeaCache polynomial), in `dtype` (default: the folder's,
+        else bfloat16) onto `device` (default: CUDA when present). `attention_backend` names the attention kernel
+        (see `set_attention_backend`; checked before anything loads). `quantize="fp8"` keeps the transformer's block
+        linears in float8 (an official fp8 checkpoint loads so by itself; see `hunyuan_video.quant`).
+        `offload=True` loads onto the CPU and brings each part to `device` only while it works
+        (`enable_model_cpu_offload`), to run a big model on a small GPU. `vae_dtype` loads the VAE in another dtype
+        than `dtype` (e.g. float32 for the decode)."""
         folder = find_model_folder(path)
         defaults = GenerationDefaults.read(folder.root)
         dtype = dtype or getattr(torch, defaults.dtype)
         device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        transformer = load_transformer(folder.transformer, dtype=dtype, device=device)
-        vae = load_vae(folder.vae, dtype=dtype, device=device)
+        check_attention_backend(attention_backend, device, dtype)
+        load_device = torch.device("cpu") if offload else device
+        transformer = load_transformer(folder.transformer, dtype=dtype, device=load_device, quantize=quantize)
+        vae = load_vae(folder.vae, dtype=vae_dtype or dtype, device=load_device)
         for text_encoder in (folder.text_encoder, folder.text_encoder_2):
             check_safetensors(text_encoder)
-        text_encoder = LLMTextEncoder.from_pretrained(folder.text_encoder, folder.tokenizer, dtype, device)
-        text_encoder_2 = CLIPTextEncoder.from_pretrained(folder.text_encoder_2, folder.tokenizer_2, dtype, device)
-        return cls(transformer, vae, text_encoder, text_encoder_2, defaults, read_teacache_coefficients(folder.root))
+        text_encoder = LLMTextEncoder.from_pretrained(folder.text_encoder, folder.tokenizer, dtype, load_device)
+        text_encoder_2 = CLIPTextEncoder.from_pretrained(folder.text_encoder_2, folder.tokenizer_2, dtype, load_device)
+        pipe = cls(transformer, vae, text_encoder, text_encoder_2, defaults, read_teacache_coefficients(folder.root))
+        if offload:
+            pipe.enable_model_cpu_offload(device)
+        pipe.set_attention_backend(attention_backend)
+        return pipe
+
+    def set_attention_backend(self, name: str) -> None:
+        """Run the transformer's attention on kernel `name` ("auto", "sdpa", "flash", "flash3", "sage", "flex"; see
+        `models/attention.py`); an `AttentionBackendError` (a ValueError) naming what is missing when it cannot run
+        on the pipeline's device and dtype."""
+        check_attention_backend(name, self.device, self.dtype)
+        self.transformer.attention_backend = name
 
     def to(self, device: torch.device | str) -> HunyuanVideoPipeline:
         """Move every part to `device` (and turn CPU offload off)."""
         self.device, self.offload = check_device(device), None
         for module in (self.transformer, self.vae, self.text_encoder, self.text_encoder_2):
-            module.to(self.device)
+            if module is not None:
+                module.to(self.device)
         return self
 
     def enable_model_cpu_offload(self, device: torch.device | str = "cuda") -> HunyuanVideoPipeline:
@@ -308,12 +332,20 @@ class HunyuanVideoPipeline:
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str], negative_prompts: list[str] | None = None) -> PromptEmbeds:
-        """Both text encoders over `prompts` and `negative_prompts` (one forward each), the negatives first."""
+        """Both text encoders over `prompts` and `negative_prompts` (one forward each), the negatives first; with
+        `release_text_encoders` the encoders are dropped afterwards."""
+        if self.text_encoder is None:
+            raise ValueError("the text encoders were released after the first prompt (release_text_encoders=True): "
+                             "load the pipeline again to encode another")
         texts = prompts + list(negative_prompts or [])
         with self._on_device(self.text_encoder):
             states, mask = self.text_encoder(texts)
         with self._on_device(self.text_encoder_2):
             pooled = self.text_encoder_2(texts)
+        if self.release_text_encoders:  # their memory goes back before the denoising needs it
+            self.text_encoder = self.text_encoder_2 = None
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
         states, mask, pooled = states.to(self.device).to(self.dtype), mask.cpu(), pooled.to(self.device).to(self.dtype)
         if negative_prompts:
             n = len(prompts)

@@ -1,0 +1,133 @@
+"""fp8 weights for the transformer's blocks, as the official fp8 checkpoint holds them.
+
+Every `nn.Linear` of the double and single blocks keeps its weight in float8_e4m3fn with one scale per tensor
+(`weight ~= weight_fp8 * scale`); the rest of the model keeps its dtype. The official release ships the float8
+weights in `mp_rank_00_model_states_fp8.pt` and the scales, a dict from module name to scale, in
+`mp_rank_00_model_states_fp8_map.pt` beside it. `quantize_state_dict` makes the same pair from a full-precision
+state dict (scale = max|W| / 448). `to_fp8_linears` swaps the linears of a model (typically still on the meta
+device) for `FP8Linear`s, which de-quantise their weight to the input's dtype as they run, as the official code does
+(`weight.to(dtype) * scale.to(dtype)`); the model classes themselves do not change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+FP8_DTYPE = torch.float8_e4m3fn
+FP8_MAX = torch.finfo(FP8_DTYPE).max  # 448
+FP8_BLOCKS = ("double_blocks", "single_blocks")
+SCALE = "fp8_scale"  # the FP8Linear buffer holding the scale (the official attribute's name)
+
+
+class FP8Linear(nn.Module):
+    """A linear layer with a float8_e4m3fn `weight` and a per-tensor `fp8_scale`, de-quantised per call.
+
+    The state dict keys are `weight`, `bias` (as `nn.Linear`'s) and `fp8_scale`.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, device: torch.device | str | None = None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=FP8_DTYPE, device=device),
+                                   requires_grad=False)
+        self.bias = nn.Parameter(torch.empty(out_features, device=device)) if bias else None
+        self.register_buffer(SCALE, torch.empty((), device=device))
+
+    def dequantized_weight(self, dtype: torch.dtype) -> Tensor:
+        """`weight.to(dtype) * fp8_scale.to(dtype)`: the weight this layer computes with for inputs of `dtype`."""
+        return self.weight.to(dtype) * self.fp8_scale.to(dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.dequantized_weight(x.dtype), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def fp8_linear_names(model: nn.Module) -> list[str]:
+    """The names of the `nn.Linear` (or `FP8Linear`) modules of the double and single blocks."""
+    return [name for name, module in model.named_modules()
+            if isinstance(module, nn.Linear | FP8Linear) and name.split(".")[0] in FP8_BLOCKS]
+
+
+def to_fp8_linears(model: nn.Module) -> nn.Module:
+    """Replace the blocks' `nn.Linear`s by `FP8Linear`s on the same device (meta stays meta); returns `model`.
+    Fill them by loading a state dict holding their float8 weights and `fp8_scale`s."""
+    for name in fp8_linear_names(model):
+        linear = model.get_submodule(name)
+        if isinstance(linear, FP8Linear):
+            continue
+        parent, _, child = name.rpartition(".")
+        fp8 = FP8Linear(linear.in_features, linear.out_features, linear.bias is not None, linear.weight.device)
+        setattr(model.get_submodule(parent), child, fp8)
+    return model
+
+
+def has_fp8_linears(model: nn.Module) -> bool:
+    """Whether any module of `model` is an `FP8Linear`."""
+    return any(isinstance(module, FP8Linear) for module in model.modules())
+
+
+def quantize_weight(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """A per-tensor float8_e4m3fn copy of `weight` and its float32 scale max|W| / 448 (1 for an all-zero weight)."""
+    w = weight.detach().float()
+    scale = w.abs().max() / FP8_MAX
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return (w / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE), scale
+
+
+def quantize_state_dict(state_dict: dict[str, Tensor], names: list[str]) -> dict[str, Tensor]:
+    """Quantise the weights of the linears `names` in `state_dict` in place (see `quantize_weight`); returns the
+    map {module name: scale} that goes beside them. Weights already in float8 are an error (they need their map)."""
+    scales = {}
+    for name in names:
+        weight = state_dict[f"{name}.weight"]
+        if weight.dtype == FP8_DTYPE:
+            raise ValueError(f"{name}.weight is float8 already: load it with its fp8 map instead of quantising it")
+        state_dict[f"{name}.weight"], scales[name] = quantize_weight(weight)
+    return scales
+
+
+def fp8_map_path(weights: str | Path) -> Path:
+    """Where the fp8 map of a weights file sits: `<name>_map.pt` beside `<name>.pt` (or `.safetensors`)."""
+    weights = Path(weights)
+    return weights.with_name(f"{weights.stem}_map.pt")
+
+
+def read_fp8_map(weights: str | Path) -> dict[str, Tensor] | None:
+    """The {module name: scale} map beside the weights file `weights`, or None when there is none."""
+    path = fp8_map_path(weights)
+    if not path.is_file():
+        return None
+    scales = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(scales, dict) or not all(isinstance(v, Tensor) and v.numel() == 1 for v in scales.values()):
+        raise ValueError(f"{path} is not an fp8 map (a dict from module name to a scale tensor)")
+    return scales
+
+
+def add_fp8_scales(state_dict: dict[str, Tensor], scales: dict[str, Tensor], names: list[str],
+                   source: str | Path) -> None:
+    """Put the scale of every linear of `names` into `state_dict` under `<name>.fp8_scale`; a ValueError naming
+    `source` (the map's file) when one is missing."""
+    if missing := [name for name in names if name not in scales]:
+        raise ValueError(f"{source} has no scale for {len(missing)} fp8 linear(s), e.g. {missing[0]}")
+    for name in names:
+        state_dict[f"{name}.{SCALE}"] = scales[name].reshape(()).float()
+
+
+def split_fp8_scales(state_dict: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """An fp8 model's state dict as the official pair: the tensors without the scales, and the {module: scale}
+    map."""
+    suffix = "." + SCALE
+    weights = {key: value for key, value in state_dict.items() if not key.endswith(suffix)}
+    scales = {key.removesuffix(suffix): value.float() for key, value in state_dict.items() if key.endswith(suffix)}
+    return weights, scales
+
+
+def has_fp8_tensors(state_dict: dict[str, Tensor]) -> bool:
+    """Whether any tensor of `state_dict` is float8."""
+    return any(value.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) for value in state_dict.values())

@@ -1,0 +1,34 @@
+"""Bounded activations: the blocks' MLPs run over chunks of tokens and give the un-chunked result."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_transformer import TINY, make_inputs, one_thread, randomize_  # noqa: F401 (one_thread: autouse fixture)
+
+from hunyuan_video import HunyuanVideoTransformer
+from hunyuan_video.quant import add_fp8_scales, fp8_linear_names, quantize_state_dict, to_fp8_linears
+
+
+def fp8_copy(model: HunyuanVideoTransformer) -> HunyuanVideoTransformer:
+    state_dict, names = dict(model.state_dict()), fp8_linear_names(model)
+    add_fp8_scales(state_dict, quantize_state_dict(state_dict, names), names, "the test")
+    copy = to_fp8_linears(HunyuanVideoTransformer(TINY)).eval()
+    copy.load_state_dict(state_dict)
+    return copy
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+def test_chunked_mlps_equal_the_whole(fp8):
+    model = randomize_(HunyuanVideoTransformer(TINY), seed=4).eval()
+    model = fp8_copy(model) if fp8 else model
+    inputs = make_inputs(TINY)  # two samples, padded text: 14 + 9 tokens per sample in the single blocks
+    with torch.no_grad():
+        whole = model(**inputs)
+        for chunk in (1, 5, 8, 1000):
+            model.set_ffn_chunk(chunk)
+            torch.testing.assert_close(model(**inputs), whole, rtol=1e-6, atol=1e-6)
+        model.set_ffn_chunk(None)
+        assert torch.equal(model(**inputs), whole)
+    with pytest.raises(ValueError, match="positive number of tokens, got 0"):
+        model.set_ffn_chunk(0)
