@@ -80,6 +80,16 @@ class LoraLinear(nn.Linear):
                     out = out + adapter(x)
         return out
 
+    def dequantized_weight(self, dtype: torch.dtype) -> Tensor:
+        """The weight this layer computes with: its own, plus its unfused adapters at their scales (for a caller
+        that multiplies by the weight itself, as the chunked MLP of `set_ffn_chunk` does)."""
+        weight = self.weight
+        if self.fused is None:
+            for a in self.adapters.values():
+                if a.scale != 0:
+                    weight = weight + ((a.scale * a.alpha / a.rank) * (a.up @ a.down)).to(weight.dtype)
+        return weight
+
     def fuse(self) -> None:
         """Write the scaled adapters into the weight, keeping the original tensor (on the CPU)."""
         if self.fused is not None:

@@ -138,7 +138,8 @@ def over_token_chunks(fn: Callable[..., Tensor], chunk: int | None, *xs: Tensor)
 
 
 def linear_weight(linear: nn.Module, dtype: torch.dtype) -> Tensor:
-    """The weight `linear` computes with for inputs of `dtype`: a quantised linear's `dequantized_weight(dtype)`,
+    """The weight `linear` computes with for inputs of `dtype`: `dequantized_weight(dtype)` of a linear that computes
+    with another weight than its `weight` (a float8 linear de-quantised, a LoRA layer with its unfused adapters),
     else its `weight`."""
     dequantized = getattr(linear, "dequantized_weight", None)
     return linear.weight if dequantized is None else dequantized(dtype)
