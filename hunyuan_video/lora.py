@@ -300,5 +300,9 @@ def load_lora(model: nn.Module, path: str | Path, scale: float = 1.0, name: str 
     file's stem) at `scale`; returns the adapter's name."""
     from hunyuan_video.lora_formats import read_lora
 
+    if any(hasattr(m, "fp8_scale") for m in model.modules()):
+        raise ValueError("LoRA adapters need the transformer's full-precision linears, and this one holds float8 "
+                         "weights (--fp8, or an fp8 checkpoint): load it without fp8, or merge the LoRA into the "
+                         "full-precision weights first (`hunyuan-video lora merge`)")
     weights = read_lora(path, linear_shapes(model), ignore_unknown=ignore_unknown)
     return add_adapter(model, weights, name or Path(path).stem.replace(".", "_"), scale)

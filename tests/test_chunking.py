@@ -47,3 +47,10 @@ def test_chunked_mlps_keep_unfused_lora_adapters():
         whole = model(**inputs)
         model.set_ffn_chunk(5)
         torch.testing.assert_close(model(**inputs), whole, rtol=1e-5, atol=1e-5)
+
+
+def test_lora_on_a_float8_transformer_is_a_clear_error(tmp_path):
+    from hunyuan_video.lora import load_lora
+
+    with pytest.raises(ValueError, match="holds float8 weights"):
+        load_lora(fp8_copy(randomize_(HunyuanVideoTransformer(TINY), seed=4)), tmp_path / "any.safetensors")
