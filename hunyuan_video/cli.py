@@ -484,15 +484,18 @@ def _run_data_check(args: argparse.Namespace) -> int:
 
 
 def _run_data_eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from hunyuan_video.tiny.evaluate import evaluate_folder
 
     out = Path(args.out or Path(args.videos) / "eval.json")
     try:
+        if not Path(args.videos).is_dir():
+            raise ValueError(f"videos folder {args.videos} does not exist")
+        manifest = Path(args.manifest or Path(args.videos) / "metadata.jsonl")
+        if not manifest.is_file():
+            raise ValueError(f"no manifest at {manifest}: pass --manifest, the metadata.jsonl naming the videos")
         report = evaluate_folder(args.videos, args.manifest, out)
     except (OSError, ValueError) as e:
-        raise SystemExit(f"hunyuan-video data eval: {e}") from e
+        raise SystemExit(f"hunyuan-video data eval: {e}") from None
     speed = report["speed_accuracy"]
     print(f"{report['n']} videos: colour {report['colour_accuracy']:.1%}, motion {report['motion_accuracy']:.1%}"
           + (f", speed {speed:.1%}" if speed is not None else "") + f" (report: {out})")

@@ -131,3 +131,13 @@ def test_evaluate_folder_and_cli(tmp_path):
     out = tmp_path / "eval.json"
     assert main(["data", "eval", str(tmp_path), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["motion_accuracy"] == 1.0
+
+
+def test_eval_command_names_a_missing_folder_or_manifest(tmp_path):
+    from hunyuan_video.cli import main
+
+    with pytest.raises(SystemExit, match=f"videos folder {tmp_path / 'none'} does not exist"):
+        main(["data", "eval", str(tmp_path / "none")])
+    with pytest.raises(SystemExit, match="no manifest at .*metadata.jsonl: pass --manifest"):
+        main(["data", "eval", str(tmp_path)])
+    assert not (tmp_path / "eval.json").exists()
