@@ -413,12 +413,8 @@ def _run_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_train_vae(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train-vae", help="train or fine-tune the 3D causal VAE from a JSON config",
-                       description="Train the VAE (L1 or MSE + KL + LPIPS + GAN, progressive stages, tiling-aware "
-                                   "fine-tune). Writes checkpoint.pt, log.jsonl, loss.png, val/*.mp4 and vae/ to the "
-                                   "out_dir.")
-    p.add_argument("config", help="a JSON file with the fields of hunyuan_video.train.vae.VAETrainConfig")
+def _add_run_dir_options(p: argparse.ArgumentParser) -> None:
+    """The trainers' `--resume` and `--overwrite`: what a run may do to an OUT_DIR that holds one."""
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT_DIR/checkpoint.pt, bit-exact; the config must match the run's "
                         "OUT_DIR/config.json except in its logging, checkpoint, sample or validation settings, device, "
@@ -427,6 +423,15 @@ def _add_train_vae(sub: argparse._SubParsersAction) -> None:
                    help="start afresh in an OUT_DIR that holds a run: the earlier run is moved, whole, to "
                         "OUT_DIR.old-YYYYmmdd-HHMMSS (nothing is deleted). Without --resume or --overwrite a "
                         "non-empty OUT_DIR is refused before anything is written")
+
+
+def _add_train_vae(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-vae", help="train or fine-tune the 3D causal VAE from a JSON config",
+                       description="Train the VAE (L1 or MSE + KL + LPIPS + GAN, progressive stages, tiling-aware "
+                                   "fine-tune). Writes checkpoint.pt, log.jsonl, loss.png, val/*.mp4 and vae/ to the "
+                                   "out_dir.")
+    p.add_argument("config", help="a JSON file with the fields of hunyuan_video.train.vae.VAETrainConfig")
+    _add_run_dir_options(p)
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many steps and export that step's EMA weights to OUT_DIR/vae (resume later)")
     p.add_argument("--out-dir", default=None, help="override the config's out_dir")
@@ -532,14 +537,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                    "stages of buckets, caption dropout, AdamW, warm-up, clipping, EMA. Writes "
                                    "checkpoint.pt, log.jsonl, loss.png, samples/ and transformer_ema.safetensors.")
     p.add_argument("config", help="a JSON file with the fields of hunyuan_video.train.dit.DiTTrainConfig")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from OUT_DIR/checkpoint.pt, bit-exact; the config must match the run's "
-                        "OUT_DIR/config.json except in its logging, checkpoint, sample or validation settings, device, "
-                        "gradient_checkpointing, out_dir and export (other differences are named, and refused)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start afresh in an OUT_DIR that holds a run: the earlier run is moved, whole, to "
-                        "OUT_DIR.old-YYYYmmdd-HHMMSS (nothing is deleted). Without --resume or --overwrite a "
-                        "non-empty OUT_DIR is refused before anything is written")
+    _add_run_dir_options(p)
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many steps and write that step's EMA weights to OUT_DIR only (resume later); "
                         "the config's `export` is written by a finished run")
