@@ -114,6 +114,8 @@ def test_bad_settings_fail_before_any_work(pipe, folder, tmp_path):
         cli.main([*base, "--sparse-attention", "sta"])
     with pytest.raises(SystemExit, match="--sta-window and --sta-full-steps need --sparse-attention sta"):
         cli.main([*base, "--sta-window", "1", "1", "1"])
+    with pytest.raises(SystemExit, match="--sta-full-steps must be >= 0, got -1"):
+        cli.main([*base, "--sparse-attention", "sta", "--sta-window", "1", "1", "1", "--sta-full-steps", "-1"])
     with pytest.raises(SystemExit, match="--sta-window .* is larger than the grid of tiles"):
         cli.main([*base, "--sparse-attention", "sta", "--sta-window", "9", "1", "1", "--height", "32", "--width",
                   "48", "--frames", "9", "--steps", "1"])
