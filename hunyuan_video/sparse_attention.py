@@ -84,5 +84,6 @@ class SlidingTile:
         if full:
             return state
         if state.padding is not None and not isinstance(state.padding, Padding):
-            raise ValueError("sliding tile attention does not run with parallel inference (a sharded sequence)")
+            raise ValueError("sliding tile attention takes the state `embed` returns (padding a Padding or None), not "
+                             "one whose attention another layout runs (parallel inference, or sliding tile already)")
         return replace(state, padding=SlidingTileLayout(self.plan(state.grid), state.padding, self.reference))

@@ -63,6 +63,19 @@ def test_a_small_window_differs_from_full_attention_and_equals_the_masked_refere
     assert (flex - _run(model, state)).abs().max() > 1e-3
 
 
+def test_with_a_step_cache_at_threshold_zero_it_is_the_same_video(pipe):
+    def run():
+        return pipe(PROMPT, **SIZE, num_inference_steps=2, seed=1, output_type="latent").frames
+
+    pipe.enable_sliding_tile_attention((1, 1, 1), tile=(1, 2, 2), full_steps=1)
+    try:
+        alone = run()
+        pipe.enable_step_cache("teacache", 0)
+        torch.testing.assert_close(run(), alone, atol=0, rtol=0)
+    finally:
+        pipe.disable_step_cache().disable_sliding_tile_attention()
+
+
 def test_the_first_full_steps_run_full_attention(pipe):
     def latents_per_step(**sta):
         if sta:
@@ -90,7 +103,7 @@ def test_the_default_tile_divides_the_grid():
     assert default_tile((7, 9, 10)) == (1, 3, 5)
 
 
-def test_bad_settings_fail_before_any_work(pipe, folder, tmp_path):
+def test_bad_settings_fail_before_any_work(pipe, model, folder, tmp_path):
     with pytest.raises(ValueError, match="window is three positive numbers"):
         SlidingTile((0, 1, 1))
     with pytest.raises(ValueError, match="full_steps must be >= 0"):
@@ -98,6 +111,9 @@ def test_bad_settings_fail_before_any_work(pipe, folder, tmp_path):
     with pytest.raises(ValueError, match=r"does not divide the video token grid \(3, 4, 4\): use per axis one of "
                                          r"\{1,3\} x \{1,2,4\} x \{1,2,4\}"):
         SlidingTile((1, 1, 1), tile=(2, 2, 2)).plan((3, 4, 4))
+    sta = SlidingTile((1, 1, 1), tile=(2, 2, 2))
+    with pytest.raises(ValueError, match="takes the state `embed` returns"):
+        sta.apply(sta.apply(_state(model)))
     try:
         pipe.enable_sliding_tile_attention((1, 2, 1), tile=(1, 2, 2))
         with pytest.raises(ValueError, match=r"larger than the grid of tiles \(3, 1, 2\).*use at most 3 1 2"):
