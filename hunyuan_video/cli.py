@@ -54,7 +54,8 @@ TINY_MODEL = "assets/tiny"  # the embedded tiny model, inside the package, in th
 # The pipeline's argument names as `generate` spells them, so that its errors name the option to change.
 _GENERATE_OPTIONS = {"num_frames": "--frames", "num_inference_steps": "--steps", "guidance_scale": "--guidance",
                      "cfg_scale": "--cfg-scale", "negative_prompt": "--negative-prompt", "flow_shift": "--shift",
-                     "the cache threshold": "--cache-threshold"}
+                     "the cache threshold": "--cache-threshold", "the sliding tile window": "--sta-window",
+                     "full_steps": "--sta-full-steps"}
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -96,9 +97,35 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-threshold", type=float, default=None,
                    help="how much change a skipped step may hide (teacache: 0.1 ~1.6x on the real model, 0.15 ~2.1x; "
                         "fbcache default 0.05; 0: never skip)")
+    _add_sparse_attention_options(p)
     _add_speed_memory_options(p)
     _add_parallel_options(p)
     p.set_defaults(func=_run_generate)
+
+
+def _add_sparse_attention_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sparse-attention", choices=("sta",), default=None,
+                   help="sta: sliding tile attention, each video tile attends to a window of tiles around it plus "
+                        "the text (faster, slightly different video; off by default)")
+    p.add_argument("--sta-window", type=int, nargs=3, metavar=("T", "H", "W"),
+                   help="the sliding tile window in tiles per axis (tiles: the largest divisor of the latent token "
+                        "grid up to 6 x 8 x 8)")
+    p.add_argument("--sta-full-steps", type=int, default=None,
+                   help="the first sampling steps that run full attention (default 0)")
+
+
+def _check_sparse_attention_options(args: argparse.Namespace) -> None:
+    """A ValueError when `--sparse-attention`, `--sta-window` and `--sta-full-steps` do not go together."""
+    if args.sparse_attention is None and (args.sta_window is not None or args.sta_full_steps is not None):
+        raise ValueError("--sta-window and --sta-full-steps need --sparse-attention sta")
+    if args.sparse_attention is not None and args.sta_window is None:
+        raise ValueError("--sparse-attention sta needs --sta-window T H W (tiles per axis)")
+
+
+def _apply_sparse_attention_options(pipe, args: argparse.Namespace) -> None:
+    """`--sparse-attention sta --sta-window T H W [--sta-full-steps K]` on the pipeline."""
+    if args.sparse_attention is not None:
+        pipe.enable_sliding_tile_attention(tuple(args.sta_window), full_steps=args.sta_full_steps or 0)
 
 
 def _add_parallel_options(p: argparse.ArgumentParser) -> None:
@@ -239,6 +266,7 @@ def _run_generate(args: argparse.Namespace) -> int:
             check_fps(args.fps, "--fps")
         kind = _check_output(args.output)
         _check_speed_memory_options(args)
+        _check_sparse_attention_options(args)
         if args.cache_threshold is not None and args.cache is None:
             raise ValueError("--cache-threshold needs --cache teacache or --cache fbcache")
         parallel, device = _start_parallel(args, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -256,6 +284,7 @@ def _run_generate(args: argparse.Namespace) -> int:
                   "(the VAE decode most): pass --dtype float32 or --dtype bfloat16", file=sys.stderr)
         if args.cache:
             pipe.enable_step_cache(args.cache, args.cache_threshold)
+        _apply_sparse_attention_options(pipe, args)
         if parallel.world_size > 1:
             pipe.enable_parallel(parallel)
         load_s = time.perf_counter() - start

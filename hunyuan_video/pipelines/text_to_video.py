@@ -33,6 +33,7 @@ from hunyuan_video.pipelines.defaults import GenerationDefaults
 from hunyuan_video.pipelines.layouts import find_model_folder
 from hunyuan_video.pipelines.offload import ModelOffload
 from hunyuan_video.scheduler import euler_step, sampling_sigmas
+from hunyuan_video.sparse_attention import SlidingTile
 from hunyuan_video.step_cache import (
     HUNYUAN_VIDEO_TEACACHE,
     StepCache,
@@ -117,6 +118,7 @@ class HunyuanVideoPipeline:
         self.teacache_coefficients = check_coefficients(teacache_coefficients or HUNYUAN_VIDEO_TEACACHE,
                                                         "teacache_coefficients")
         self.step_cache: StepCache | None = None
+        self.sliding_tile: SlidingTile | None = None
         self.release_text_encoders = False  # True: drop both text encoders once a prompt is encoded (one-shot use)
 
     @classmethod
@@ -210,6 +212,21 @@ class HunyuanVideoPipeline:
         self.step_cache = None
         return self
 
+    def enable_sliding_tile_attention(self, window: tuple[int, int, int], tile: tuple[int, int, int] | None = None,
+                                      full_steps: int = 0) -> HunyuanVideoPipeline:
+        """Run the transformer's attention as sliding tile attention from now on (see
+        `hunyuan_video.sparse_attention`): each video query tile sees the `window` (tiles per axis, T H W) of tiles
+        around it plus all text, after the first `full_steps` steps of full attention. `tile`: tokens per tile (None:
+        the largest divisor of the grid up to STA's 6 x 8 x 8). Trades a little quality for speed;
+        `disable_sliding_tile_attention()` turns it off."""
+        self.sliding_tile = SlidingTile(window, tile, full_steps)
+        return self
+
+    def disable_sliding_tile_attention(self) -> HunyuanVideoPipeline:
+        """Run full attention on every step again (the default)."""
+        self.sliding_tile = None
+        return self
+
     def enable_parallel(self, config: ParallelConfig) -> HunyuanVideoPipeline:
         """Share each transformer forward among the ranks of the initialised `torch.distributed` world as `config`
         says (Ulysses x ring sequence parallelism, CFG parallelism; the VAE's tiles shared out among all ranks);
@@ -290,12 +307,18 @@ class HunyuanVideoPipeline:
             if self.step_cache is not None:
                 raise ValueError("a step cache does not run with parallel inference: disable_step_cache() (drop "
                                  "--cache) or run on one rank")
+            if self.sliding_tile is not None:
+                raise ValueError("sliding tile attention does not run with parallel inference: "
+                                 "disable_sliding_tile_attention() (drop --sparse-attention) or run on one rank")
             config = self.parallel.groups.config
             if config.cfg_parallel and cfg_scale <= 1:
                 raise ValueError(f"cfg parallel runs the two halves of true classifier-free guidance: use cfg_scale "
                                  f"> 1, got {cfg_scale}")
             latent = self.latent_shape(1, height, width, num_frames)[2:]
             config.check_grid(tuple(n // p for n, p in zip(latent, self.transformer.config.patch_size)))
+        if self.sliding_tile is not None:
+            latent = self.latent_shape(1, height, width, num_frames)[2:]
+            self.sliding_tile.plan(tuple(n // p for n, p in zip(latent, self.transformer.config.patch_size)))
         if cfg_scale > 1 and len(negatives := self.negative_prompts(prompts, negative_prompt)) != len(prompts):
             raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
         if isinstance(self.step_cache, TeaCache) and self.offload is not None:
@@ -368,6 +391,8 @@ class HunyuanVideoPipeline:
         starts afresh."""
         if self.step_cache is not None:
             self.step_cache.start(len(sigmas) - 1)
+        if self.sliding_tile is not None:
+            self.sliding_tile.start()
         guidance = None
         if self.transformer.config.guidance_embed:
             guidance = torch.full((embeds.states.shape[0],), guidance_scale * 1000.0, device=self.device)
@@ -388,14 +413,18 @@ class HunyuanVideoPipeline:
                          guidance: torch.Tensor | None, cfg_scale: float) -> torch.Tensor:
         """The transformer's velocity at `sigma` in float32; with true CFG (`cfg_scale > 1`) the negative and the
         positive half of one batched forward, combined as `neg + cfg_scale * (pos - neg)`. With a step cache the
-        forward runs as `embed`, the cache in place of `blocks`, `head`."""
+        forward runs as `embed`, the cache in place of `blocks`, `head`; with sliding tile attention the state from
+        `embed` carries its attention layout."""
         do_cfg = cfg_scale > 1
         x = torch.cat([latents, latents]) if do_cfg else latents
         t = torch.full((x.shape[0],), sigma * 1000.0, device=self.device)
         inputs = (x.to(self.dtype), t, embeds.states, embeds.mask, embeds.pooled, guidance)
-        if self.step_cache is not None:
+        if self.step_cache is not None or self.sliding_tile is not None:
             model = self.transformer
-            v = model.head(self.step_cache(model, model.embed(*inputs))).float()
+            state = model.embed(*inputs)
+            if self.sliding_tile is not None:
+                state = self.sliding_tile.apply(state)
+            v = model.head(model.blocks(state) if self.step_cache is None else self.step_cache(model, state)).float()
         else:
             v = (self.transformer if self.parallel is None else self.parallel)(*inputs).float()
         if do_cfg:
