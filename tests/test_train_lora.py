@@ -100,3 +100,20 @@ def test_lora_config_errors_are_clear(base, tmp_path):
         train(DiTTrainConfig(**fields, lora={"targets": ["img_attn_qvk"]}), progress=False)
     with pytest.raises(ValueError, match="the model has 1 double_blocks"):
         train(DiTTrainConfig(**fields, lora={"blocks": ["double_blocks.1"]}), progress=False)
+
+
+def test_training_reports_trainable_parameters_and_memory(base, tmp_path, capsys):
+    counts = {}
+    for name, lora in (("full", None), ("lora", LORA)):
+        out = tmp_path / name
+        train(DiTTrainConfig(**{**base, "out_dir": str(out), "lora": lora, "log_every": 1}), progress=False)
+        line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("trainable parameters:"))
+        trainable, total = (int(n.replace(",", "")) for n in line.split(":")[1].split(" of "))
+        counts[name] = trainable, total
+        log = read_jsonl(out / "log.jsonl")
+        peaks = [r["rss_peak_mib"] for r in log]  # the CPU's peak resident set: never falls, a process's size
+        assert len(peaks) == 4 and 10 < peaks[0] <= peaks[-1] < 1e6
+        assert "cuda_peak_mib" not in log[0]
+    # Full training trains every weight; LoRA only the adapter, on the same model.
+    assert counts["full"][0] == counts["full"][1] == counts["lora"][1] - counts["lora"][0]
+    assert 0 < counts["lora"][0] < counts["full"][0]

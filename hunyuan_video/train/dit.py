@@ -277,7 +277,8 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
           overwrite: bool = False) -> Path:
     """Run (or with `resume`, continue) the curriculum; returns the output folder.
 
-    Writes `checkpoint.pt` (model, EMA, optimizer, LR schedule, step, RNG), `log.jsonl`, `loss.png`,
+    Prints the number of trainable parameters once. Writes `checkpoint.pt` (model, EMA, optimizer, LR schedule, step,
+    RNG), `log.jsonl` (the scalars and the memory peak, see `loop.peak_memory`), `loss.png`,
     `samples/step_N/*.mp4` and `transformer_ema.safetensors` (the averaged weights of the last step) to `out_dir`;
     with `config.lora`, the checkpoint and EMA hold the adapter only and `lora_ema.safetensors` is its LoRA file.
     `max_steps` stops early (after that many steps in total) so that a later `resume` can go on; such a run writes
@@ -298,6 +299,9 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
     optimizer = adamw(params, config.lr, config.betas, config.weight_decay)
     schedule = lr_schedule(optimizer, config.lr_schedule, config.warmup_steps, config.total_steps)
     ema = EMA(trained, config.ema_decay)
+    if is_main():
+        total = sum(p.numel() for p in model.parameters())
+        print(f"trainable parameters: {sum(p.numel() for p in params):,} of {total:,}")
 
     def step(index: int) -> dict:
         # Every draw of the step, for the whole batch, comes from its own generator: the same on every rank and

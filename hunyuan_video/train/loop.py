@@ -4,13 +4,15 @@ A trainer builds its model, optimisers, EMA and data, then hands `run_loop` a `s
 (one optimisation step: draw this rank's part of the batch, compute the loss, `apply_gradients`, update the EMA) and
 the parts to checkpoint. The loop owns what is the same for every trainer: the rules of the training folder
 (`train.run_dir`: exact resume with a config that fits, refusing or moving aside an earlier run), `config.json`,
-the step count and `max_steps`, the JSONL log and its plot, periodic jobs (samples, validation), atomic checkpoints
-with the RNG state, and the progress bar. Under `torch.distributed` only rank 0
-logs, writes and runs the periodic jobs; every rank steps and loads the checkpoint.
+the step count and `max_steps`, the JSONL log (with the memory peak of each log interval) and its plot, periodic jobs
+(samples, validation), atomic checkpoints with the RNG state, and the progress bar. Under `torch.distributed` only
+rank 0 logs, writes and runs the periodic jobs; every rank steps and loads the checkpoint.
 """
 
 from __future__ import annotations
 
+import resource
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,6 +64,18 @@ def apply_gradients(loss: Tensor, optimizer: torch.optim.Optimizer, params: Iter
     return norm
 
 
+def peak_memory() -> dict[str, float]:
+    """The memory high-water mark in MiB, named for what it measures: with CUDA in use, `cuda_peak_mib` (the most
+    tensor memory allocated since the previous call, whose peak it resets); otherwise `rss_peak_mib` (the process's
+    peak resident set so far, `getrusage`'s `ru_maxrss`, which never goes down)."""
+    if torch.cuda.is_initialized():
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
+        return {"cuda_peak_mib": peak}
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return {"rss_peak_mib": maxrss / (2**20 if sys.platform == "darwin" else 2**10)}
+
+
 @dataclass
 class Periodic:
     """A job a run does every `every` steps (0: never in between) and after its last step, on rank 0: `run(step)`
@@ -103,7 +117,8 @@ def run_loop(
 
     `parts` (name -> object with `state_dict`/`load_state_dict`, or None) and the RNG state are what
     `checkpoint.pt` holds, written atomically every `checkpoint_every` steps and after the last. The scalars `step`
-    returns are averaged over the ranks and appended to `log.jsonl` every `log_every` steps and after the last;
+    returns are averaged over the ranks and appended to `log.jsonl` with rank 0's `peak_memory` every `log_every`
+    steps and after the last;
     `loss.png` plots them at the end (a plot that fails is a warning, never the end of the run). `config` (a
     dataclass) is written to `config.json` once the checkpoint has loaded. `out_dir` follows `train.run_dir`'s rules:
     a folder holding a run is refused unless `resume` (with a config that fits) or `overwrite` (moved aside), checked
@@ -129,7 +144,7 @@ def run_loop(
         if done % log_every == 0 or done == end:
             scalars = mean_over_ranks(scalars)  # a collective: every rank takes part
             if logger is not None:
-                logger.log(done, **scalars)
+                logger.log(done, **scalars, **peak_memory())
             if "loss" in scalars:
                 bar.set_postfix(loss=f"{float(scalars['loss']):.4f}")
         for job in periodic:
