@@ -282,8 +282,6 @@ def transformer_to_diffusers(state_dict: dict[str, Tensor], config: TransformerC
 
 def transformer_config_from_diffusers(cfg: dict) -> TransformerConfig:
     """The `TransformerConfig` of a diffusers `HunyuanVideoTransformer3DModel` config.json."""
-    if cfg.get("image_condition_type") is not None:
-        raise ValueError(f"image_condition_type={cfg['image_condition_type']!r} (image-to-video) is not supported")
     if cfg.get("qk_norm", "rms_norm") != "rms_norm":
         raise ValueError(f"qk_norm={cfg['qk_norm']!r} is not supported; HunyuanVideo uses 'rms_norm'")
     heads = cfg.get("num_attention_heads", 24)
@@ -303,6 +301,7 @@ def transformer_config_from_diffusers(cfg: dict) -> TransformerConfig:
         text_states_dim=cfg.get("text_embed_dim", 4096),
         text_states_dim_2=cfg.get("pooled_projection_dim", 768),
         refiner_depth=cfg.get("num_refiner_layers", 2),
+        i2v_condition_type=cfg.get("image_condition_type"),
     )
 
 
@@ -318,7 +317,7 @@ def transformer_config_to_diffusers(config: TransformerConfig) -> dict:
         mlp_ratio=config.mlp_width_ratio, patch_size=ph, patch_size_t=pt, qk_norm="rms_norm",
         guidance_embeds=config.guidance_embed, text_embed_dim=config.text_states_dim,
         pooled_projection_dim=config.text_states_dim_2, rope_theta=config.rope_theta,
-        rope_axes_dim=tuple(config.rope_dim_list),
+        rope_axes_dim=tuple(config.rope_dim_list), image_condition_type=config.i2v_condition_type,
     )
 
 

@@ -59,6 +59,10 @@ class TransformerConfig:
     text_states_dim: int = 4096
     text_states_dim_2: int = 768
     refiner_depth: int = 2
+    # Image-to-video (official `i2v_condition_type`): None (text-to-video), "latent_concat" (33 input channels:
+    # noisy latent, image latent, mask) or "token_replace" (16 channels + guidance embedding; the first latent
+    # frame's tokens are modulated by the t = 0 vector).
+    i2v_condition_type: str | None = None
 
     def __post_init__(self) -> None:
         self.patch_size = tuple(self.patch_size)
@@ -70,6 +74,19 @@ class TransformerConfig:
             raise ValueError(f"rope_dim_list {self.rope_dim_list} must sum to the head dim {head_dim}")
         if self.mlp_act_type != "gelu_tanh" or self.qk_norm_type != "rms":
             raise ValueError("only mlp_act_type='gelu_tanh' and qk_norm_type='rms' (the released model's) are built")
+        self._check_i2v_condition_type()
+
+    def _check_i2v_condition_type(self) -> None:
+        kind = self.i2v_condition_type
+        if kind not in (None, "latent_concat", "token_replace"):
+            raise ValueError(f"unknown i2v_condition_type {kind!r}: use None, 'latent_concat' or 'token_replace'")
+        if kind == "latent_concat" and self.in_channels != 2 * self.out_channels + 1:
+            raise ValueError(f"i2v_condition_type='latent_concat' needs in_channels {2 * self.out_channels + 1} "
+                             f"(latent, image latent, mask), got {self.in_channels}")
+        if kind == "token_replace" and (self.in_channels != self.out_channels or not self.guidance_embed):
+            raise ValueError(f"i2v_condition_type='token_replace' needs in_channels {self.out_channels} and "
+                             f"guidance_embed=True, got in_channels {self.in_channels}, "
+                             f"guidance_embed={self.guidance_embed}")
 
 
 TRANSFORMER_PRESETS: dict[str, TransformerConfig] = {

@@ -96,8 +96,8 @@ def test_bad_paths_raise_clear_errors(tmp_path):
         load_transformer(tmp_path / "weights.npz")
     with pytest.raises(FileNotFoundError):
         load_transformer(tmp_path / "missing.safetensors")
-    with pytest.raises(ValueError, match="image-to-video"):
-        transformer_config_from_diffusers({"image_condition_type": "token_replace"})
+    with pytest.raises(ValueError, match="unknown i2v_condition_type 'bogus'"):
+        transformer_config_from_diffusers({"image_condition_type": "bogus"})
 
 
 def test_guidance_preset_mismatch_is_reported(tmp_path, model):

@@ -115,6 +115,52 @@ def test_matches_diffusers(tmp_path, guidance_embed):
     assert rel_err(ours, theirs) < 1e-5
 
 
+I2V_CONFIGS = {
+    "latent_concat": dataclasses.replace(TINY, in_channels=33, guidance_embed=False,
+                                         i2v_condition_type="latent_concat"),
+    "token_replace": dataclasses.replace(TINY, guidance_embed=True, i2v_condition_type="token_replace"),
+}
+
+
+@pytest.mark.parametrize("kind", I2V_CONFIGS)
+def test_image_to_video_kinds_match_diffusers(tmp_path, kind):
+    """Both released image-to-video kinds, loaded from a diffusers folder, give diffusers' velocity (batch 2, two
+    text lengths); the token_replace model modulates the first latent frame from t = 0 by itself."""
+    config = I2V_CONFIGS[kind]
+    reference = randomize_(HunyuanVideoTransformer3DModel(**transformer_config_to_diffusers(config)), seed=5).eval()
+    assert reference.config.image_condition_type == kind
+    reference.save_pretrained(tmp_path)
+    model = load_transformer(tmp_path)
+    assert model.config == config
+    inputs = make_inputs(config)
+    with torch.no_grad():
+        ours = model(**inputs)
+        theirs = reference(inputs["x"], inputs["t"], inputs["text_states"], inputs["text_mask"],
+                           inputs["text_states_2"], inputs["guidance"], return_dict=False)[0]
+        t2v = HunyuanVideoTransformer(dataclasses.replace(config, i2v_condition_type=None))
+        t2v.load_state_dict(model.state_dict())
+        plain = t2v(**inputs)
+    assert ours.shape == (2, config.out_channels, *GRID)
+    assert rel_err(ours, theirs) < 1e-5
+    if kind == "token_replace":
+        assert rel_err(ours, plain) > 1e-2  # the first frame's own modulation is not a no-op
+        with pytest.raises(ValueError, match="pass first_frame_t=None"):
+            model.embed(**inputs, first_frame_t=torch.zeros(2))
+    else:
+        assert torch.equal(ours, plain)  # latent_concat differs from text-to-video in its input channels only
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    (dict(i2v_condition_type="latent_concat"), "needs in_channels 33"),
+    (dict(i2v_condition_type="token_replace", guidance_embed=False), "needs in_channels 16 and guidance_embed=True"),
+    (dict(i2v_condition_type="token_replace", in_channels=33), "needs in_channels 16 and guidance_embed=True"),
+    (dict(i2v_condition_type="concat"), "unknown i2v_condition_type 'concat'"),
+])
+def test_bad_image_to_video_configs_raise_clear_errors(changes, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(TINY, **changes)
+
+
 def test_rope_matches_diffusers_and_leaves_text_unrotated():
     from diffusers.models.embeddings import apply_rotary_emb
     from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoRotaryPosEmbed

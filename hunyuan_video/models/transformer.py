@@ -3,7 +3,9 @@
 Video tokens and refined text tokens first run through dual-stream blocks (separate weights per stream, joint
 attention), then, concatenated, through single-stream blocks; the final layer maps video tokens back to latent
 patches. Everything is modulated by one vector per sample: timestep + pooled CLIP text (+ guidance); the first
-latent frame's video tokens may take a vector of their own (a first-frame condition, `embed(first_frame_t=...)`).
+latent frame's video tokens may take a vector of their own (a first-frame condition, `embed(first_frame_t=...)`;
+a `token_replace` image-to-video model always gives them the t = 0 vector). A `latent_concat` image-to-video
+model differs only in its input channels (latent, image latent, mask).
 
 `forward` runs three stages, each callable on its own: `embed` (inputs -> `StreamState`), `blocks`
 (`StreamState` -> `StreamState`) and `head` (`StreamState` -> velocity). Attention runs on the kernel named by
@@ -246,7 +248,10 @@ class HunyuanVideoTransformer(nn.Module):
 
         Arguments as `forward`'s. `first_frame_t` (B,): when given, the video tokens of the first latent frame are
         modulated, in every block, by the vector of this timestep (with the same text and guidance terms) instead of
-        `t`'s; text tokens and the other video tokens keep `t`'s. None (the default) adds no work.
+        `t`'s; text tokens and the other video tokens keep `t`'s. None (the default) adds no work, except for a
+        `token_replace` image-to-video model, whose first latent frame (the clean image latent) is modulated by
+        the vector of t = 0 plus the text term (the official model adds no guidance term there); the final layer
+        modulates every token with `t`'s vector.
         """
         self._check_inputs(x, t, text_states, text_states_2, guidance, first_frame_t)
         text_states, text_mask = drop_text_padding(text_states, text_mask)
@@ -264,6 +269,8 @@ class HunyuanVideoTransformer(nn.Module):
             if guidance_vec is not None:
                 first_vec = first_vec + guidance_vec
             vectors = ModulationVectors(vec, first_vec, grid[1] * grid[2])
+        elif self.config.i2v_condition_type == "token_replace":  # official: the t = 0 vector, no guidance term
+            vectors = ModulationVectors(vec, self.time_in(torch.zeros_like(t)) + text_vec, grid[1] * grid[2])
 
         img = self.img_in(x)
         txt_padding = None if text_mask is None else make_padding(text_mask, 0)
@@ -334,6 +341,8 @@ class HunyuanVideoTransformer(nn.Module):
         b = x.shape[0]
         if t.shape != (b,):
             raise ValueError(f"t must have shape ({b},), got {tuple(t.shape)}; expand a scalar with t.expand({b})")
+        if first_frame_t is not None and c.i2v_condition_type == "token_replace":
+            raise ValueError("a token_replace model modulates its first frame from t = 0: pass first_frame_t=None")
         if first_frame_t is not None and first_frame_t.shape != (b,):
             raise ValueError(f"first_frame_t must have shape ({b},), got {tuple(first_frame_t.shape)}")
         if text_states.ndim != 3 or text_states.shape[0] != b or text_states.shape[2] != c.text_states_dim:
