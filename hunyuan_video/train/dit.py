@@ -1,7 +1,8 @@
 """Text-to-video training of the HunyuanVideo transformer with flow matching, reading a latent cache.
 
 One step: pick a bucket of the current stage, draw a batch of cached latents and text states, drop some
-captions (classifier-free guidance), sample t, mix `x_t = (1 - t) x0 + t noise`, predict `noise - x0`, MSE.
+captions (classifier-free guidance), sample t, mix `x_t = (1 - t) x0 + t noise`, predict `noise - x0`, MSE. With
+`distill`, the target is instead a frozen teacher's guided velocity at a scale drawn per sample (see `train.distill`).
 Every random draw of step `s` comes from a generator seeded with `(seed, s)`, so a resumed run replays
 exactly the batches, noise and times an uninterrupted run would have seen.
 """
