@@ -1,7 +1,8 @@
 """Text-to-video training of the HunyuanVideo transformer with flow matching, reading a latent cache.
 
 One step: pick a bucket of the current stage, draw a batch of cached latents and text states, drop some
-captions (classifier-free guidance), sample t, mix `x_t = (1 - t) x0 + t noise`, predict `noise - x0`, MSE.
+captions (classifier-free guidance), sample t, mix `x_t = (1 - t) x0 + t noise`, predict `noise - x0`, MSE. With
+`distill`, the target is instead a frozen teacher's guided velocity at a scale drawn per sample (see `train.distill`).
 Every random draw of step `s` comes from a generator seeded with `(seed, s)`, so a resumed run replays
 exactly the batches, noise and times an uninterrupted run would have seen.
 """
@@ -39,6 +40,14 @@ from hunyuan_video.train.common import (
     config_from_fields,
     resolve_device,
     stage_at,
+)
+from hunyuan_video.train.distill import (
+    Distill,
+    check_student,
+    distillation_loss,
+    draw_scales,
+    load_teacher,
+    student_from_teacher,
 )
 from hunyuan_video.train.distributed import check_divisible, is_main, shard_rows
 from hunyuan_video.train.loop import Periodic, adamw, apply_gradients, lr_schedule, run_loop
@@ -152,10 +161,13 @@ class DiTTrainConfig:
     export: str | None = None  # also write the final EMA transformer here (a .safetensors path)
     export_dtype: str = "float32"  # ... in this dtype ("float16" halves the file; loading casts it back)
     lora: LoraTrain | None = None  # train a LoRA adapter on a frozen transformer (export then writes the adapter)
+    distill: Distill | None = None  # distil a teacher's true CFG into the guidance embedding (see `train.distill`)
 
     def __post_init__(self) -> None:
         if self.lora is not None and not isinstance(self.lora, LoraTrain):
             self.lora = config_from_fields(LoraTrain, self.lora, "lora")
+        if self.distill is not None and not isinstance(self.distill, Distill):
+            self.distill = config_from_fields(Distill, self.distill, "distill")
         self.stages = [s if isinstance(s, Stage) else config_from_fields(Stage, s, f"stages[{i}]")
                        for i, s in enumerate(self.stages)]
         self.extra_data = [e if isinstance(e, ExtraData) else config_from_fields(ExtraData, e, "extra_data")
@@ -177,9 +189,24 @@ class DiTTrainConfig:
             raise ValueError(f"export_dtype {self.export_dtype!r} is not one of {EXPORT_DTYPES}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule {self.lr_schedule!r} is not one of {LR_SCHEDULES}")
-        if (self.init_from is None) == (not self.transformer):
+        if self.distill is not None:
+            self._check_distill()
+        elif (self.init_from is None) == (not self.transformer):
             raise ValueError("give one of `transformer` (the config of a fresh model) or `init_from` (weights), "
                              "not both: a fine-tune's architecture is that of its weights")
+
+    def _check_distill(self) -> None:
+        if self.teacher is None:
+            raise ValueError("distill needs a teacher: set distill.teacher or init_from (the teacher's weights)")
+        if self.transformer:
+            raise ValueError("distill: the student's architecture is the teacher's; leave out `transformer`")
+        if self.lora is not None:
+            raise ValueError("distill trains the whole student (its new guidance embedding included); leave out lora")
+
+    @property
+    def teacher(self) -> str | None:
+        """The distillation teacher's weights: `distill.teacher`, else `init_from`; None when not distilling."""
+        return None if self.distill is None else self.distill.teacher or self.init_from
 
     @property
     def sources(self) -> list[tuple[str, str, float]]:
@@ -231,8 +258,24 @@ def draw_batch(cache: LatentCache, stage: Stage, caption_dropout: float, generat
     }
 
 
+def empty_captions(cache: LatentCache, batch: dict) -> dict:
+    """The empty caption's text states (`null_states`, `null_mask`, `null_pooled`), one row per row of `batch`."""
+    rows, text = len(batch["x0"]), cache.text
+    return {"null_states": text.null_states.float().expand(rows, -1, -1),
+            "null_mask": text.null_mask.expand(rows, -1), "null_pooled": text.null_pooled.float().expand(rows, -1)}
+
+
 def build_transformer(config: DiTTrainConfig) -> HunyuanVideoTransformer:
-    """A fresh transformer (seeded by `config.seed`) or the weights of `config.init_from`, in float32."""
+    """A fresh transformer (seeded by `config.seed`) or the weights of `config.init_from`, in float32; when
+    distilling, the student: `init_from` if it embeds guidance, else the teacher with a new guidance embedding (see
+    `distill.student_from_teacher`)."""
+    if config.distill is not None:
+        teacher = load_teacher(config.teacher)
+        start = teacher if config.init_from is None else load_transformer(config.init_from, dtype=torch.float32)
+        if not start.config.guidance_embed:
+            start = student_from_teacher(start, config.seed)
+        check_student(start, teacher)
+        return start
     if config.init_from:
         return load_transformer(config.init_from, dtype=torch.float32)
     torch.manual_seed(config.seed)
@@ -293,6 +336,7 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
         check_divisible(stage.batch_size, f"stage {stage.name!r}: batch_size")
     cache = read_sources(config)
     model = build_transformer(config).to(device).train()
+    teacher = None if config.distill is None else load_teacher(config.teacher).to(device)
     model.gradient_checkpointing = config.gradient_checkpointing
     trained = trained_part(model, config)
     params = list(trained.parameters())
@@ -309,7 +353,11 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
         generator = _step_generator(config.seed, index)
         batch = draw_batch(cache, config.stage_at(index), config.caption_dropout, generator, config.pooled_dropout)
         batch.update(draw_noise(batch["x0"].shape, config, generator))
-        loss = velocity_loss(model, shard_rows(batch), config)
+        if teacher is None:
+            loss = velocity_loss(model, shard_rows(batch), config)
+        else:
+            batch.update(scale=draw_scales(len(batch["x0"]), config.distill, generator), **empty_captions(cache, batch))
+            loss = distillation_loss(model, teacher, shard_rows(batch))
         grad_norm = apply_gradients(loss, optimizer, params, config.grad_clip, schedule)
         ema.update(trained)
         return {"loss": loss.detach(), "grad_norm": grad_norm, "lr": schedule.get_last_lr()[0]}
@@ -374,7 +422,9 @@ def export_ema(model: HunyuanVideoTransformer, ema: EMA, path: str | Path, dtype
 
 @torch.no_grad()
 def write_samples(config: DiTTrainConfig, model: HunyuanVideoTransformer, ema: EMA, step: int) -> list[Path]:
-    """Sample `config.sample_prompts` with the EMA weights (fixed seeds) into `out_dir/samples/step_N/i.mp4`."""
+    """Sample `config.sample_prompts` with the EMA weights (fixed seeds) into `out_dir/samples/step_N/i.mp4`: with
+    true CFG at `sample_guidance`, or for a model that embeds guidance in one pass per step at `embedded_guidance`
+    (a distilled student: at `sample_guidance`, the CFG scale it learnt to embed)."""
     from hunyuan_video.checkpoint import load_vae
     from hunyuan_video.pipelines import HunyuanVideoPipeline
     from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder
@@ -389,10 +439,11 @@ def write_samples(config: DiTTrainConfig, model: HunyuanVideoTransformer, ema: E
     pipe.progress = False
     frames, height, width = config.sample_size
     embedded = model.config.guidance_embed
+    embedded_scale = config.sample_guidance if config.distill is not None else config.embedded_guidance
     paths = []
     for i, prompt in enumerate(config.sample_prompts):
         video = pipe(prompt, height=height, width=width, num_frames=frames, num_inference_steps=config.sample_steps,
-                     guidance_scale=config.embedded_guidance if embedded else None, flow_shift=config.sample_shift,
+                     guidance_scale=embedded_scale if embedded else None, flow_shift=config.sample_shift,
                      seed=i,
                      # true CFG against the empty caption that caption dropout trained, unless guidance is embedded
                      cfg_scale=1.0 if embedded else config.sample_guidance, negative_prompt=None if embedded else "",
