@@ -4,6 +4,7 @@ one pass, resumes exactly, samples with embedded guidance; the config's errors a
 import pytest
 import torch
 from test_cache import VIDEO, make_setup
+from test_train_dit import assert_same_run
 
 from hunyuan_video.checkpoint import load_transformer, save_transformer
 from hunyuan_video.train.cache import build_cache, cache_fingerprint, read_cache
@@ -99,13 +100,7 @@ def test_distillation_resume_is_exact(base, tmp_path):
     resumed = DiTTrainConfig(**{**fields, "out_dir": str(tmp_path / "resumed")})
     train(resumed, max_steps=3, progress=False)
     train(resumed, resume=True, progress=False)
-    a, b = (load_checkpoint(tmp_path / name / "checkpoint.pt") for name in ("straight", "resumed"))
-    assert a["step"] == b["step"] == 4
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
-        assert torch.equal(a["ema"]["shadow"][key], b["ema"]["shadow"][key]), key
-    log_a, log_b = (read_jsonl(tmp_path / name / "log.jsonl") for name in ("straight", "resumed"))
-    assert [r["loss"] for r in log_a] == [r["loss"] for r in log_b]
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed", 4)
 
 
 def test_distillation_config_errors_are_clear(base, tmp_path):

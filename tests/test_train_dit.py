@@ -116,13 +116,7 @@ def test_resume_is_exact(base, tmp_path):
         train(resumed, progress=False)
     train(resumed, resume=True, progress=False)
     assert export.exists()  # the finished run writes `export`
-    a, b = (load_checkpoint(tmp_path / name / "checkpoint.pt") for name in ("straight", "resumed"))
-    assert a["step"] == b["step"] == 4
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
-        assert torch.equal(a["ema"]["shadow"][key], b["ema"]["shadow"][key]), key
-    log_a, log_b = (read_jsonl(tmp_path / name / "log.jsonl") for name in ("straight", "resumed"))
-    assert [r["loss"] for r in log_a] == [r["loss"] for r in log_b]
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed", 4)
 
 
 def test_fine_tune_starts_from_the_given_weights(base, tmp_path):
@@ -241,3 +235,14 @@ def test_cli_config_errors_are_one_line(base, tmp_path, capsys):
     with pytest.raises(SystemExit, match="config .*missing.json does not exist"):
         main(["train", str(tmp_path / "missing.json")])
     assert not Path(base["out_dir"]).exists()  # nothing was written
+
+
+def assert_same_run(straight: Path, resumed: Path, steps: int) -> None:
+    """Two runs' checkpoints (model and EMA) are equal bit for bit at `steps`, and so are their logged losses."""
+    a, b = (load_checkpoint(run / "checkpoint.pt") for run in (straight, resumed))
+    assert a["step"] == b["step"] == steps
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+        assert torch.equal(a["ema"]["shadow"][key], b["ema"]["shadow"][key]), key
+    log_a, log_b = (read_jsonl(run / "log.jsonl") for run in (straight, resumed))
+    assert [r["loss"] for r in log_a] == [r["loss"] for r in log_b]
