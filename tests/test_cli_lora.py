@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_cli_generate import _fails
 from tiny_models import tiny_transformer, write_official_model
 
 from hunyuan_video import cli
@@ -65,15 +66,6 @@ def test_generate_with_loras_matches_the_pipeline_api(model, loras, tmp_path):
     pipe.set_lora_scale("a", 0.0)
     pipe.set_lora_scale("style", 0.0)
     np.testing.assert_array_equal(frames_of(tmp_path / "plain"), pipe(PROMPT, **call).frames[0])
-
-
-def _fails(argv: list[str], *fragments: str) -> None:
-    with pytest.raises(SystemExit) as error:
-        cli.main(argv)
-    message = str(error.value.code)
-    assert "\n" not in message and "Traceback" not in message and message.startswith("hunyuan-video ")
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 def test_bad_lora_options_are_one_line(model, loras, tmp_path):
