@@ -1,0 +1,234 @@
+"""`data curate` on the synthetic world's raw footage (hunyuan_video.tiny.raw): shot boundaries, camera labels,
+duplicates, letterbox crops, the blur and static filters, a video corrupt half-way, an unreadable file, caching
+(a run again does no work twice; a failure loses no finished work), tiers, and a dataset that trains."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from hunyuan_video.curate import CurateConfig, curate
+from hunyuan_video.curate.probe import file_hash
+from hunyuan_video.tiny.raw import write_raw_footage
+
+TIERS = [{"name": "base", "buckets": "9x32x32"}, {"name": "sharp", "min_sharpness": 120.0, "min_seconds": 2.0}]
+
+
+def config(**changes) -> CurateConfig:
+    return CurateConfig(tiers=TIERS, **changes)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("curate")
+    truths = write_raw_footage(root / "raw")
+    result = curate(root / "raw", root / "out", config(), progress=False)
+    table = pq.read_table(root / "out" / "clips.parquet").to_pylist()
+    return root, truths, result, table
+
+
+def _shot_of(truth: dict, clip: dict) -> dict:
+    middle = (clip["start"] + clip["end"]) / 2
+    return next(s for s in truth["shots"] if s["start"] <= middle < s["end"])
+
+
+def _analysis(out: Path, raw: Path, name: str) -> dict:
+    entry = next((out / ".curate" / "analysis").glob(f"{file_hash(raw / name)[:32]}-*.json"))
+    return json.loads(entry.read_text())
+
+
+def test_shot_boundaries_are_found_within_one_frame(run):
+    root, truths, _, _ = run
+    hits = found_total = truth_total = 0
+    for name, truth in truths.items():
+        if not truth["shots"]:
+            continue
+        analysis = _analysis(root / "out", root / "raw", name)
+        found = analysis["cuts"]
+        true = [s["start"] for s in truth["shots"][1:] if s["start"] < analysis["frames"]]
+        hits += sum(any(abs(f - t) <= 1 for f in found) for t in true)
+        found_total, truth_total = found_total + len(found), truth_total + len(true)
+    precision, recall = hits / found_total, hits / truth_total
+    assert truth_total >= 12 and 2 * precision * recall / (precision + recall) >= 0.95, (precision, recall)
+
+
+def test_camera_movement_is_labelled(run):
+    _, truths, _, table = run
+    right = [r["camera"] == ("static" if _shot_of(truths[r["source"]], r)["spoil"] == "static"
+                             else _shot_of(truths[r["source"]], r)["camera"]) for r in table]
+    assert len(right) >= 15 and sum(right) / len(right) >= 0.9, [(r["source"], r["start"], r["camera"]) for r in table]
+    assert {r["camera"] for r in table} >= {"pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out",
+                                            "handheld", "static"}
+
+
+def test_every_planted_duplicate_is_removed_and_no_distinct_clip(run):
+    _, truths, _, table = run
+    copies = {"short_c.mp4", "copy_c.mp4", "reencoded_c.mp4"}  # the same two shots, three times
+    for r in table:
+        if r["source"] not in copies:
+            assert not any(reason.startswith("duplicate of") for reason in r["reasons"]), (r["source"], r["reasons"])
+    for shot in (0, 1):
+        versions = [r for r in table if r["source"] in copies and r["shot"] == shot]
+        assert len(versions) == 3 and sum(r["kept"] for r in versions) == 1
+        assert all(r["reason"] == "duplicate" for r in versions if not r["kept"])
+        assert next(r for r in versions if r["kept"])["source"] != "reencoded_c.mp4"  # the sharper copy is kept
+        exact = [r for r in versions if r["source"] != "reencoded_c.mp4" and not r["kept"]]
+        assert len(exact) == 1 and "same file as" in exact[0]["reasons"][0]
+
+
+def test_letterbox_crops_within_two_pixels(run):
+    _, truths, _, table = run
+    boxed = 0
+    for r in table:
+        truth = _shot_of(truths[r["source"]], r)["letterbox"]
+        assert np.abs(np.subtract(r["crop"], truth)).max() <= 2, (r["source"], r["crop"], truth)
+        boxed += any(truth)
+    assert boxed == 2
+    manifest = [json.loads(line) for line in (run[0] / "out" / "metadata.jsonl").read_text().splitlines()]
+    from hunyuan_video.video_io import video_info
+
+    for row in manifest:  # the written clips are the cropped pictures
+        info = video_info(run[0] / "out" / row["file"])
+        assert (info.height, info.width, info.frames) == (row["height"], row["width"], row["frames"])
+    assert {(row["height"], row["width"]) for row in manifest} >= {(72, 128), (96, 96), (96, 128)}
+
+
+def test_blurry_and_static_shots_are_rejected_by_their_filters(run):
+    _, truths, _, table = run
+    spoiled = [(r, _shot_of(truths[r["source"]], r)["spoil"]) for r in table]
+    assert {spoil for _, spoil in spoiled} == {"", "blurry", "static"}
+    for r, spoil in spoiled:
+        if spoil:
+            assert not r["kept"] and r["reason"] == spoil, (r["source"], r["reasons"])
+        elif r["reason"] != "duplicate":
+            assert r["kept"], (r["source"], r["start"], r["reasons"])
+
+
+def test_a_corrupt_video_keeps_its_readable_shots_and_bad_files_are_reported(run):
+    root, _, result, table = run
+    problems = {p["file"]: p for p in result.report["problems"]}
+    assert problems["broken.mp4"]["status"] == "partial" and "frames decode" in problems["broken.mp4"]["reason"]
+    assert problems["garbage.mp4"]["status"] == "unreadable"
+    broken = [r for r in table if r["source"] == "broken.mp4"]
+    assert len(broken) == 2 and all(r["kept"] for r in broken)
+    report = json.loads((root / "out" / "report.json").read_text())
+    assert report["videos"] == {"in": 7, "ok": 5, "partial": 1, "unreadable": 1, "failed": 0}
+    assert report["clips"]["rejected"] == {"blurry": 1, "duplicate": 4, "static": 1}
+    assert report["clips"]["kept"] == sum(r["kept"] for r in table) == 12
+    for name in ("histograms.png", "contact_sheet.png"):
+        assert (root / "out" / "report" / name).stat().st_size > 1000
+
+
+def test_tiers_are_nested_and_bucketed(run):
+    root, _, _, table = run
+    tiers = {name: [json.loads(line) for line in (root / "out" / "tiers" / name / "metadata.jsonl").read_text()
+                    .splitlines()] for name in ("base", "sharp")}
+    assert len(tiers["base"]) == 12 and all(row["bucket"] == "9x32x32" for row in tiers["base"])
+    sharp = {row["file"] for row in tiers["sharp"]}
+    assert 0 < len(sharp) < 12 and sharp <= {row["file"] for row in tiers["base"]}
+    assert all(row["sharpness"] >= 120 and row["seconds"] >= 2 for row in tiers["sharp"])
+    from hunyuan_video.data import parse_buckets
+    from hunyuan_video.data.dataset import VideoDataset
+
+    dataset = VideoDataset(root / "out" / "tiers" / "sharp", parse_buckets("9x32x32"))
+    assert len(dataset) == len(sharp) and not len(dataset.report)
+    assert dataset.load(0, parse_buckets("9x32x32")[0]).shape == (3, 9, 32, 32)
+
+
+def test_a_second_run_does_no_work_twice(run):
+    root, _, _, _ = run
+    out = root / "out"
+    before = {p: p.stat().st_mtime_ns for p in (out / "clips").iterdir()}
+    manifest = (out / "metadata.jsonl").read_text()
+    again = curate(root / "raw", out, config(), progress=False)
+    assert (again.analyzed, again.analysis_cached, again.exported, again.kept) == (0, 7, 0, 12)
+    assert {p: p.stat().st_mtime_ns for p in (out / "clips").iterdir()} == before
+    assert (out / "metadata.jsonl").read_text() == manifest
+
+
+def test_a_failing_file_loses_no_finished_work(run, tmp_path, monkeypatch):
+    root, _, _, _ = run
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+    for entry in (out / ".curate" / "analysis").glob(f"{file_hash(root / 'raw' / 'long_b.mp4')[:32]}-*.json"):
+        entry.unlink()
+    import hunyuan_video.curate.analyze as analyze
+
+    real = analyze.analyze_video
+
+    def crashing(path, *args, **kwargs):
+        if Path(path).name == "long_b.mp4":
+            raise RuntimeError("a stage crashed")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(analyze, "analyze_video", crashing)
+    failed = curate(root / "raw", out, config(), progress=False)
+    assert failed.analyzed == 1 and failed.report["videos"]["failed"] == 1
+    assert "a stage crashed" in {p["file"]: p["reason"] for p in failed.report["problems"]}["long_b.mp4"]
+    monkeypatch.setattr(analyze, "analyze_video", real)
+    fixed = curate(root / "raw", out, config(), progress=False)
+    assert (fixed.analyzed, fixed.analysis_cached, fixed.exported) == (1, 6, 0)
+    assert (out / "metadata.jsonl").read_text() == (root / "out" / "metadata.jsonl").read_text()
+
+
+def test_the_curated_folder_trains(run, tmp_path):
+    from test_cache import make_setup
+
+    from hunyuan_video.train.cache import build_cache
+    from hunyuan_video.train.dit import DiTTrainConfig, train
+
+    fields = make_setup(tmp_path, clips=1)
+    fields["data"] = str(run[0] / "out" / "tiers" / "base")
+    fields["stages"] = [{"name": "video", "steps": 2, "batch_size": 2, "buckets": [[9, 32, 32]]}]
+    cfg = DiTTrainConfig(**fields, log_every=1, checkpoint_every=1000)
+    build_cache(cfg, progress=False)
+    train(cfg, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and all(np.isfinite(row["loss"]) for row in log)
+
+
+def test_duplicate_groups_match_brute_force():
+    from hunyuan_video.curate.dedup import duplicate_groups, hamming
+
+    rng = np.random.default_rng(0)
+    keys = []
+    for _ in range(40):  # noisy copies of 40 clips' three key-frame hashes: 0-6 bits flipped in each
+        centre = [int(rng.integers(0, 2**63)) for _ in range(3)]
+        for _ in range(int(rng.integers(1, 4))):
+            keys.append([c ^ sum(1 << int(b) for b in rng.choice(64, int(rng.integers(0, 7)), replace=False))
+                         for c in centre])
+    parent = list(range(len(keys)))
+
+    def root(i):
+        return i if parent[i] == i else root(parent[i])
+
+    for i in range(len(keys)):
+        for j in range(i + 1, len(keys)):
+            if sum(map(hamming, keys[i], keys[j])) <= 3 * 6:
+                parent[root(j)] = root(i)
+    brute = {}
+    for i in range(len(keys)):
+        brute.setdefault(root(i), []).append(i)
+    expected = sorted(g for g in brute.values() if len(g) > 1)
+    assert len(expected) >= 10 and sorted(duplicate_groups(keys, 6)) == expected
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from hunyuan_video.cli import main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"detectors": ["magic"]}))
+    (tmp_path / "raw").mkdir()
+    for argv, words in (([str(tmp_path / "none"), str(tmp_path / "o")], "does not exist"),
+                        ([str(tmp_path / "raw"), str(tmp_path / "o")], "no video files"),
+                        ([str(tmp_path / "raw"), str(tmp_path / "o"), "--config", str(bad)], "detectors must be")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["data", "curate", *argv, "--quiet"])
+        message = str(exit_info.value.code)
+        assert words in message and "\n" not in message and message.startswith("hunyuan-video data curate:")
+        assert not (tmp_path / "o").exists()
