@@ -71,14 +71,14 @@ def test_every_planted_duplicate_is_removed_and_no_distinct_clip(run):
     copies = {"short_c.mp4", "copy_c.mp4", "reencoded_c.mp4"}  # the same two shots, three times
     for r in table:
         if r["source"] not in copies:
-            assert not any(reason.startswith("duplicate of") for reason in r["reasons"]), (r["source"], r["reasons"])
+            assert not any(reason.startswith("duplicate:") for reason in r["reasons"]), (r["source"], r["reasons"])
     for shot in (0, 1):
         versions = [r for r in table if r["source"] in copies and r["shot"] == shot]
         assert len(versions) == 3 and sum(r["kept"] for r in versions) == 1
         assert all(r["reason"] == "duplicate" for r in versions if not r["kept"])
         assert next(r for r in versions if r["kept"])["source"] != "reencoded_c.mp4"  # the sharper copy is kept
         exact = [r for r in versions if r["source"] != "reencoded_c.mp4" and not r["kept"]]
-        assert len(exact) == 1 and "same file as" in exact[0]["reasons"][0]
+        assert len(exact) == 1 and "the same file as" in exact[0]["reasons"][0]
 
 
 def test_letterbox_crops_within_two_pixels(run):
@@ -190,6 +190,39 @@ def test_the_curated_folder_trains(run, tmp_path):
     train(cfg, progress=False)
     log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
     assert len(log) == 2 and all(np.isfinite(row["loss"]) for row in log)
+
+
+def test_learned_scorers_and_the_embedder_filter_and_balance(run, tmp_path):
+    import torch
+
+    class Brightness(torch.nn.Module):  # a stand-in for an aesthetic model: a score per frame
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(1, 2, 3)) * 10
+
+    class MeanColour(torch.nn.Module):  # a stand-in for a vision embedder: one vector per frame
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(2, 3)) - 0.5
+
+    torch.jit.script(Brightness()).save(str(tmp_path / "bright.pt"))
+    torch.jit.script(MeanColour()).save(str(tmp_path / "embed.pt"))
+    root, _, _, table = run
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+    least = float(np.median([r["brightness"] for r in table if r["kept"]])) / 255 * 10
+    scorers = [{"name": "bright", "path": str(tmp_path / "bright.pt"), "size": 32, "min": least}]
+    result = curate(root / "raw", out, config(scorers=scorers), progress=False)
+    rows = pq.read_table(out / "clips.parquet").to_pylist()
+    scored = [r for r in rows if json.loads(r["scores"])]
+    assert len(scored) == 12 and result.analyzed == 0 and 0 < result.kept < 12
+    for r in scored:
+        assert r["kept"] == (json.loads(r["scores"])["bright"] >= least), r
+        assert r["kept"] or r["reason"] == "bright"
+    embedder = {"path": str(tmp_path / "embed.pt"), "size": 16, "clusters": 3, "per_cluster": 2}
+    balanced = curate(root / "raw", out, config(embedder=embedder), progress=False)
+    rows = pq.read_table(out / "clips.parquet").to_pylist()
+    assert balanced.kept == 6 and sum(r["reason"] == "concept" for r in rows) == 6
+    with pytest.raises(ValueError, match="local paths only"):
+        curate(root / "raw", out, config(scorers=[{"name": "x", "path": str(tmp_path / "none.pt")}]), progress=False)
 
 
 def test_duplicate_groups_match_brute_force():

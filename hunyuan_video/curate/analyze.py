@@ -45,15 +45,15 @@ def _reasons(clip: dict[str, Any], config: CurateConfig, min_frames: int) -> lis
     """Why the per-clip filters reject a clip (empty: kept)."""
     reasons = []
     if clip["frames"] < min_frames:
-        reasons.append("too short")
+        reasons.append(f"too short: {clip['frames']} frames, under {min_frames}")
     if config.min_brightness is not None and clip["brightness"] < config.min_brightness:
-        reasons.append("too dark")
+        reasons.append(f"too dark: level {clip['brightness']:.1f}, under {config.min_brightness}")
     if config.min_sharpness is not None and clip["sharpness"] < config.min_sharpness:
-        reasons.append("blurry")
+        reasons.append(f"blurry: sharpness {clip['sharpness']:.1f}, under {config.min_sharpness}")
     if config.motion and config.min_motion is not None and clip["motion"] < config.min_motion:
-        reasons.append("static")
+        reasons.append(f"static: motion {clip['motion']:.3f}, under {config.min_motion}")
     if config.motion and config.max_motion is not None and clip["motion"] > config.max_motion:
-        reasons.append("too fast")
+        reasons.append(f"too fast: motion {clip['motion']:.2f}, over {config.max_motion}")
     return reasons
 
 

@@ -15,8 +15,8 @@ SHEET_EXAMPLES = 12  # of each of kept and rejected
 
 
 def reason_kind(reason: str) -> str:
-    """The kind of a rejection reason, without the clip it names (\"duplicate of ID\" -> \"duplicate\")."""
-    return reason.split(" (")[0].split(" of ")[0]
+    """The kind of a rejection reason ("KIND: details" -> "KIND")."""
+    return reason.split(":")[0]
 
 
 def summarize(videos: list[dict[str, Any]], rows: list[dict[str, Any]], tiers: dict[str, int]) -> dict[str, Any]:

@@ -145,7 +145,7 @@ def _select(videos: list[dict[str, Any]], config: CurateConfig) -> list[dict[str
         for clip in video["result"]["clips"]:
             row = {**clip, "source": video["rel"], "source_hash": video["hash"], "reasons": list(clip["reasons"])}
             if clip["id"] in seen:  # the same bytes as an earlier file
-                row["reasons"].append(f"duplicate of {clip['id']} (same file as {seen[clip['id']]})")
+                row["reasons"].append(f"duplicate: of {clip['id']}, the same file as {seen[clip['id']]}")
             else:
                 seen[clip["id"]] = video["rel"]
             rows.append(row)
@@ -158,7 +158,7 @@ def _select(videos: list[dict[str, Any]], config: CurateConfig) -> list[dict[str
             return -r["height"] * r["width"], -r["sharpness"], -r["frames"], r["source"], r["start"]
 
         for removed, kept in remove_duplicates(keys, config.dedup_distance, rank).items():
-            rows[live[removed]]["reasons"].append(f"duplicate of {rows[live[kept]]['id']}")
+            rows[live[removed]]["reasons"].append(f"duplicate: of {rows[live[kept]]['id']}")
     return rows
 
 

@@ -84,9 +84,9 @@ def apply_scorers(rows: list[dict[str, Any]], raw: Path, config: CurateConfig) -
         for row, score in zip(rows, scores):
             row.setdefault("scores", {})[spec["name"]] = float(score)
             if "min" in spec and score < spec["min"]:
-                row["reasons"].append(f"{spec['name']} below {spec['min']}")
+                row["reasons"].append(f"{spec['name']}: below {spec['min']}")
             if "max" in spec and score > spec["max"]:
-                row["reasons"].append(f"{spec['name']} above {spec['max']}")
+                row["reasons"].append(f"{spec['name']}: above {spec['max']}")
     if config.embedder:
         spec = config.embedder
         live = [r for r in rows if not r["reasons"]]
@@ -100,4 +100,4 @@ def apply_scorers(rows: list[dict[str, Any]], raw: Path, config: CurateConfig) -
             for i in members:
                 live[i]["concept"] = int(j)
             for i in members[int(spec.get("per_cluster", len(live))) :]:
-                live[i]["reasons"].append(f"concept {int(j)} over {spec['per_cluster']} clips")
+                live[i]["reasons"].append(f"concept: cluster {int(j)} holds more than {spec['per_cluster']} clips")
