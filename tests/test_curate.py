@@ -225,6 +225,71 @@ def test_learned_scorers_and_the_embedder_filter_and_balance(run, tmp_path):
         curate(root / "raw", out, config(scorers=[{"name": "x", "path": str(tmp_path / "none.pt")}]), progress=False)
 
 
+def _tiny_vlm(path: Path) -> Path:
+    """A random LLaVA (a CLIP vision tower on a Llama) with a word tokenizer and a chat template, saved at `path`."""
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    from hunyuan_video.curate.caption import PROMPT
+    from hunyuan_video.text_encoder import build_word_tokenizer
+
+    tok = build_word_tokenizer([PROMPT, 'a red square { } " :'], "llm")
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    template = ("{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{% else %}"
+                "{{ c['text'] }}{% endif %}{% endfor %}{% endfor %}")
+    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=32, patch_size=16, projection_dim=16)
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=2, num_key_value_heads=1, bos_token_id=tok.bos_token_id,
+                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    LlavaForConditionalGeneration(LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=-1,
+                                              image_token_index=tok.convert_tokens_to_ids("<image>"))).save_pretrained(
+        path)
+    LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                      crop_size={"height": 32, "width": 32}),
+                   tokenizer=tok, patch_size=16, vision_feature_select_strategy="default",
+                   num_additional_image_tokens=1, chat_template=template).save_pretrained(path)
+    return path
+
+
+def test_captions_come_from_a_local_vlm_with_the_camera_merged_and_caption_files_are_kept(run, tmp_path):
+    from hunyuan_video.curate.caption import compose, parse_fields
+
+    answer = 'Sure: {"short": "a red square", "background": "grass", "lighting": "soft", "other": 1} done'
+    assert parse_fields(answer) == {"short": "a red square", "background": "grass", "lighting": "soft"}
+    assert parse_fields("no json here") == {"dense": "no json here"}
+    assert compose({"short": "a red square", "background": "grass", "camera": "pan_left"}) == (
+        "a red square. background: grass. the camera pans left.")
+    root, _, _, _ = run
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+    manifest = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    redo, edited = (out / manifest[0]["file"]).with_suffix(""), (out / manifest[1]["file"]).with_suffix("")
+    redo.with_suffix(".txt").unlink()
+    redo.with_suffix(".caption.json").unlink()
+    edited.with_suffix(".txt").write_text("a caption written by hand\n")
+    captioner = {"model": str(_tiny_vlm(tmp_path / "vlm")), "frames": 2, "max_new_tokens": 6}
+    result = curate(root / "raw", out, config(captioner=captioner), progress=False)
+    rows = {row["file"]: row for row in map(json.loads, (out / "metadata.jsonl").read_text().splitlines())}
+    assert result.analyzed == result.exported == 0
+    fresh = rows[manifest[0]["file"]]
+    assert fresh["caption_fields"]["camera"] == manifest[0]["camera"] and fresh["caption_fields"]["dense"]
+    assert fresh["caption"] == compose(fresh["caption_fields"]) != manifest[0]["caption"]
+    assert rows[manifest[1]["file"]]["caption"] == "a caption written by hand"
+    assert all(rows[m["file"]]["caption"] == m["caption"] for m in manifest[2:])
+    with pytest.raises(ValueError, match="local paths only"):
+        redo.with_suffix(".txt").unlink()
+        curate(root / "raw", out, config(captioner={"model": str(tmp_path / "none")}), progress=False)
+
+
 def test_duplicate_groups_match_brute_force():
     from hunyuan_video.curate.dedup import duplicate_groups, hamming
 

@@ -24,7 +24,7 @@ from hunyuan_video.files import atomic_path
 THUMB_SIZE = 64  # shorter side of the thumbnails kept for the report's contact sheet
 
 
-def _small(frame: np.ndarray, size: int) -> np.ndarray:
+def downscale(frame: np.ndarray, size: int) -> np.ndarray:
     """The frame with its shorter side scaled down to `size` (never up)."""
     import cv2
 
@@ -72,7 +72,7 @@ def analyze_video(path: str | Path, file_hash: str, config: CurateConfig,
     frames = FrameStream(path, info.rotation)
     previous = None
     for i, frame in enumerate(frames):
-        small = _small(frame, config.analysis_size)
+        small = downscale(frame, config.analysis_size)
         gray = to_gray(small)
         detector.push(small)
         top, bottom, left, right = black_bars(small, config.black_level) if config.letterbox else (0, 0, 0, 0)
@@ -84,7 +84,7 @@ def analyze_video(path: str | Path, file_hash: str, config: CurateConfig,
             bars = black_bars(frame, config.black_level) if config.letterbox else (0, 0, 0, 0)
             samples[i] = (fit, phash(small), bars)
             if thumbs is not None:
-                samples[i] += (_small(frame, THUMB_SIZE),)
+                samples[i] += (downscale(frame, THUMB_SIZE),)
         previous = gray
     count = frames.count
     if count == 0:
