@@ -222,7 +222,9 @@ def test_learned_scorers_and_the_embedder_filter_and_balance(run, tmp_path):
     rows = pq.read_table(out / "clips.parquet").to_pylist()
     assert balanced.kept == 6 and sum(r["reason"] == "concept" for r in rows) == 6
     with pytest.raises(ValueError, match="local paths only"):
-        curate(root / "raw", out, config(scorers=[{"name": "x", "path": str(tmp_path / "none.pt")}]), progress=False)
+        curate(root / "raw", tmp_path / "new", config(scorers=[{"name": "x", "path": str(tmp_path / "none.pt")}]),
+               progress=False)
+    assert not (tmp_path / "new").exists()
 
 
 def _tiny_vlm(path: Path) -> Path:
@@ -286,8 +288,8 @@ def test_captions_come_from_a_local_vlm_with_the_camera_merged_and_caption_files
     assert rows[manifest[1]["file"]]["caption"] == "a caption written by hand"
     assert all(rows[m["file"]]["caption"] == m["caption"] for m in manifest[2:])
     with pytest.raises(ValueError, match="local paths only"):
-        redo.with_suffix(".txt").unlink()
-        curate(root / "raw", out, config(captioner={"model": str(tmp_path / "none")}), progress=False)
+        curate(root / "raw", tmp_path / "new", config(captioner={"model": str(tmp_path / "none")}), progress=False)
+    assert not (tmp_path / "new").exists()
 
 
 def test_duplicate_groups_match_brute_force():

@@ -1,6 +1,7 @@
 """The analysis of one raw video in a single streaming decode: probe, shots, per-frame sharpness, brightness and black
 bars, optical-flow fits and perceptual hashes of sampled frames; then its clips with their measurements and the
-reasons, if any, that the per-clip filters reject them. Memory holds one frame and a few numbers per frame.
+reasons, if any, that the per-clip filters reject them. Memory holds one decoded frame, a few numbers per frame
+and a small JPEG thumbnail per second.
 
 The result is a plain dict (JSON), the unit the runner caches under the file's hash and the config's analysis key.
 """
@@ -22,6 +23,7 @@ from hunyuan_video.curate.shots import ShotDetector, shot_ranges, split_long
 from hunyuan_video.files import atomic_path
 
 THUMB_SIZE = 64  # shorter side of the thumbnails kept for the report's contact sheet
+THUMBS_PER_SECOND = 1.0  # thumbnails kept (as JPEG bytes) while decoding, to pick each clip's middle one from
 
 
 def downscale(frame: np.ndarray, size: int) -> np.ndarray:
@@ -33,6 +35,17 @@ def downscale(frame: np.ndarray, size: int) -> np.ndarray:
     if scale >= 1:
         return frame
     return cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def _jpeg(frame: np.ndarray) -> bytes:
+    """An RGB frame as JPEG bytes."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
 
 
 def clip_id(file_hash: str, start: int, end: int, crop: tuple[int, ...], config: CurateConfig) -> str:
@@ -61,7 +74,7 @@ def analyze_video(path: str | Path, file_hash: str, config: CurateConfig,
                   thumbs: str | Path | None = None) -> dict[str, Any]:
     """Analyse one video: {"status": "ok" | "partial" | "unreadable", "error", "probe", "cuts", "clips"}; each clip
     holds its range, crop, measurements and `reasons` (empty when the per-clip filters keep it). With `thumbs`, a
-    small PNG of each clip's middle frame is written there as CLIP_ID.png."""
+    small JPEG of each clip's middle frame is written there as CLIP_ID.jpg."""
     try:
         info = probe(path)
     except Unreadable as e:
@@ -69,6 +82,8 @@ def analyze_video(path: str | Path, file_hash: str, config: CurateConfig,
     detector = ShotDetector(info.fps, config)
     every = max(1, round(info.fps / config.samples_per_second))
     sharp, level, samples = [], [], {}  # samples: frame index -> (flow fit or None, phash, black bars)
+    pictures: dict[int, bytes] = {}  # frame index -> thumbnail JPEG
+    thumb_every = max(1, round(info.fps / THUMBS_PER_SECOND))
     frames = FrameStream(path, info.rotation)
     previous = None
     for i, frame in enumerate(frames):
@@ -83,8 +98,8 @@ def analyze_video(path: str | Path, file_hash: str, config: CurateConfig,
             fit = flow_fit(previous, gray) if config.motion and previous is not None else None
             bars = black_bars(frame, config.black_level) if config.letterbox else (0, 0, 0, 0)
             samples[i] = (fit, phash(small), bars)
-            if thumbs is not None:
-                samples[i] += (downscale(frame, THUMB_SIZE),)
+        if thumbs is not None and i % thumb_every == 0:
+            pictures[i] = _jpeg(downscale(frame, THUMB_SIZE))
         previous = gray
     count = frames.count
     if count == 0:
@@ -119,11 +134,10 @@ def analyze_video(path: str | Path, file_hash: str, config: CurateConfig,
             }
             clip["id"] = clip_id(file_hash, start, end, crop, config)
             clip["reasons"] = _reasons(clip, config, min_frames)
-            if thumbs is not None and keys:
-                from PIL import Image
-
-                with atomic_path(Path(thumbs) / f"{clip['id']}.png") as tmp:
-                    Image.fromarray(samples[keys[1]][3]).save(tmp, format="PNG")
+            if pictures:
+                middle = min(pictures, key=lambda i, m=(start + end) // 2: abs(i - m))
+                with atomic_path(Path(thumbs) / f"{clip['id']}.jpg") as tmp:
+                    tmp.write_bytes(pictures[middle])
             clips.append(clip)
     truncated = frames.error or (f"truncated: {count} of {info.frames} frames decode"
                                  if info.frames and count < info.frames * 0.98 else None)

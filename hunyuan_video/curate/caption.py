@@ -58,8 +58,6 @@ class Captioner:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         path = Path(model)
-        if not path.is_dir():
-            raise ValueError(f"captioner model {path} is not a folder (models are loaded from local paths only)")
         self.processor = AutoProcessor.from_pretrained(path, local_files_only=True)
         self.model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True).eval()
         self.frames, self.max_new_tokens = frames, max_new_tokens

@@ -62,7 +62,7 @@ def _contact_sheet(path: Path, rows: list[dict[str, Any]], thumbs: Path) -> None
     picks = [r for r in rows if not r["reasons"]][:SHEET_EXAMPLES] + [r for r in rows if r["reasons"]][:SHEET_EXAMPLES]
     tiles = []
     for r in picks:
-        thumb = thumbs / f"{r['id']}.png"
+        thumb = thumbs / f"{r['id']}.jpg"
         image = Image.open(thumb).convert("RGB").resize((112, 64)) if thumb.is_file() else Image.new("RGB", (112, 64))
         tile = Image.new("RGB", (112, 80), (255, 255, 255) if not r["reasons"] else (255, 220, 220))
         tile.paste(image, (0, 0))

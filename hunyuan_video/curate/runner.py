@@ -93,18 +93,19 @@ def _json_row(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[
 
 
 def run_tasks(fn: Callable[[dict[str, Any]], dict[str, Any]], tasks: list[dict[str, Any]], workers: int,
-              ray: bool, desc: str, progress: bool) -> Iterator[dict[str, Any]]:
+              use_ray: bool, desc: str, progress: bool) -> Iterator[dict[str, Any]]:
     """The results of `fn` over `tasks` as they finish: in this process (workers 1), in `workers` processes, or as a
-    Ray Data map over the connected cluster (`ray`)."""
+    Ray Data map over the connected cluster (`use_ray`), streamed: a task's result arrives when it is done."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(tasks), desc=desc, disable=not progress or not tasks)
     try:
         if not tasks:
             return
-        if ray:
+        if use_ray:
             import ray.data
 
+            ray.data.DataContext.get_current().enable_progress_bars = False  # the bar above counts the tasks
             dataset = ray.data.from_items([{"task": json.dumps(t)} for t in tasks], override_num_blocks=len(tasks))
             for row in dataset.map(_json_row(fn), num_cpus=1).iter_rows():
                 bar.update()
@@ -231,7 +232,7 @@ def curate(raw: str | Path, out: str | Path, config: CurateConfig | None = None,
     """Curate the raw videos under `raw` into the dataset folder `out` (see the module's docstring); `workers`
     local processes, or Ray (`ray`, on the cluster at `ray_address` or a local one)."""
     from hunyuan_video.curate.report import write_report
-    from hunyuan_video.curate.scorers import apply_scorers
+    from hunyuan_video.curate.scorers import apply_scorers, check_models
     from hunyuan_video.curate.tiers import assign_tiers, check_tiers
 
     raw, out = Path(raw), Path(out)
@@ -241,6 +242,7 @@ def curate(raw: str | Path, out: str | Path, config: CurateConfig | None = None,
     if out.resolve() == raw.resolve() or raw.resolve() in out.resolve().parents:
         raise ValueError(f"the output folder {out} must not be inside the raw folder {raw}")
     check_tiers(config.tiers)
+    check_models(config)
     files = raw_videos(raw)
     if not files:
         raise ValueError(f"no video files in {raw} (looked for {', '.join(RAW_EXTENSIONS)})")

@@ -21,13 +21,23 @@ import numpy as np
 from hunyuan_video.curate.config import CurateConfig
 
 
+def check_models(config: CurateConfig) -> None:
+    """A ValueError naming the first scorer, embedder or captioner whose local file or folder is missing."""
+    for spec in [*config.scorers, *([config.embedder] if config.embedder else [])]:
+        if not isinstance(spec, dict) or "path" not in spec or ("name" not in spec and spec is not config.embedder):
+            raise ValueError(f"a scorer needs a name and a path, an embedder a path; got {spec!r}")
+        if not Path(spec["path"]).is_file():
+            raise ValueError(f"model {spec['path']} does not exist (models are loaded from local paths only)")
+    if config.captioner:
+        model = Path(config.captioner.get("model", ""))
+        if not model.is_dir():
+            raise ValueError(f"captioner model {model} is not a folder (models are loaded from local paths only)")
+
+
 def _load(spec: dict[str, Any]):
     import torch
 
-    path = Path(spec["path"])
-    if not path.is_file():
-        raise ValueError(f"model {path} does not exist (scorers and embedders are loaded from local paths only)")
-    return torch.jit.load(str(path), map_location="cpu").eval()
+    return torch.jit.load(str(spec["path"]), map_location="cpu").eval()
 
 
 def _key_frames(rows: Sequence[dict[str, Any]], raw: Path, size: int) -> np.ndarray:
