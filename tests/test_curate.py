@@ -140,13 +140,20 @@ def test_tiers_are_nested_and_bucketed(run):
     assert dataset.load(0, parse_buckets("9x32x32")[0]).shape == (3, 9, 32, 32)
 
 
-def test_a_second_run_does_no_work_twice(run):
+def test_a_second_run_does_no_work_twice(run, capsys):
     root, _, _, _ = run
     out = root / "out"
     before = {p: p.stat().st_mtime_ns for p in (out / "clips").iterdir()}
     manifest = (out / "metadata.jsonl").read_text()
     again = curate(root / "raw", out, config(), progress=False)
     assert (again.analyzed, again.analysis_cached, again.exported, again.kept) == (0, 7, 0, 12)
+    from hunyuan_video.cli import main
+
+    (root / "tiers.json").write_text(json.dumps({"tiers": TIERS}))
+    assert main(["data", "curate", str(root / "raw"), str(out), "--config", str(root / "tiers.json"), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "7 videos (0 analysed, 7 cached), 18 clips found, 12 kept (0 written)" in printed
+    assert "broken.mp4: partial: truncated" in printed and "garbage.mp4: unreadable" in printed
     assert {p: p.stat().st_mtime_ns for p in (out / "clips").iterdir()} == before
     assert (out / "metadata.jsonl").read_text() == manifest
 

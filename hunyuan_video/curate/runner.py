@@ -127,6 +127,18 @@ def run_tasks(fn: Callable[[dict[str, Any]], dict[str, Any]], tasks: list[dict[s
         bar.close()
 
 
+def require_extras(use_ray: bool) -> None:
+    """Import what the stages need (the `curate` extra, and `ray` for Ray) now, so that a missing package is one
+    ImportError before any work rather than a failure per video."""
+    import cv2  # noqa: F401
+    import imagehash  # noqa: F401
+    import pyarrow  # noqa: F401
+    import scenedetect  # noqa: F401
+
+    if use_ray:
+        import ray.data  # noqa: F401
+
+
 def connect_ray(address: str | None) -> None:
     """Join the Ray cluster at `address` ("HOST:PORT"), or start a local one (None); nothing if already joined."""
     import ray
@@ -247,6 +259,7 @@ def curate(raw: str | Path, out: str | Path, config: CurateConfig | None = None,
     if not files:
         raise ValueError(f"no video files in {raw} (looked for {', '.join(RAW_EXTENSIONS)})")
     use_ray = ray or ray_address is not None
+    require_extras(use_ray)
     if use_ray:
         connect_ray(ray_address)
     result = CurateResult(out)
