@@ -183,7 +183,7 @@ def test_a_failing_file_loses_no_finished_work(run, tmp_path, monkeypatch):
     assert (out / "metadata.jsonl").read_text() == (root / "out" / "metadata.jsonl").read_text()
 
 
-def test_the_curated_folder_trains(run, tmp_path):
+def test_the_curated_folder_trains_the_transformer_and_the_vae(run, tmp_path):
     from test_cache import make_setup
 
     from hunyuan_video.train.cache import build_cache
@@ -196,6 +196,17 @@ def test_the_curated_folder_trains(run, tmp_path):
     build_cache(cfg, progress=False)
     train(cfg, progress=False)
     log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and all(np.isfinite(row["loss"]) for row in log)
+
+    from test_train_vae import TINY_VAE
+
+    from hunyuan_video.train.vae import VAEStage, VAETrainConfig, train_vae
+
+    vae_config = VAETrainConfig(train_dir=str(run[0] / "out"), out_dir=str(tmp_path / "vae_run"), vae=TINY_VAE,
+                                stages=[VAEStage(steps=2, size=16, frames=5, batch_size=2)], lpips_weight=0.0,
+                                disc_start=100, log_every=1, checkpoint_every=100)
+    train_vae(vae_config, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "vae_run" / "log.jsonl").read_text().splitlines()]
     assert len(log) == 2 and all(np.isfinite(row["loss"]) for row in log)
 
 

@@ -58,10 +58,11 @@ class CurateConfig:
     embedder: dict[str, Any] | None = None
     # captioning with a local vision-language model (see hunyuan_video.curate.caption)
     captioner: dict[str, Any] | None = None
-    # tiers of rising quality (see hunyuan_video.curate.tiers)
+    # tiers of rising resolution and quality, the paper's (see hunyuan_video.curate.tiers)
     tiers: list[dict[str, Any]] = field(default_factory=lambda: [
         {"name": "256p", "min_short_side": 256}, {"name": "360p", "min_short_side": 360},
-        {"name": "540p", "min_short_side": 540}, {"name": "720p", "min_short_side": 720}])
+        {"name": "540p", "min_short_side": 540}, {"name": "720p", "min_short_side": 720},
+        {"name": "finetune", "min_short_side": 720, "min_seconds": 3.0, "min_sharpness": 100.0}])
     # the clips written
     crf: int = 18
 
