@@ -3,7 +3,8 @@ whose file exists is complete (files are written atomically) and is left as it i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -15,66 +16,62 @@ from hunyuan_video.files import atomic_path
 from hunyuan_video.video_io import X264_THREADS
 
 
-class _ClipWriter:
-    """An H.264 mp4 written frame by frame into a temporary file, renamed into place by `close`."""
+@contextlib.contextmanager
+def _clip_writer(path: Path, fps: float, height: int, width: int, crf: int) -> Iterator[Callable[[np.ndarray], None]]:
+    """Yield a function that appends a frame to an H.264 mp4 at `path`; the file appears, complete, when the block
+    ends without error (and not at all otherwise)."""
+    import av
 
-    def __init__(self, path: Path, fps: float, height: int, width: int, crf: int) -> None:
-        import av
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4",
+                                           options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "medium", "threads": str(X264_THREADS)}
 
-        self._atomic = atomic_path(path)
-        tmp = self._atomic.__enter__()
-        self._container = av.open(str(tmp), mode="w", format="mp4", options={"movflags": "faststart"})
-        self._stream = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
-        self._stream.options = {"crf": str(crf), "preset": "medium", "threads": str(X264_THREADS)}
+        def write(frame: np.ndarray) -> None:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
 
-    def write(self, frame: np.ndarray) -> None:
-        import av
+        yield write
+        container.mux(stream.encode())
 
-        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        self._container.mux(self._stream.encode(picture))
 
-    def close(self, ok: bool) -> None:
-        """Finish the file and move it into place (`ok`), or delete it."""
-        try:
-            if ok:
-                self._container.mux(self._stream.encode())
-            self._container.close()
-        finally:
-            if ok:
-                self._atomic.__exit__(None, None, None)
-            else:
-                self._atomic.__exit__(RuntimeError, RuntimeError("clip not finished"), None)
+class _Ended(Exception):
+    """Decoding ended before a clip did."""
 
 
 def export_clips(path: str | Path, rotation: int, fps: float, clips: Sequence[dict[str, Any]], out: str | Path,
                  crf: int) -> int:
-    """Write each clip ({"id", "start", "end", "crop"}) of the video at `path` to OUT/ID.mp4, skipping those
-    already there; returns how many were written. A clip that decoding does not reach in full is not written."""
+    """Write each clip ({"id", "start", "end", "crop"}; clips must not overlap, as those of one video never do) of the
+    video at `path` to OUT/ID.mp4, skipping those already there; returns how many were written. A clip that decoding
+    does not reach in full is not written."""
     out = Path(out)
     todo = sorted((c for c in clips if not (out / f"{c['id']}.mp4").exists()), key=lambda c: c["start"])
-    if not todo:
-        return 0
-    open_writers: dict[str, _ClipWriter] = {}
-    written = 0
-    stream = FrameStream(path, rotation)
-    last = max(c["end"] for c in todo)
+    frames = iter(FrameStream(path, rotation))  # a generator: closing it closes the file
+    position, written = 0, 0
+
+    def next_frame() -> np.ndarray:
+        nonlocal position
+        frame = next(frames, None)
+        if frame is None:
+            raise _Ended
+        position += 1
+        return frame
+
     try:
-        for i, frame in enumerate(stream):
-            for clip in todo:
-                if not clip["start"] <= i < clip["end"]:
-                    continue
-                top, bottom, left, right = clip["crop"]
-                picture = frame[top : frame.shape[0] - bottom, left : frame.shape[1] - right]
-                if clip["id"] not in open_writers:
-                    open_writers[clip["id"]] = _ClipWriter(out / f"{clip['id']}.mp4", fps, *picture.shape[:2], crf)
-                open_writers[clip["id"]].write(picture)
-                if i == clip["end"] - 1:
-                    open_writers.pop(clip["id"]).close(ok=True)
-                    written += 1
-            if i >= last - 1:
-                break
+        for clip in todo:
+            while position < clip["start"]:
+                next_frame()
+            top, bottom, left, right = clip["crop"]
+            frame = next_frame()
+            picture = frame[top : frame.shape[0] - bottom, left : frame.shape[1] - right]
+            with _clip_writer(out / f"{clip['id']}.mp4", fps, *picture.shape[:2], crf) as write:
+                write(picture)
+                while position < clip["end"]:
+                    frame = next_frame()
+                    write(frame[top : frame.shape[0] - bottom, left : frame.shape[1] - right])
+            written += 1
+    except _Ended:
+        pass
     finally:
-        for writer in open_writers.values():
-            writer.close(ok=False)
+        frames.close()  # the decoder, when the last clip ends before the video does
     return written

@@ -14,10 +14,6 @@ import numpy as np
 
 from hunyuan_video.curate.config import CurateConfig
 
-CAMERA_LABELS = ("static", "pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out", "handheld")
-# fields of one flow fit, in order
-FIT_FIELDS = ("tx", "ty", "zoom", "rotation", "magnitude", "residual")
-
 
 def flow_fit(previous: np.ndarray, current: np.ndarray) -> list[float]:
     """The global fit of the flow from one gray frame to the next: (tx, ty, zoom, rotation, magnitude, residual),

@@ -203,7 +203,6 @@ def _captions(kept: list[dict[str, Any]], raw: Path, out: Path, config: CurateCo
         write_text_atomic(txt, row["caption"] + "\n")
 
 
-MANIFEST_KEYS = ("file", "caption", "fps", "frames", "height", "width")
 MEASUREMENTS = ("source", "start", "end", "seconds", "crop", "sharpness", "brightness", "motion", "camera", "scores")
 
 

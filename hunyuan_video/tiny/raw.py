@@ -22,7 +22,6 @@ from PIL import Image, ImageFilter
 
 from hunyuan_video.video_io import write_video
 
-CAMERAS = ("pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out", "handheld", "static")
 PAN_SPEED = 1.6  # pixels per frame of a pan or tilt, at the frame's scale
 ZOOM_RATE = 0.018  # relative change of the field of view per frame
 FADE_FRAMES = 5  # frames of a fade out (and of the fade in that follows)
