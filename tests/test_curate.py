@@ -336,6 +336,27 @@ def test_duplicate_groups_match_brute_force():
     assert len(expected) >= 10 and sorted(duplicate_groups(keys, 6)) == expected
 
 
+def test_probe_reads_the_rotation_and_frames_come_upright(tmp_path):
+    import av
+
+    from hunyuan_video.curate.probe import FrameStream, probe
+
+    with av.open(str(tmp_path / "phone.mp4"), "w") as container:  # filmed sideways: stored 32x64, shown 64x32
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.set_display_rotation(90)  # counter-clockwise
+        stored = np.zeros((32, 64, 3), np.uint8)
+        stored[:, :8] = 255  # a white band on the stored frame's left: the shown frame's bottom
+        for _ in range(6):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")))
+        container.mux(stream.encode())
+    info = probe(tmp_path / "phone.mp4")
+    assert (info.rotation, info.height, info.width, info.frames, info.codec) == (270, 64, 32, 6, "h264")
+    frames = list(FrameStream(tmp_path / "phone.mp4", info.rotation))
+    assert len(frames) == 6 and frames[0].shape == (64, 32, 3)
+    assert frames[0][-4:].mean() > 240 and frames[0][:-12].mean() < 15
+
+
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     from hunyuan_video.cli import main
 
