@@ -336,6 +336,18 @@ def test_duplicate_groups_match_brute_force():
     assert len(expected) >= 10 and sorted(duplicate_groups(keys, 6)) == expected
 
 
+def test_flow_that_no_camera_movement_explains_is_complex():
+    from hunyuan_video.curate.motion import camera_label, flow_fit
+
+    rng = np.random.default_rng(0)
+    texture = (rng.random((24, 32)) * 255).astype(np.uint8).repeat(4, 0).repeat(4, 1)  # 96x128, blocky
+    pan = flow_fit(texture, np.roll(texture, -2, axis=1))  # the whole scene slides left: a pan right
+    halves = np.concatenate([np.roll(texture, 2, axis=1)[:48], np.roll(texture, -2, axis=1)[48:]])  # opposite ways
+    split = flow_fit(texture, halves)
+    assert camera_label([pan] * 4, config()) == "pan_right" and pan[0] < -1
+    assert camera_label([split] * 4, config()) == "complex"
+
+
 def test_probe_reads_the_rotation_and_frames_come_upright(tmp_path):
     import av
 

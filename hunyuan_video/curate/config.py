@@ -17,7 +17,7 @@ DETECTORS = ("content", "adaptive", "threshold")
 ANALYSIS_FIELDS = ("analysis_size", "samples_per_second", "shots", "detectors", "content_threshold",
                    "adaptive_threshold", "fade_threshold", "min_seconds", "max_seconds", "start_frame",
                    "start_window_seconds", "letterbox", "black_level", "trim_fades", "motion", "static_motion",
-                   "handheld_consistency", "zoom_ratio")
+                   "handheld_consistency", "zoom_ratio", "complex_residual")
 
 
 @dataclass
@@ -45,6 +45,8 @@ class CurateConfig:
     static_motion: float = 0.15  # motion under this (% of the short side per frame) is a static camera
     handheld_consistency: float = 0.5  # translation that keeps its direction less than this is handheld
     zoom_ratio: float = 1.0  # zoom wins over translation when its flow is this many times larger
+    complex_residual: float = 0.5  # flow the global fit leaves unexplained, as a share of all flow, above which
+    # the movement is complex
     # filters (None: off)
     min_sharpness: float | None = 30.0
     min_motion: float | None = 0.15

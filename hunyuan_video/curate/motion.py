@@ -43,11 +43,14 @@ def motion_score(fits: Sequence[Sequence[float]]) -> float:
 
 
 def camera_label(fits: Sequence[Sequence[float]], config: CurateConfig) -> str:
-    """The camera movement of a clip from its flow fits: static, pan_left/right, tilt_up/down, zoom_in/out, or
-    handheld (translation that keeps changing direction)."""
+    """The camera movement of a clip from its flow fits: static, pan_left/right, tilt_up/down, zoom_in/out, handheld
+    (translation that keeps changing direction) or complex (flow that no global fit explains: moving subjects,
+    parallax)."""
     if not fits or motion_score(fits) < config.static_motion:
         return "static"
     f = np.asarray(fits, np.float64)
+    if f[:, 5].mean() > config.complex_residual * f[:, 4].mean():
+        return "complex"
     t = f[:, :2]
     mean_t = t.mean(0)
     zoom = abs(f[:, 2].mean()) * 50  # flow of the zoom half a shorter side from the centre, in % per frame

@@ -24,6 +24,7 @@ from typing import Any
 from hunyuan_video.curate.config import CurateConfig
 from hunyuan_video.files import write_text_atomic
 
+MAX_RAY_BLOCKS = 4096  # a Ray Data block holds one video (more each beyond this many videos)
 RAW_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".mts", ".flv", ".wmv",
                   ".3gp")
 
@@ -106,7 +107,8 @@ def run_tasks(fn: Callable[[dict[str, Any]], dict[str, Any]], tasks: list[dict[s
             import ray.data
 
             ray.data.DataContext.get_current().enable_progress_bars = False  # the bar above counts the tasks
-            dataset = ray.data.from_items([{"task": json.dumps(t)} for t in tasks], override_num_blocks=len(tasks))
+            dataset = ray.data.from_items([{"task": json.dumps(t)} for t in tasks],
+                                          override_num_blocks=min(len(tasks), MAX_RAY_BLOCKS))
             for row in dataset.map(_json_row(fn), num_cpus=1).iter_rows():
                 bar.update()
                 yield json.loads(row["out"])
