@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 DETECTORS = ("content", "adaptive", "threshold")
+ANALYSIS_VERSION = 1  # raised whenever the analysis code finds something else for the same video and settings
 # The fields that change what the analysis of one video finds (its cache key); the others act later.
 ANALYSIS_FIELDS = ("analysis_size", "samples_per_second", "shots", "detectors", "content_threshold",
                    "adaptive_threshold", "fade_threshold", "min_seconds", "max_seconds", "start_frame",
@@ -87,7 +88,7 @@ class CurateConfig:
 
     def analysis_key(self) -> str:
         """A digest of the fields that change the analysis of a video (with the file's hash, its cache key)."""
-        values = {name: getattr(self, name) for name in ANALYSIS_FIELDS}
+        values = {"version": ANALYSIS_VERSION, **{name: getattr(self, name) for name in ANALYSIS_FIELDS}}
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
