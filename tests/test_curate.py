@@ -235,6 +235,10 @@ def test_learned_scorers_and_the_embedder_filter_and_balance(run, tmp_path):
     for r in scored:
         assert r["kept"] == (json.loads(r["scores"])["bright"] >= least), r
         assert r["kept"] or r["reason"] == "bright"
+    cached = {p: p.stat().st_mtime_ns for p in (out / ".curate" / "models").rglob("*.npy")}
+    assert len(cached) == 12
+    assert curate(root / "raw", out, config(scorers=scorers), progress=False).kept == result.kept
+    assert {p: p.stat().st_mtime_ns for p in (out / ".curate" / "models").rglob("*.npy")} == cached  # not rescored
     embedder = {"path": str(tmp_path / "embed.pt"), "size": 16, "clusters": 3, "per_cluster": 2}
     balanced = curate(root / "raw", out, config(embedder=embedder), progress=False)
     rows = pq.read_table(out / "clips.parquet").to_pylist()

@@ -275,7 +275,7 @@ def curate(raw: str | Path, out: str | Path, config: CurateConfig | None = None,
     videos.sort(key=lambda v: v["rel"])
     rows = _select(videos, config)
     by_source = {v["rel"]: v for v in videos}
-    apply_scorers([r for r in rows if not r["reasons"]], raw, config)
+    apply_scorers([r for r in rows if not r["reasons"]], raw, out / ".curate", config)
     kept = [r for r in rows if not r["reasons"]]
     export = [{"out": base["out"], "path": str((raw / rel).resolve()), "rel": rel, "crf": config.crf,
                "rotation": by_source[rel]["result"]["probe"]["rotation"],

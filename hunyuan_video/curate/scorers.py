@@ -34,6 +34,9 @@ def check_models(config: CurateConfig) -> None:
             raise ValueError(f"captioner model {model} is not a folder (models are loaded from local paths only)")
 
 
+BATCH_CLIPS = 32  # clips whose key frames go through a model at once (memory stays bounded)
+
+
 def _load(spec: dict[str, Any]):
     import torch
 
@@ -54,6 +57,35 @@ def _key_frames(rows: Sequence[dict[str, Any]], raw: Path, size: int) -> np.ndar
             picture = frame[top : frame.shape[0] - bottom, left : frame.shape[1] - right]
             out.append(cv2.resize(picture, (size, size), interpolation=cv2.INTER_AREA))
     return np.stack(out).transpose(0, 3, 1, 2).astype(np.float32) / 255
+
+
+def _outputs(spec: dict[str, Any], rows: Sequence[dict[str, Any]], raw: Path, cache: Path) -> list[np.ndarray]:
+    """A model's outputs for each clip's three key frames, (3, ...) per clip, computed in batches and cached per clip
+    under `cache` by the model's settings, size and modification time (a run again computes none twice)."""
+    import hashlib
+    import json
+
+    from hunyuan_video.files import atomic_path
+
+    stat = Path(spec["path"]).stat()
+    key = json.dumps({**spec, "bytes": stat.st_size, "mtime": stat.st_mtime_ns}, sort_keys=True)
+    folder = cache / "models" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    out: list[np.ndarray | None] = [None] * len(rows)
+    todo = []
+    for i, row in enumerate(rows):
+        if (folder / f"{row['id']}.npy").is_file():
+            out[i] = np.load(folder / f"{row['id']}.npy")
+        else:
+            todo.append(i)
+    model = _load(spec) if todo else None
+    for n in range(0, len(todo), BATCH_CLIPS):
+        chunk = todo[n : n + BATCH_CLIPS]
+        values = _run(model, _key_frames([rows[i] for i in chunk], raw, int(spec.get("size", 224))))
+        for i, value in zip(chunk, values.reshape(len(chunk), 3, -1)):
+            with atomic_path(folder / f"{rows[i]['id']}.npy") as tmp:
+                np.save(tmp, value)
+            out[i] = value
+    return out
 
 
 def _run(model, frames: np.ndarray) -> np.ndarray:
@@ -82,32 +114,27 @@ def kmeans(points: np.ndarray, k: int, iterations: int = 50, seed: int = 0) -> n
     return labels
 
 
-def apply_scorers(rows: list[dict[str, Any]], raw: Path, config: CurateConfig) -> None:
+def apply_scorers(rows: list[dict[str, Any]], raw: Path, cache: Path, config: CurateConfig) -> None:
     """Score the clips with each configured scorer (into row["scores"]) and balance concepts with the embedder,
-    adding a reason to the rows they reject."""
-    if not rows or not (config.scorers or config.embedder):
-        return
-    for spec in config.scorers:
-        size = int(spec.get("size", 224))
-        model = _load(spec)
-        scores = _run(model, _key_frames(rows, raw, size)).reshape(len(rows), 3).mean(1)
-        for row, score in zip(rows, scores):
-            row.setdefault("scores", {})[spec["name"]] = float(score)
+    adding a reason to the rows they reject; models' outputs are cached under `cache`."""
+    for spec in config.scorers if rows else []:
+        for row, value in zip(rows, _outputs(spec, rows, raw, cache)):
+            score = float(value.mean())
+            row.setdefault("scores", {})[spec["name"]] = score
             if "min" in spec and score < spec["min"]:
                 row["reasons"].append(f"{spec['name']}: below {spec['min']}")
             if "max" in spec and score > spec["max"]:
                 row["reasons"].append(f"{spec['name']}: above {spec['max']}")
-    if config.embedder:
-        spec = config.embedder
-        live = [r for r in rows if not r["reasons"]]
-        if not live:
-            return
-        embeddings = _run(_load(spec), _key_frames(live, raw, int(spec.get("size", 224))))[1::3]
-        embeddings = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-8)
-        labels = kmeans(embeddings, int(spec.get("clusters", 8)))
-        for j in np.unique(labels):
-            members = sorted((i for i in range(len(live)) if labels[i] == j), key=lambda i: -live[i]["sharpness"])
-            for i in members:
-                live[i]["concept"] = int(j)
-            for i in members[int(spec.get("per_cluster", len(live))) :]:
-                live[i]["reasons"].append(f"concept: cluster {int(j)} holds more than {spec['per_cluster']} clips")
+    live = [r for r in rows if not r["reasons"]]
+    if not config.embedder or not live:
+        return
+    spec = config.embedder
+    embeddings = np.stack([value[1] for value in _outputs(spec, live, raw, cache)])  # the middle key frame's
+    embeddings = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-8)
+    labels = kmeans(embeddings, int(spec.get("clusters", 8)))
+    for j in np.unique(labels):
+        members = sorted((i for i in range(len(live)) if labels[i] == j), key=lambda i: -live[i]["sharpness"])
+        for i in members:
+            live[i]["concept"] = int(j)
+        for i in members[int(spec.get("per_cluster", len(live))) :]:
+            live[i]["reasons"].append(f"concept: cluster {int(j)} holds more than {spec['per_cluster']} clips")
