@@ -1,4 +1,5 @@
-"""`data curate` as a Ray Data pipeline on a local Ray instance (2 CPUs) writes the same dataset as the local run."""
+"""`data curate` as a Ray Data pipeline on a local Ray instance (2 CPUs) writes the same dataset as the local run on
+2 processes."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def test_ray_pipeline_gives_the_local_manifest(tmp_path):
     for name in ("short_c.mp4", "reencoded_c.mp4", "garbage.mp4"):
         shutil.copy(tmp_path / "footage" / name, tmp_path / "raw" / name)
     config = CurateConfig(tiers=[{"name": "base", "buckets": "9x32x32"}])
-    local = curate(tmp_path / "raw", tmp_path / "local", config, progress=False)
+    local = curate(tmp_path / "raw", tmp_path / "local", config, workers=2, progress=False)  # 2 local processes
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         remote = curate(tmp_path / "raw", tmp_path / "ray", config, ray=True, progress=False)
