@@ -118,7 +118,7 @@ def analyze_video(path: str | Path, file_hash: str, config: CurateConfig,
         for start, end in split_long(a, b, max_frames):
             if config.start_frame:
                 start = pick_start(sharp, start, end, max(1, round(config.start_window_seconds * info.fps)))
-            inside = [i for i in samples if start <= i < end]
+            inside = [i for i in range(-(-start // every) * every, end, every) if i in samples]
             fits = [samples[i][0] for i in inside if samples[i][0] is not None and i > start]
             crop = clip_crop([samples[i][2] for i in inside], height, width) if inside else (0, 0, 0, 0)
             keys = [min(inside, key=lambda i, q=q: abs(i - (start + q * (end - start)))) for q in (0.25, 0.5, 0.75)] \
@@ -134,8 +134,9 @@ def analyze_video(path: str | Path, file_hash: str, config: CurateConfig,
             }
             clip["id"] = clip_id(file_hash, start, end, crop, config)
             clip["reasons"] = _reasons(clip, config, min_frames)
-            if pictures:
-                middle = min(pictures, key=lambda i, m=(start + end) // 2: abs(i - m))
+            below = (start + end) // 2 // thumb_every * thumb_every  # the thumbnails nearest the middle frame
+            middle = next((i for i in (below, below + thumb_every, below - thumb_every) if i in pictures), None)
+            if middle is not None:
                 with atomic_path(Path(thumbs) / f"{clip['id']}.jpg") as tmp:
                     tmp.write_bytes(pictures[middle])
             clips.append(clip)
