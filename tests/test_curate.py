@@ -340,6 +340,20 @@ def test_duplicate_groups_match_brute_force():
     assert len(expected) >= 10 and sorted(duplicate_groups(keys, 6)) == expected
 
 
+def test_long_shots_are_split_and_short_ones_rejected(run):
+    from hunyuan_video.curate.analyze import analyze_video
+
+    raw = run[0] / "raw"
+    digest = file_hash(raw / "short_c.mp4")  # two shots of 2.3 s at 12 fps
+    split = analyze_video(raw / "short_c.mp4", digest, config(min_seconds=0.5, max_seconds=1.0))
+    assert len(split["clips"]) == 6 and all(6 <= c["frames"] <= 12 and not c["reasons"] for c in split["clips"])
+    assert [c["shot"] for c in split["clips"]] == [0, 0, 0, 1, 1, 1]
+    ranges = [(c["start"], c["end"]) for c in split["clips"]]
+    assert all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:]))  # in order, never overlapping
+    short = analyze_video(raw / "short_c.mp4", digest, config(min_seconds=2.5, max_seconds=10.0))
+    assert len(short["clips"]) == 2 and all(c["reasons"][0].startswith("too short:") for c in short["clips"])
+
+
 def test_flow_that_no_camera_movement_explains_is_complex():
     from hunyuan_video.curate.motion import camera_label, flow_fit
 
