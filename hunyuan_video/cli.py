@@ -424,6 +424,20 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--buckets", default="17x64x64,1x64x64", help="FRAMESxHEIGHTxWIDTH, comma separated")
     c.add_argument("--out", help="write the skipped files as JSON here")
     c.set_defaults(func=_run_data_check)
+    u = data_sub.add_parser("curate", help="cut raw videos into filtered, captioned clips: a training dataset folder",
+                            description="Probe, cut into shots, pick start frames, crop black bars, measure motion "
+                                        "and the camera's movement, remove near-duplicates, score, caption and sort "
+                                        "into tiers every video under RAW; writes OUT/metadata.jsonl, clips/, "
+                                        "clips.parquet, tiers/ and a report. A run again does only what is not done.")
+    u.add_argument("raw", help="folder of raw video files (any length, codec, resolution, fps)")
+    u.add_argument("out", help="output dataset folder (read by cache, train and train-vae)")
+    u.add_argument("--config", help="a JSON file with fields of hunyuan_video.curate.CurateConfig (default: defaults)")
+    u.add_argument("--workers", type=int, default=1, help="local processes (default 1)")
+    engine = u.add_mutually_exclusive_group()
+    engine.add_argument("--ray", action="store_true", help="run the stages as a Ray Data pipeline on a local Ray")
+    engine.add_argument("--ray-address", metavar="HOST:PORT", help="run them on the Ray cluster at this address")
+    u.add_argument("--quiet", action="store_true", help="no progress bars")
+    u.set_defaults(func=_run_data_curate)
 
 
 def _run_data_synth(args: argparse.Namespace) -> int:
@@ -441,6 +455,30 @@ def _run_data_synth(args: argparse.Namespace) -> int:
     print(f"wrote {args.clips} {args.split} clips to {out} (manifest: {out / 'metadata.jsonl'})")
     return 0
 
+
+def _run_data_curate(args: argparse.Namespace) -> int:
+    try:
+        from hunyuan_video.curate import CurateConfig, curate
+        from hunyuan_video.train.common import load_config
+
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        config = load_config(CurateConfig, args.config) if args.config else CurateConfig()
+        result = curate(args.raw, args.out, config, workers=args.workers, ray=args.ray, ray_address=args.ray_address,
+                        progress=not args.quiet)
+    except ImportError as e:
+        raise SystemExit(f"hunyuan-video data curate: {e.name or e} is missing: pip install 'hunyuan-video[curate]' "
+                         "(and [ray] for --ray)") from None
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"hunyuan-video data curate: {e}") from None
+    report = result.report
+    print(f"{report['videos']['in']} videos ({result.analyzed} analysed, {result.analysis_cached} cached), "
+          f"{report['clips']['found']} clips found, {result.kept} kept ({result.exported} written); "
+          f"rejected: {report['clips']['rejected'] or 'none'}; tiers: {report['tiers']}")
+    for problem in report["problems"]:
+        print(f"  {problem['file']}: {problem['status']}: {problem['reason']}")
+    print(f"dataset: {result.out / 'metadata.jsonl'} (report: {result.out / 'report.json'})")
+    return 0
 
 def _add_run_dir_options(p: argparse.ArgumentParser) -> None:
     """The trainers' `--resume` and `--overwrite`: what a run may do to an OUT_DIR that holds one."""
