@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import torch.multiprocessing as mp
 from test_cache import VIDEO, make_setup
 
@@ -47,8 +46,8 @@ def _rank(rank: int, world: int, fields: dict, root: str) -> None:
         dist.destroy_process_group()
 
 
-def _spawn(fields: dict, root: Path) -> None:
-    context = mp.start_processes(_rank, args=(2, fields, str(root)), nprocs=2, join=False, start_method="spawn")
+def _spawn(worker, fields: dict, root: Path) -> None:
+    context = mp.start_processes(worker, args=(2, fields, str(root)), nprocs=2, join=False, start_method="spawn")
     start = time.monotonic()
     while not context.join(timeout=1):
         if time.monotonic() - start > TIMEOUT_S:
@@ -73,7 +72,7 @@ def test_sharded_training_equals_one_process_and_resumes_on_another_world_size(f
     train(_config(fields, tmp_path / "one"), progress=False)  # the uninterrupted run of one process
     train(_config(fields, tmp_path / "one_then_two"), max_steps=2, progress=False)
     ema_at_2 = read_state_dict(tmp_path / "one_then_two" / "transformer_ema.safetensors")
-    _spawn(fields, tmp_path)
+    _spawn(_rank, fields, tmp_path)
     assert not (tmp_path / "refused").exists()
     two = tmp_path / "two"
     assert (two / "checkpoint.dcp" / "latest").read_text().strip() == "step_000002"
@@ -107,3 +106,54 @@ def test_accumulated_micro_batches_equal_one_batch(fields, tmp_path):
     with pytest.raises(ValueError, match="batch_size 4 does not split over 1 ranks x 3 accumulation steps"):
         train(_config(fields, tmp_path / "three", grad_accum_steps=3), progress=False)
     assert not (tmp_path / "three").exists()
+
+
+TINY_VAE = {"block_out_channels": [8, 8, 8, 8], "layers_per_block": 1, "norm_num_groups": 4,
+            "sample_size": 32, "sample_tsize": 16}
+
+
+@pytest.fixture(scope="module")
+def vae_fields(tmp_path_factory):
+    from hunyuan_video.tiny.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("fsdp_vae")
+    generate(root / "train", 3, seed=0, config=SynthConfig(height=32, width=32, frames=9), progress=False)
+    return dict(train_dir=str(root / "train"), vae=TINY_VAE, lpips_weight=0.0, disc_weight=0.0, lr=1e-3,
+                warmup_steps=1, log_every=1, checkpoint_every=2, video_per_image=1,
+                stages=[{"steps": 3, "size": 16, "frames": 5, "batch_size": 2, "image_batch_size": 2}])
+
+
+def _vae_rank(rank: int, world: int, fields: dict, root: str) -> None:
+    import torch.distributed as dist
+
+    from hunyuan_video.train.vae import VAETrainConfig, train_vae
+
+    root = Path(root)
+    dist.init_process_group("gloo", init_method=f"file://{root / 'rendezvous'}", rank=rank, world_size=world)
+    try:
+        train_vae(VAETrainConfig(**fields, out_dir=str(root / "two"), fsdp=True), max_steps=2, progress=False)
+        # the discriminator sharded too, with the adaptive weight taken at the decoder's last layer
+        gan = {**fields, "disc_weight": 0.05, "disc_start": 0, "disc_channels": 8, "disc_layers": 2}
+        train_vae(VAETrainConfig(**gan, out_dir=str(root / "gan"), fsdp=True), max_steps=2, progress=False)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sharded_vae_training_equals_one_process_and_resumes_on_one(vae_fields, tmp_path):
+    from hunyuan_video.train.vae import VAETrainConfig, train_vae
+
+    train_vae(VAETrainConfig(**vae_fields, out_dir=str(tmp_path / "one")), progress=False)
+    _spawn(_vae_rank, vae_fields, tmp_path)
+    two = tmp_path / "two"
+    expected = _losses(tmp_path / "one")
+    assert _losses(two) == pytest.approx(expected[:2], rel=1e-5)
+    train_vae(VAETrainConfig(**vae_fields, out_dir=str(two)), resume=True, progress=False)  # 2 ranks -> 1 process
+    assert _losses(two) == pytest.approx(expected, rel=1e-5)
+    straight, resumed = (load_checkpoint(run / "checkpoint.pt") for run in (tmp_path / "one", two))
+    _assert_close(resumed["model"], straight["model"], "2 -> 1 VAE")
+    _assert_close(resumed["ema"]["shadow"], straight["ema"]["shadow"], "2 -> 1 VAE EMA")
+    gan = {**vae_fields, "disc_weight": 0.05, "disc_start": 0, "disc_channels": 8, "disc_layers": 2}
+    train_vae(VAETrainConfig(**gan, out_dir=str(tmp_path / "gan")), resume=True, progress=False)
+    state = load_checkpoint(tmp_path / "gan" / "checkpoint.pt")
+    assert state["step"] == 3 and state["disc_optimizer"]["state"] and "d" in read_jsonl(tmp_path / "gan" /
+                                                                                         "log.jsonl")[-1]

@@ -7,8 +7,8 @@ rank r trains rows r, r + world, ... of it, `accumulation` micro-batches at a ti
 averaged with an all-reduce after the last `backward` rather than through DDP: the models stay plain modules (no
 `module.` prefix in checkpoints, no wrapper around the VAE's `autograd.grad` for the adaptive GAN weight). A model
 sharded with `fully_shard` (`shard_model`) holds each parameter, gradient and optimiser state as a DTensor of which
-each rank keeps a slice; FSDP all-gathers a unit's parameters for its forward and backward and reduce-scatters (averages)
-its gradients itself.
+each rank keeps a slice; FSDP all-gathers a unit's parameters for its forward and backward and reduce-scatters
+(averages) its gradients itself.
 """
 
 from __future__ import annotations
@@ -86,19 +86,26 @@ def micro_batches(batch: Any, accumulation: int) -> list[Any]:
     return [{k: parts[k][i] if parts[k] is not None else v for k, v in rows.items()} for i in range(accumulation)]
 
 
-def shard_model(model: nn.Module, units: Iterable[nn.Module]) -> nn.Module:
+def shard_model(model: nn.Module, units: Iterable[nn.Module], *, kept_gathered: Iterable[nn.Module] = (),
+                methods: Iterable[str] = ()) -> nn.Module:
     """Shard `model` in place with FSDP2 (`fully_shard`) over all the ranks: each of `units` (e.g. the transformer's
-    blocks) is a unit of its own, gathered only around its forward and backward, and the root holds the rest. On
-    CUDA the gathered parameters are bfloat16 and the gradients are reduced in float32; on the CPU everything stays
-    float32. Build the optimiser and the EMA after this call, from the sharded parameters."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    blocks) is a unit of its own, gathered only around its forward and backward; each of `kept_gathered` is a unit
+    whose parameters stay gathered from its forward to its backward; the root holds the rest. `methods` names the
+    model's methods other than `forward` that run it (FSDP gathers around them too). On CUDA the gathered parameters
+    are bfloat16 and the gradients are reduced in float32; on the CPU everything stays float32. Build the optimiser
+    and the EMA after this call, from the sharded parameters."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
     cuda = next(model.parameters()).device.type == "cuda"
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if cuda else \
         MixedPrecisionPolicy()
     for unit in units:
         fully_shard(unit, mp_policy=policy)
+    for unit in kept_gathered:
+        fully_shard(unit, mp_policy=policy, reshard_after_forward=False)
     fully_shard(model, mp_policy=policy)
+    for method in methods:
+        register_fsdp_forward_method(model, method)
     return model
 
 

@@ -28,6 +28,7 @@ from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 
 from hunyuan_video.config import save_config
+from hunyuan_video.files import remove
 from hunyuan_video.train.common import (
     JsonlLogger,
     load_training_state,
@@ -35,7 +36,6 @@ from hunyuan_video.train.common import (
     save_training_state,
     schedule_lambda,
 )
-from hunyuan_video.files import remove
 from hunyuan_video.train.distributed import average_gradients, is_main, is_sharded, mean_over_ranks, wait_for_ranks
 from hunyuan_video.train.run_dir import CHECKPOINT, CONFIG, SHARDED_CHECKPOINT, check_run_dir, prepare_run_dir
 from hunyuan_video.train.sharded_checkpoint import latest_step_folder, load_full_into, load_sharded, save_sharded

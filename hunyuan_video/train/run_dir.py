@@ -1,10 +1,10 @@
 """The rules of a training folder (`out_dir`), checked before anything is computed or written.
 
 A run starts in a folder that is missing or empty. A folder that holds anything is refused unless the run says
-`resume` (continue its `checkpoint.pt` or sharded `checkpoint.dcp/`, with a config that differs from the run's `config.json` only in the fields
-its config class lists in `RESUME_MAY_CHANGE`) or `overwrite` (the earlier run is moved aside, whole, to
-`OUT_DIR.old-YYYYmmdd-HHMMSS`; nothing is deleted). Checkpoint temporaries that a kill left behind are removed when a
-run starts.
+`resume` (continue its `checkpoint.pt` or sharded `checkpoint.dcp/`, with a config that differs from the run's
+`config.json` only in the fields its config class lists in `RESUME_MAY_CHANGE`) or `overwrite` (the earlier run is
+moved aside, whole, to `OUT_DIR.old-YYYYmmdd-HHMMSS`; nothing is deleted). Checkpoint temporaries that a kill left
+behind are removed when a run starts.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hunyuan_video.config import config_to_dict
 from hunyuan_video.files import remove, stale_temporaries
 
 CHECKPOINT = "checkpoint.pt"
-SHARDED_CHECKPOINT = "checkpoint.dcp"  # the checkpoint folder of a run sharded with FSDP2 (see train.sharded_checkpoint)
+SHARDED_CHECKPOINT = "checkpoint.dcp"  # the checkpoint of a run sharded with FSDP2 (see train.sharded_checkpoint)
 CONFIG = "config.json"
 
 
