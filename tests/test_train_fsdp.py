@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import torch.multiprocessing as mp
 from test_cache import VIDEO, make_setup
 
@@ -162,3 +163,32 @@ def test_sharded_vae_training_equals_one_process_and_resumes_on_one(vae_fields, 
     state = load_checkpoint(tmp_path / "gan" / "checkpoint.pt")
     assert state["step"] == 3 and state["disc_optimizer"]["state"] and "d" in read_jsonl(tmp_path / "gan" /
                                                                                          "log.jsonl")[-1]
+
+
+def test_sharded_checkpoint_round_trip_and_a_misfit_in_one_line(tmp_path):
+    from torch import nn
+
+    from hunyuan_video.train.common import EMA
+    from hunyuan_video.train.sharded_checkpoint import load_sharded, save_sharded
+
+    def parts(width: int, seed: int) -> dict:
+        torch.manual_seed(seed)
+        model = nn.Linear(width, 3)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+        model(torch.randn(2, width)).sum().backward()
+        optimizer.step()
+        return {"model": model, "optimizer": optimizer, "ema": EMA(model, 0.5)}
+
+    saved = parts(4, 0)
+    save_sharded(tmp_path / "checkpoint.dcp", 7, **saved)  # one process: DCP without a process group
+    save_sharded(tmp_path / "checkpoint.dcp", 8, **saved)
+    assert sorted(p.name for p in (tmp_path / "checkpoint.dcp").iterdir()) == ["latest", "step_000008"]
+    loaded = parts(4, 1)
+    assert load_sharded(tmp_path / "checkpoint.dcp", **loaded) == 8
+    assert torch.equal(loaded["model"].weight, saved["model"].weight)
+    assert torch.equal(loaded["ema"].shadow["bias"], saved["ema"].shadow["bias"])
+    state = loaded["optimizer"].state[loaded["model"].weight]
+    assert torch.equal(state["exp_avg"], saved["optimizer"].state[saved["model"].weight]["exp_avg"])
+    with pytest.raises(ValueError, match="checkpoint does not fit this run") as error:
+        load_sharded(tmp_path / "checkpoint.dcp", **parts(5, 0))
+    assert "\n" not in str(error.value)

@@ -434,7 +434,8 @@ def export_ema(model: HunyuanVideoTransformer, ema: EMA, path: str | Path, dtype
                ) -> Path:
     """Write the EMA weights at `path`, in `dtype`, atomically (an earlier file there stays whole until the new one is
     complete): a transformer checkpoint (safetensors with its config), or for LoRA training the adapter as a LoRA
-    file in the original-key layout (what `load_lora` reads)."""
+    file in the original-key layout (what `load_lora` reads). `ema` holds whole tensors (of a sharded run: its
+    `gathered()` copy)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         if LORA_NAME in adapter_names(model):
@@ -449,7 +450,8 @@ def export_ema(model: HunyuanVideoTransformer, ema: EMA, path: str | Path, dtype
 def write_samples(config: DiTTrainConfig, model: HunyuanVideoTransformer, ema: EMA, step: int) -> list[Path]:
     """Sample `config.sample_prompts` with the EMA weights (fixed seeds) into `out_dir/samples/step_N/i.mp4`: with
     true CFG at `sample_guidance`, or for a model that embeds guidance in one pass per step at `embedded_guidance`
-    (a distilled student: at `sample_guidance`, the CFG scale it learnt to embed)."""
+    (a distilled student: at `sample_guidance`, the CFG scale it learnt to embed). `ema` holds whole tensors (of a
+    sharded run: its `gathered()` copy)."""
     from hunyuan_video.checkpoint import load_vae
     from hunyuan_video.pipelines import HunyuanVideoPipeline
     from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -125,7 +126,7 @@ def load_sharded(path: str | Path, **parts: Any) -> int:
     state["meta"] = io.BytesIO()
     try:
         dcp.load(state, checkpoint_id=folder)
-    except (RuntimeError, ValueError, KeyError) as error:  # DCP gathers the ranks' errors into one exception
+    except (CheckpointException, RuntimeError, ValueError, KeyError) as error:  # DCP gathers the ranks' errors
         reasons = re.findall(r"(Missing key in checkpoint state_dict: [^\s,]+|Size mismatch[^\n]*)", str(error))
         reason = reasons[0] if reasons else str(error).strip().splitlines()[0]
         raise ValueError(f"{folder}: the checkpoint does not fit this run ({reason})") from None
