@@ -339,8 +339,8 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
     its weights and samples to `out_dir` only, `export` is written by a finished run. Under `torch.distributed` each
     rank trains its rows of every batch, `grad_accum_steps` micro-batches at a time (see `train.distributed`), with
     `fsdp` on a sharded transformer (checkpointed in `checkpoint.dcp/`, see `train.sharded_checkpoint`), and rank 0
-    writes. `out_dir` is checked first
-    (`train.run_dir`): a folder holding a run needs `resume` (and a config that fits it) or `overwrite`.
+    writes. `out_dir` is checked first (`train.run_dir`): a folder holding a run needs `resume` (and a config that
+    fits it) or `overwrite`.
     """
     out = Path(config.out_dir)
     check_run_dir(out, config, resume=resume, overwrite=overwrite)
