@@ -15,9 +15,11 @@ model that holds its parameters), an `EMA`, and any object with `state_dict`/`lo
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from hunyuan_video.files import remove, write_text_atomic
 from hunyuan_video.train.common import EMA, load_checkpoint, rng_state, set_rng_state
-from hunyuan_video.train.distributed import is_main, wait_for_ranks
+from hunyuan_video.train.distributed import is_main, rank_and_world, wait_for_ranks
 
 LATEST = "latest"
 
@@ -84,6 +86,14 @@ def _dcp_state(parts: Mapping[str, Any]) -> dict[str, Any]:
     return state
 
 
+@contextlib.contextmanager
+def _one_process_quiet() -> Iterator[None]:
+    """Without DCP's warning that it runs in one process (which is what it is asked to do)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
 def _step_folders(path: Path) -> list[Path]:
     return sorted(p for p in path.glob("step_*") if p.is_dir())
 
@@ -104,7 +114,8 @@ def save_sharded(path: str | Path, step: int, **parts: Any) -> Path:
     wait_for_ranks()
     state = _dcp_state(parts)
     state["meta"] = _pickled({"step": step, "rng": rng_state()})
-    dcp.save(state, checkpoint_id=folder)
+    with _one_process_quiet():
+        dcp.save(state, checkpoint_id=folder, no_dist=rank_and_world()[1] == 1)
     wait_for_ranks()
     if is_main():
         write_text_atomic(path / LATEST, folder.name + "\n")
@@ -125,7 +136,8 @@ def load_sharded(path: str | Path, **parts: Any) -> int:
     state = _dcp_state(parts)
     state["meta"] = io.BytesIO()
     try:
-        dcp.load(state, checkpoint_id=folder)
+        with _one_process_quiet():
+            dcp.load(state, checkpoint_id=folder, no_dist=rank_and_world()[1] == 1)
     except (CheckpointException, RuntimeError, ValueError, KeyError) as error:  # DCP gathers the ranks' errors
         reasons = re.findall(r"(Missing key in checkpoint state_dict: [^\s,]+|Size mismatch[^\n]*)", str(error))
         reason = reasons[0] if reasons else str(error).strip().splitlines()[0]
