@@ -39,8 +39,10 @@ def _rank(rank: int, world: int, fields: dict, root: str) -> None:
     try:
         with pytest.raises(ValueError, match="batch_size 4 does not split over 2 ranks x 4 accumulation steps"):
             train(_config(fields, root / "refused", fsdp=True, grad_accum_steps=4), progress=False)
-        # 2 ranks x 2 micro-batches of one row; stopped at step 2, resumed on one process by the test
-        train(_config(fields, root / "two", fsdp=True, grad_accum_steps=2), max_steps=2, progress=False)
+        # 2 ranks x 2 micro-batches of one row, each block recomputed in the backward pass; stopped at step 2,
+        # resumed on one process by the test
+        train(_config(fields, root / "two", fsdp=True, grad_accum_steps=2, gradient_checkpointing=True), max_steps=2,
+              progress=False)
         # the run of one process stopped at step 2 goes on here, on 2 ranks
         train(_config(fields, root / "one_then_two", fsdp=True), resume=True, progress=False)
     finally:
