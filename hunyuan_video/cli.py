@@ -507,17 +507,23 @@ def _add_train_vae(sub: argparse._SubParsersAction) -> None:
 
 def _run_train_vae(args: argparse.Namespace) -> int:
     from hunyuan_video.train.common import load_config
+    from hunyuan_video.train.distributed import start_from_env
     from hunyuan_video.train.vae import VAETrainConfig, train_vae
 
     try:
         cfg = load_config(VAETrainConfig, args.config)
         if args.out_dir:
             cfg.out_dir = args.out_dir
+        start_from_env()  # under torchrun: every rank trains its share (see train.distributed)
         out = train_vae(cfg, resume=args.resume, max_steps=args.max_steps, overwrite=args.overwrite)
     except (ValueError, OSError) as e:  # a config, data or weights file that is missing or wrong
         raise SystemExit(f"hunyuan-video train-vae: {e}") from None
-    written = ", ".join(name for name in ("log.jsonl", "loss.png", "checkpoint.pt") if (out / name).exists())
-    print(f"done: {out} ({written}; the EMA weights of the last step in {out / 'vae'})")
+    finally:
+        _end_parallel()
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
+        written = ", ".join(name for name in ("log.jsonl", "loss.png", "checkpoint.pt", "checkpoint.dcp")
+                            if (out / name).exists())
+        print(f"done: {out} ({written}; the EMA weights of the last step in {out / 'vae'})")
     return 0
 
 
@@ -613,14 +619,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     from hunyuan_video.train.common import load_config
+    from hunyuan_video.train.distributed import start_from_env
     from hunyuan_video.train.dit import DiTTrainConfig, train
 
     try:
-        out = train(load_config(DiTTrainConfig, args.config), resume=args.resume, max_steps=args.max_steps,
-                    overwrite=args.overwrite)
+        config = load_config(DiTTrainConfig, args.config)
+        start_from_env()  # under torchrun: every rank trains its share (see train.distributed)
+        out = train(config, resume=args.resume, max_steps=args.max_steps, overwrite=args.overwrite)
     except (ValueError, OSError) as e:  # a config, data or weights file that is missing or wrong
         raise SystemExit(f"hunyuan-video train: {e}") from None
-    print(f"training output in {out}")
+    finally:
+        _end_parallel()
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
+        print(f"training output in {out}")
     return 0
 
 

@@ -223,10 +223,12 @@ class DiagonalGaussian:
         self.logvar = logvar.clamp(-30.0, 20.0)
         self.std = torch.exp(0.5 * self.logvar)
 
-    def sample(self, generator: torch.Generator | None = None) -> Tensor:
-        """mean + std * noise, the noise drawn from `generator` (on its own device) when given."""
-        device = generator.device if generator is not None else self.mean.device
-        noise = torch.randn(self.mean.shape, generator=generator, device=device, dtype=self.mean.dtype)
+    def sample(self, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+        """mean + std * noise: the given standard normal `noise` (of the mean's shape), else drawn from `generator`
+        (on its own device) when given, else from the global generator of the mean's device."""
+        if noise is None:
+            device = generator.device if generator is not None else self.mean.device
+            noise = torch.randn(self.mean.shape, generator=generator, device=device, dtype=self.mean.dtype)
         return self.mean + self.std * noise.to(self.mean.device)
 
     def mode(self) -> Tensor:

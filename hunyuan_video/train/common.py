@@ -4,6 +4,7 @@ JSONL log and its plot, LR warm-up."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -19,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from hunyuan_video.config import config_from_dict
 from hunyuan_video.files import atomic_path
@@ -94,7 +96,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
 class EMA:
     """An exponential moving average of a model's floating-point state: `shadow = decay * shadow + (1 - decay) * w`.
 
-    The shadow is kept in float32 on the model's device; integer buffers are copied as they are.
+    The shadow is kept in float32 on the model's device; integer buffers are copied as they are. The shadow of a
+    model sharded with FSDP2 is sharded the same way (DTensors: each rank averages its own slices); `gathered()`
+    makes a whole copy.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
@@ -127,7 +131,20 @@ class EMA:
             raise ValueError("EMA state does not match the model: the parameter names differ")
         self.decay = state["decay"]
         for key, value in state["shadow"].items():
-            self.shadow[key].copy_(value)
+            shadow = self.shadow[key]
+            if isinstance(shadow, DTensor) and not isinstance(value, DTensor):  # whole tensors: keep this rank's slice
+                value = distribute_tensor(value.to(shadow.device), shadow.device_mesh, shadow.placements,
+                                          src_data_rank=None)
+            shadow.copy_(value)
+
+    def gathered(self) -> EMA:
+        """This EMA with whole tensors: itself, or for a sharded shadow a copy gathered from every rank (a
+        collective: every rank must call it)."""
+        if not any(isinstance(v, DTensor) for v in self.shadow.values()):
+            return self
+        whole = copy.copy(self)
+        whole.shadow = {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in self.shadow.items()}
+        return whole
 
 
 def _to_shadow(value: torch.Tensor) -> torch.Tensor:

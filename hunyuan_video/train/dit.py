@@ -9,6 +9,7 @@ exactly the batches, noise and times an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,7 @@ from hunyuan_video.train.distill import (
     load_teacher,
     student_from_teacher,
 )
-from hunyuan_video.train.distributed import check_divisible, is_main, shard_rows
+from hunyuan_video.train.distributed import check_divisible, is_main, micro_batches, rank_and_world, shard_model
 from hunyuan_video.train.loop import Periodic, adamw, apply_gradients, lr_schedule, run_loop
 from hunyuan_video.train.run_dir import check_run_dir
 
@@ -119,7 +120,8 @@ class DiTTrainConfig:
     # training numbers as they are. Any other field is the run's own and must stay.
     RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = (
         "out_dir", "device", "gradient_checkpointing", "log_every", "checkpoint_every", "sample_every",
-        "sample_prompts", "sample_steps", "sample_guidance", "sample_size", "sample_shift", "export", "export_dtype")
+        "sample_prompts", "sample_steps", "sample_guidance", "sample_size", "sample_shift", "export", "export_dtype",
+        "fsdp", "grad_accum_steps")
 
     data: str  # dataset folder (its metadata.jsonl lists clips and captions)
     vae: str  # the frozen parts: a VAE checkpoint or folder, and the two text encoder folders
@@ -146,6 +148,10 @@ class DiTTrainConfig:
     # CLIP's pooled vector alone replaced by the empty caption's, so that the model must read the LLM's tokens
     pooled_dropout: float = 0.0
     gradient_checkpointing: bool = False
+    # under torchrun: shard the transformer, its gradients, optimiser state and EMA over the ranks with FSDP2 (one
+    # unit per block); False keeps a whole copy on every rank. No effect on one process
+    fsdp: bool = False
+    grad_accum_steps: int = 1  # micro-batches per step on each rank: a stage's batch_size is the global batch
     seed: int = 0
     device: str = "auto"  # "auto": CUDA when torch sees a GPU, else the CPU
     log_every: int = 10
@@ -189,6 +195,11 @@ class DiTTrainConfig:
             raise ValueError(f"export_dtype {self.export_dtype!r} is not one of {EXPORT_DTYPES}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule {self.lr_schedule!r} is not one of {LR_SCHEDULES}")
+        if self.grad_accum_steps < 1:
+            raise ValueError(f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
+        if self.fsdp and self.lora is not None:
+            raise ValueError("fsdp shards a transformer that trains whole; a LoRA run keeps its frozen base on every "
+                             "rank: set fsdp to false")
         if self.distill is not None:
             self._check_distill()
         elif (self.init_from is None) == (not self.transformer):
@@ -326,18 +337,22 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
     with `config.lora`, the checkpoint and EMA hold the adapter only and `lora_ema.safetensors` is its LoRA file.
     `max_steps` stops early (after that many steps in total) so that a later `resume` can go on; such a run writes
     its weights and samples to `out_dir` only, `export` is written by a finished run. Under `torch.distributed` each
-    rank trains its rows of every batch (see `train.distributed`) and rank 0 writes. `out_dir` is checked first
-    (`train.run_dir`): a folder holding a run needs `resume` (and a config that fits it) or `overwrite`.
+    rank trains its rows of every batch, `grad_accum_steps` micro-batches at a time (see `train.distributed`), with
+    `fsdp` on a sharded transformer (checkpointed in `checkpoint.dcp/`, see `train.sharded_checkpoint`), and rank 0
+    writes. `out_dir` is checked first (`train.run_dir`): a folder holding a run needs `resume` (and a config that
+    fits it) or `overwrite`.
     """
     out = Path(config.out_dir)
     check_run_dir(out, config, resume=resume, overwrite=overwrite)
     device = resolve_device(config.device)
     for stage in config.stages:
-        check_divisible(stage.batch_size, f"stage {stage.name!r}: batch_size")
+        check_divisible(stage.batch_size, f"stage {stage.name!r}: batch_size", config.grad_accum_steps)
     cache = read_sources(config)
     model = build_transformer(config).to(device).train()
     teacher = None if config.distill is None else load_teacher(config.teacher).to(device)
     model.gradient_checkpointing = config.gradient_checkpointing
+    if config.fsdp and rank_and_world()[1] > 1:
+        shard_model(model, [*model.double_blocks, *model.single_blocks])
     trained = trained_part(model, config)
     params = list(trained.parameters())
     optimizer = adamw(params, config.lr, config.betas, config.weight_decay)
@@ -349,32 +364,42 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
 
     def step(index: int) -> dict:
         # Every draw of the step, for the whole batch, comes from its own generator: the same on every rank and
-        # after a resume; each rank then trains its rows.
+        # after a resume; each rank then trains its rows, one micro-batch at a time.
         generator = _step_generator(config.seed, index)
         batch = draw_batch(cache, config.stage_at(index), config.caption_dropout, generator, config.pooled_dropout)
         batch.update(draw_noise(batch["x0"].shape, config, generator))
-        if teacher is None:
-            loss = velocity_loss(model, shard_rows(batch), config)
-        else:
+        if teacher is not None:
             batch.update(scale=draw_scales(len(batch["x0"]), config.distill, generator), **empty_captions(cache, batch))
-            loss = distillation_loss(model, teacher, shard_rows(batch))
-        grad_norm = apply_gradients(loss, optimizer, params, config.grad_clip, schedule)
+        losses = []
+
+        def micro_losses() -> Iterator[torch.Tensor]:
+            for micro in micro_batches(batch, config.grad_accum_steps):
+                loss = velocity_loss(model, micro, config) if teacher is None else \
+                    distillation_loss(model, teacher, micro)
+                losses.append(loss.detach())
+                yield loss
+
+        grad_norm = apply_gradients(micro_losses(), optimizer, params, config.grad_clip, schedule)
         ema.update(trained)
-        return {"loss": loss.detach(), "grad_norm": grad_norm, "lr": schedule.get_last_lr()[0]}
+        loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+        return {"loss": loss, "grad_norm": grad_norm, "lr": schedule.get_last_lr()[0]}
 
     def sample(index: int) -> None:
-        write_samples(config, model, ema, index)
+        whole = ema.gathered()  # every rank: a sharded EMA is gathered together
+        if is_main():
+            write_samples(config, model, whole, index)
 
     periodic = [Periodic(config.sample_every, sample)] if config.sample_prompts else []
     done = run_loop(step, dict(model=trained, ema=ema, optimizer=optimizer, schedule=schedule), out, config,
                     total_steps=config.total_steps, log_every=config.log_every,
                     checkpoint_every=config.checkpoint_every, max_steps=max_steps, resume=resume, overwrite=overwrite,
                     periodic=periodic, desc="train", progress=progress)
+    whole = ema.gathered()
     if is_main():
         own = out / ("lora_ema.safetensors" if config.lora else "transformer_ema.safetensors")
-        export_ema(model, ema, own)
+        export_ema(model, whole, own)
         if config.export and done == config.total_steps:
-            export_ema(model, ema, config.export, getattr(torch, config.export_dtype))
+            export_ema(model, whole, config.export, getattr(torch, config.export_dtype))
     return out
 
 
@@ -409,7 +434,8 @@ def export_ema(model: HunyuanVideoTransformer, ema: EMA, path: str | Path, dtype
                ) -> Path:
     """Write the EMA weights at `path`, in `dtype`, atomically (an earlier file there stays whole until the new one is
     complete): a transformer checkpoint (safetensors with its config), or for LoRA training the adapter as a LoRA
-    file in the original-key layout (what `load_lora` reads)."""
+    file in the original-key layout (what `load_lora` reads). `ema` holds whole tensors (of a sharded run: its
+    `gathered()` copy)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         if LORA_NAME in adapter_names(model):
@@ -424,7 +450,8 @@ def export_ema(model: HunyuanVideoTransformer, ema: EMA, path: str | Path, dtype
 def write_samples(config: DiTTrainConfig, model: HunyuanVideoTransformer, ema: EMA, step: int) -> list[Path]:
     """Sample `config.sample_prompts` with the EMA weights (fixed seeds) into `out_dir/samples/step_N/i.mp4`: with
     true CFG at `sample_guidance`, or for a model that embeds guidance in one pass per step at `embedded_guidance`
-    (a distilled student: at `sample_guidance`, the CFG scale it learnt to embed)."""
+    (a distilled student: at `sample_guidance`, the CFG scale it learnt to embed). `ema` holds whole tensors (of a
+    sharded run: its `gathered()` copy)."""
     from hunyuan_video.checkpoint import load_vae
     from hunyuan_video.pipelines import HunyuanVideoPipeline
     from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder

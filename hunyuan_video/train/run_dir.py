@@ -1,10 +1,10 @@
 """The rules of a training folder (`out_dir`), checked before anything is computed or written.
 
 A run starts in a folder that is missing or empty. A folder that holds anything is refused unless the run says
-`resume` (continue its `checkpoint.pt`, with a config that differs from the run's `config.json` only in the fields
-its config class lists in `RESUME_MAY_CHANGE`) or `overwrite` (the earlier run is moved aside, whole, to
-`OUT_DIR.old-YYYYmmdd-HHMMSS`; nothing is deleted). Checkpoint temporaries that a kill left behind are removed when a
-run starts.
+`resume` (continue its `checkpoint.pt` or sharded `checkpoint.dcp/`, with a config that differs from the run's
+`config.json` only in the fields its config class lists in `RESUME_MAY_CHANGE`) or `overwrite` (the earlier run is
+moved aside, whole, to `OUT_DIR.old-YYYYmmdd-HHMMSS`; nothing is deleted). Checkpoint temporaries that a kill left
+behind are removed when a run starts.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from hunyuan_video.config import config_to_dict
 from hunyuan_video.files import remove, stale_temporaries
 
 CHECKPOINT = "checkpoint.pt"
+SHARDED_CHECKPOINT = "checkpoint.dcp"  # the checkpoint of a run sharded with FSDP2 (see train.sharded_checkpoint)
 CONFIG = "config.json"
 
 
@@ -56,7 +57,7 @@ def check_run_dir(out_dir: str | Path, config: Any, *, resume: bool = False, ove
         raise ValueError(f"out_dir {out} is a file, not a folder")
     if resume:
         checkpoint = out / CHECKPOINT
-        if not checkpoint.is_file():
+        if not (checkpoint.is_file() or (out / SHARDED_CHECKPOINT / "latest").is_file()):
             raise ValueError(f"--resume: checkpoint {checkpoint} does not exist (drop --resume to start a new run)")
         saved = out / CONFIG
         if saved.is_file():

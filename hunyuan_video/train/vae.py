@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,7 +39,7 @@ from hunyuan_video.train.common import (
     seed_everything,
     stage_at,
 )
-from hunyuan_video.train.distributed import check_divisible, is_main, shard_rows
+from hunyuan_video.train.distributed import check_divisible, is_main, micro_batches, rank_and_world, shard_model
 from hunyuan_video.train.loop import Periodic, adamw, apply_gradients, last_step, lr_schedule, run_loop
 from hunyuan_video.train.losses import (
     REC_LOSSES,
@@ -72,7 +74,7 @@ class VAETrainConfig:
     # numbers as they are. Any other field is the run's own and must stay.
     RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = (
         "note", "out_dir", "device", "gradient_checkpointing", "log_every", "checkpoint_every", "val_dir",
-        "val_every", "val_clips", "val_size", "val_frames", "val_samples")
+        "val_every", "val_clips", "val_size", "val_frames", "val_samples", "fsdp", "grad_accum_steps")
 
     train_dir: str  # a dataset folder (metadata.jsonl or .txt captions; videos and images), see data.manifest
     stages: list[VAEStage]
@@ -117,6 +119,10 @@ class VAETrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     gradient_checkpointing: bool = False
+    # under torchrun: shard the VAE (one unit per down/up block), the discriminator, their optimiser states and the
+    # EMA over the ranks with FSDP2; False keeps a whole copy on every rank. No effect on one process
+    fsdp: bool = False
+    grad_accum_steps: int = 1  # micro-batches per step on each rank: a stage's batch sizes are the global batches
     device: str = "auto"  # "auto": CUDA when available, else CPU
     seed: int = 0
     # bookkeeping
@@ -165,6 +171,8 @@ class VAETrainConfig:
             raise ValueError(f"lr_schedule {self.lr_schedule!r} is not one of {LR_SCHEDULES}")
         if self.video_per_image < 1 or self.max_frame_stride < 1:
             raise ValueError("video_per_image and max_frame_stride must be >= 1")
+        if self.grad_accum_steps < 1:
+            raise ValueError(f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
         if self.val_dir and (self.val_size % 8 or (self.val_frames - 1) % 4):
             raise ValueError(f"val_size must be a multiple of 8 and val_frames 1 + 4k, got {self.val_size}, "
                              f"{self.val_frames}")
@@ -362,6 +370,30 @@ def latent_scaling_factor(model: CausalVAE, videos: Tensor) -> float:
     return 1.0 / means.std().item()
 
 
+def mean_of(values: list[Tensor | float]) -> Tensor | float:
+    """The mean of a step's micro-batch scalars (the one value itself when there is one)."""
+    return values[0] if len(values) == 1 else torch.stack([torch.as_tensor(v) for v in values]).mean()
+
+
+def ema_copy(vae: CausalVAE, ema: EMA) -> CausalVAE:
+    """A whole copy of `vae` (sharded or not) holding `ema`'s weights, in eval mode; built without drawing from the
+    training's RNG. Every rank calls it when the EMA is sharded (it is gathered)."""
+    whole = ema.gathered()
+    with torch.random.fork_rng(devices=[]):
+        model = CausalVAE(vae.config)
+    model.tiling = vae.tiling
+    whole.copy_to(model)
+    return model.to(next(vae.parameters()).device).eval()
+
+
+def shard_vae(vae: CausalVAE) -> None:
+    """Shard `vae` with FSDP2: one unit per encoder down block and decoder up block, one each for the rest of the
+    encoder, the two 1x1x1 convs and the rest of the decoder (whose last layer stays gathered through the loss, for
+    the adaptive GAN weight), under a root without parameters of its own that `encode` and `decode` run."""
+    units = [*vae.encoder.down_blocks, *vae.decoder.up_blocks, vae.encoder, vae.quant_conv, vae.post_quant_conv]
+    shard_model(vae, units, kept_gathered=[vae.decoder], methods=("encode", "decode"))
+
+
 def export_vae(model: CausalVAE, folder: str | Path) -> Path:
     """Write a VAE model folder: `model.safetensors` (official keys) and `config.json`, which
     `hunyuan_video.checkpoint.load_vae(folder)` reads."""
@@ -380,7 +412,9 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
 
     `max_steps` stops early after that many total steps (the schedule is still that of the whole config), exporting
     the EMA weights of that step and leaving a checkpoint to resume from. Under `torch.distributed` each rank trains
-    its rows of every batch (see `train.distributed`; the adaptive GAN weight is each rank's own) and rank 0 writes.
+    its rows of every batch, `grad_accum_steps` micro-batches at a time (see `train.distributed`; the adaptive GAN
+    weight is each micro-batch's own), with `fsdp` on a sharded VAE and discriminator (checkpointed in
+    `checkpoint.dcp/`, see `train.sharded_checkpoint`), and rank 0 writes.
     `out_dir` is checked first (`train.run_dir`): a folder holding a run needs `resume` (and a config that fits it)
     or `overwrite`. The files skipped (`skipped.json`) are those of the whole run, a resumed one included.
     """
@@ -388,16 +422,19 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
     check_run_dir(out, cfg, resume=resume, overwrite=overwrite)
     device = resolve_device(cfg.device)
     for i, s in enumerate(cfg.stages):
-        check_divisible(s.batch_size, f"stage {i}: batch_size")
-        check_divisible(s.image_batch_size, f"stage {i}: image_batch_size")
+        check_divisible(s.batch_size, f"stage {i}: batch_size", cfg.grad_accum_steps)
+        check_divisible(s.image_batch_size, f"stage {i}: image_batch_size", cfg.grad_accum_steps)
     seed_everything(cfg.seed)
 
     vae = build_vae(cfg).to(device).train()
     vae.set_gradient_checkpointing(cfg.gradient_checkpointing)
     if any(s.tiled_prob for s in cfg.stages) or cfg.val_dir:  # a bad tile size fails now, not hours in
         vae.official_tiling().check(vae.config.spatial_compression_ratio, vae.config.time_compression_ratio)
-    ema = EMA(vae, cfg.ema_decay)
     anchor = frozen_encoder(vae) if cfg.latent_anchor_weight > 0 else None
+    sharded = cfg.fsdp and rank_and_world()[1] > 1
+    if sharded:
+        shard_vae(vae)
+    ema = EMA(vae, cfg.ema_decay)
     encoder_ids = {id(p) for p in [*vae.encoder.parameters(), *vae.quant_conv.parameters()]}
     encoder = [p for p in vae.parameters() if id(p) in encoder_ids]
     decoder = [p for p in vae.parameters() if id(p) not in encoder_ids]  # post_quant_conv and the decoder
@@ -414,22 +451,20 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
     disc, opt_d = None, None
     if cfg.disc_weight > 0:
         disc = PatchDiscriminator3D(vae.config.out_channels, cfg.disc_channels, cfg.disc_layers).to(device).train()
+        if sharded:
+            shard_model(disc, [])
         opt_d = adamw(disc.parameters(), cfg.disc_lr, (0.5, 0.9), cfg.weight_decay)
     lpips = load_lpips(cfg.lpips_vgg_path, cfg.lpips_lin_path).to(device) if cfg.lpips_weight > 0 else None
     sampler = ClipSampler(cfg.train_dir, cfg.max_frame_stride, cfg.seed)
     val_clips = load_val_clips(cfg.val_dir, cfg.val_clips, cfg.val_size, cfg.val_frames) if cfg.val_dir else None
 
-    def step(index: int) -> dict:
-        # Every rank draws the whole batch from the same sampler state (what it draws depends on what decodes), and
-        # trains its rows.
-        stage = cfg.stage_at(index)
-        x = shard_rows(sampler.batch(stage, cfg.video_per_image)).to(device)
-        tiling = vae.official_tiling() if stage.tiled_prob and torch.rand(()) < stage.tiled_prob else False
-        use_gan = disc is not None and index >= cfg.disc_start
-
+    def generator_loss(x: Tensor, noise: Callable[[Tensor], Tensor], tiling: bool | TileSpec, use_gan: bool
+                       ) -> tuple[Tensor, Tensor, dict]:
+        """The VAE's loss on the micro-batch `x` (its posterior's noise is `noise(mean)`), its reconstruction and the
+        scalars to log."""
         with autocast_context(device):
             posterior = vae.encode(x, tiling=tiling)
-            y = vae.decode(posterior.sample(), tiling=tiling)
+            y = vae.decode(posterior.sample(noise=noise(posterior.mean)), tiling=tiling)
             error = y.float() - x
             rec = reconstruction_loss(error, cfg.rec_loss)
             if lpips is not None:
@@ -447,18 +482,50 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
                 weight = cfg.disc_weight * adaptive_weight(rec, g_loss, vae.last_layer)
                 loss = loss + weight * g_loss
                 scalars.update(g=g_loss.detach(), gan_weight=weight)
-        scalars["grad_norm"] = apply_gradients(loss, opt, params, cfg.grad_clip, sched)
+        return loss, y.detach(), {"loss": loss.detach(), **scalars}
+
+    def step(index: int) -> dict:
+        # Every rank draws the whole batch from the same sampler state (what it draws depends on what decodes), and
+        # trains its rows, one micro-batch at a time.
+        stage = cfg.stage_at(index)
+        batch = sampler.batch(stage, cfg.video_per_image)
+        micro = [x.to(device) for x in micro_batches(batch, cfg.grad_accum_steps)]
+        tiling = vae.official_tiling() if stage.tiled_prob and torch.rand(()) < stage.tiled_prob else False
+        use_gan = disc is not None and index >= cfg.disc_start
+        outputs, records, noises = [], [], []
+
+        def noise(i: int, mean: Tensor) -> Tensor:
+            # the posterior noise of the whole batch, drawn once as one process draws it; micro-batch i takes its rows
+            if not noises:
+                whole = torch.randn((len(batch), *mean.shape[1:]), device=mean.device, dtype=mean.dtype)
+                noises.extend(micro_batches(whole, cfg.grad_accum_steps))
+            return noises[i]
+
+        def generator_losses() -> Iterator[Tensor]:
+            for i, x in enumerate(micro):
+                loss, y, scalars = generator_loss(x, partial(noise, i), tiling, use_gan)
+                outputs.append(y)
+                records.append(scalars)
+                yield loss
+
+        grad_norm = apply_gradients(generator_losses(), opt, params, cfg.grad_clip, sched)
         ema.update(vae)
         if use_gan:
-            with autocast_context(device):
-                d_loss = hinge_d_loss(disc(x).float(), disc(y.detach()).float())
-            apply_gradients(d_loss, opt_d, disc.parameters())
-            scalars["d"] = d_loss.detach()
-        return {"loss": loss.detach(), "lr": sched.get_last_lr()[0], **scalars}
+            def disc_losses() -> Iterator[Tensor]:
+                for x, y in zip(micro, outputs):
+                    with autocast_context(device):
+                        d_loss = hinge_d_loss(disc(x).float(), disc(y).float())
+                    records.append({"d": d_loss.detach()})
+                    yield d_loss
+
+            apply_gradients(disc_losses(), opt_d, disc.parameters())
+        scalars = {k: mean_of([r[k] for r in records if k in r]) for k in dict.fromkeys(k for r in records for k in r)}
+        return {"loss": scalars.pop("loss"), "lr": sched.get_last_lr()[0], **scalars, "grad_norm": grad_norm}
 
     def validate(index: int) -> dict[str, float]:
-        model = copy.deepcopy(vae).eval()
-        ema.copy_to(model)
+        model = ema_copy(vae, ema)  # every rank: a sharded EMA is gathered together
+        if not is_main():
+            return {}
         scores = evaluate(model, val_clips)
         if anchor is not None:
             with torch.no_grad():
@@ -474,14 +541,13 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
                     checkpoint_every=cfg.checkpoint_every, max_steps=max_steps, resume=resume,
                     overwrite=overwrite, periodic=[Periodic(cfg.val_every, validate)] if val_clips is not None else [],
                     desc="train-vae", progress=progress)
+    final = ema_copy(vae, ema)
     if not is_main():
         return out
     if len(sampler.report):
         print(sampler.report.summary())
         sampler.report.save(out / "skipped.json")
     if done == last_step(cfg.total_steps, max_steps):  # a run stopped by `max_steps` exports too; `resume` goes on
-        final = copy.deepcopy(vae).eval()
-        ema.copy_to(final)
         refit = not cfg.init_from if cfg.refit_scaling_factor is None else cfg.refit_scaling_factor
         if refit:  # a new latent space needs its own scale; a fine-tune keeps the one it started from
             last = cfg.stages[-1]  # 16 more training clips, drawn after the last checkpoint
