@@ -165,8 +165,9 @@ def _add_speed_memory_options(p: argparse.ArgumentParser) -> None:
                        help="keep the blocks' linear weights in float8 (half of bf16's memory; weight-only "
                             "quantisation, not exact); an official *_fp8.pt checkpoint loads so by itself")
     speed.add_argument("--compile", action="store_true", help="torch.compile each transformer block (regional)")
-    speed.add_argument("--chunk-ffn", type=int, metavar="TOKENS",
-                       help="run the blocks' MLPs this many tokens at a time (lower peak memory)")
+    speed.add_argument("--chunk-ffn", type=_count_or_auto, metavar="TOKENS|auto",
+                       help="run the blocks' MLPs this many tokens at a time (lower peak memory); auto: the largest "
+                            "chunk that fits half of the free device memory")
     speed.add_argument("--offload", action="store_true",
                        help="keep the weights on the CPU and move each part to the GPU only while it works (the "
                             "transformer block by block, the next one prefetched)")
@@ -178,12 +179,27 @@ def _add_speed_memory_options(p: argparse.ArgumentParser) -> None:
                      help="decode in square tiles of this many pixels (official: 256; 0: no tiling)")
     vae.add_argument("--vae-tile-frames", type=int, metavar="N", help="frames per temporal tile (official: 64)")
     vae.add_argument("--vae-tile-overlap", type=float, metavar="F", help="tile overlap fraction (official: 0.25)")
+    vae.add_argument("--vae-chunk", type=_count_or_auto, metavar="FRAMES|auto",
+                     help="run each decoder layer this many frames at a time (same video, lower peak memory); auto: "
+                          "the largest chunk that fits half of the free device memory")
+
+
+def _count_or_auto(value: str) -> int | str:
+    """An option's value: "auto" or an integer (checked to be positive by `_check_speed_memory_options`)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
 
 
 def _check_speed_memory_options(args: argparse.Namespace) -> None:
     """Raise a ValueError naming the option for a value of `_add_speed_memory_options` that cannot be right."""
-    if args.chunk_ffn is not None and args.chunk_ffn < 1:
+    if args.chunk_ffn not in (None, "auto") and args.chunk_ffn < 1:
         raise ValueError(f"--chunk-ffn must be a positive number of tokens, got {args.chunk_ffn}")
+    if args.vae_chunk not in (None, "auto") and args.vae_chunk < 1:
+        raise ValueError(f"--vae-chunk must be a positive number of frames, got {args.vae_chunk}")
     for name, value in (("--vae-tile-size", args.vae_tile_size), ("--vae-tile-frames", args.vae_tile_frames)):
         if value is not None and value < 0:
             raise ValueError(f"{name} must be positive (or --vae-tile-size 0 for no tiling), got {value}")
@@ -198,6 +214,7 @@ def _apply_speed_memory_options(pipe, args: argparse.Namespace) -> None:
     from hunyuan_video.models.regional_compile import compile_blocks
 
     pipe.transformer.set_ffn_chunk(args.chunk_ffn)
+    pipe.vae.set_decode_chunk(args.vae_chunk)
     pipe.release_text_encoders = args.free_text_encoders
     if args.vae_tile_size == 0:
         pipe.vae.tiling = None

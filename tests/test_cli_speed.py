@@ -54,3 +54,18 @@ def test_the_exact_options_give_the_same_frames(model, tmp_path):
                                  "--free-text-encoders", "--vae-tile-size", "0", "--vae-dtype", "float32"), plain)
     fp8 = frames("fp8", "--fp8")
     assert fp8.shape == plain.shape and np.abs(fp8.astype(int) - plain).mean() < 8
+
+
+def test_automatic_and_vae_chunks_give_the_same_frames(model, tmp_path):
+    def frames(name: str, *options: str) -> np.ndarray:
+        out = tmp_path / name
+        assert cli.main(["generate", "a cat walks", "-o", str(out), "--model", str(model), *ARGS, "--frames", "5",
+                         *options]) == 0
+        return np.stack([np.asarray(Image.open(p)) for p in sorted(out.glob("*.png"))])
+
+    plain = frames("plain")
+    assert np.array_equal(frames("chunked", "--chunk-ffn", "auto", "--vae-chunk", "1"), plain)
+    assert np.array_equal(frames("auto", "--vae-chunk", "auto"), plain)
+    with pytest.raises(SystemExit, match="^hunyuan-video generate: --vae-chunk must be a positive number of frames"):
+        cli.main(["generate", "x", "-o", str(tmp_path / "bad"), "--model", str(model), *ARGS, "--vae-chunk", "0"])
+    assert not (tmp_path / "bad").exists()
