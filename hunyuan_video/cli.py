@@ -55,7 +55,7 @@ TINY_MODEL = "assets/tiny"  # the embedded tiny model, inside the package, in th
 _GENERATE_OPTIONS = {"num_frames": "--frames", "num_inference_steps": "--steps", "guidance_scale": "--guidance",
                      "cfg_scale": "--cfg-scale", "negative_prompt": "--negative-prompt", "flow_shift": "--shift",
                      "the cache threshold": "--cache-threshold", "the sliding tile window": "--sta-window",
-                     "full_steps": "--sta-full-steps"}
+                     "full_steps": "--sta-full-steps", "fp8_matmul": "--fp8-matmul"}
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -164,6 +164,9 @@ def _add_speed_memory_options(p: argparse.ArgumentParser) -> None:
     speed.add_argument("--fp8", action="store_true",
                        help="keep the blocks' linear weights in float8 (half of bf16's memory; weight-only "
                             "quantisation, not exact); an official *_fp8.pt checkpoint loads so by itself")
+    speed.add_argument("--fp8-matmul", action="store_true",
+                       help="with float8 weights, multiply in fp8 on the tensor cores (GPUs of compute capability "
+                            "8.9+: L4, RTX 4090, H100; the activations rounded to float8 too, not exact)")
     speed.add_argument("--compile", action="store_true", help="torch.compile each transformer block (regional)")
     speed.add_argument("--chunk-ffn", type=_count_or_auto, metavar="TOKENS|auto",
                        help="run the blocks' MLPs this many tokens at a time (lower peak memory); auto: the largest "
@@ -291,7 +294,8 @@ def _run_generate(args: argparse.Namespace) -> int:
         vae_dtype = getattr(torch, args.vae_dtype) if args.vae_dtype else None
         pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=dtype, device=device, offload=args.offload,
                                                     attention_backend=args.attention, vae_dtype=vae_dtype,
-                                                    quantize="fp8" if args.fp8 else None)
+                                                    quantize="fp8" if args.fp8 else None,
+                                                    fp8_matmul=args.fp8_matmul)
         for spec in args.lora:
             lora_path, scale = _lora_spec(spec)
             pipe.load_lora_weights(lora_path, scale, ignore_unknown=args.lora_ignore_unknown)

@@ -33,6 +33,7 @@ def test_help_groups_the_options(capsys):
     (["--attention", "flash3"], "attention backend 'flash3' needs FlashAttention-3"),
     (["--attention", "fast"], "unknown attention backend 'fast': choose one of auto, sdpa"),
     (["--chunk-ffn", "0"], "--chunk-ffn must be a positive number of tokens, got 0"),
+    (["--fp8", "--fp8-matmul"], "--fp8-matmul needs a CUDA GPU with fp8 tensor cores"),
     (["--vae-tile-overlap", "1.5"], "--vae-tile-overlap must be in \\[0, 1\\), got 1.5"),
     (["--vae-tile-size", "100"], "--vae-tile-\\*: sample_size \\(pixels\\) must be a positive multiple of"),
 ])

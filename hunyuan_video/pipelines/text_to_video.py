@@ -32,6 +32,7 @@ from hunyuan_video.parallel.vae import decode_shared
 from hunyuan_video.pipelines.defaults import GenerationDefaults
 from hunyuan_video.pipelines.layouts import find_model_folder
 from hunyuan_video.pipelines.offload import ModelOffload
+from hunyuan_video.quant import check_fp8_matmul, enable_fp8_matmul
 from hunyuan_video.scheduler import euler_step, sampling_sigmas
 from hunyuan_video.sparse_attention import SlidingTile
 from hunyuan_video.step_cache import (
@@ -129,8 +130,9 @@ class HunyuanVideoPipeline:
         device: torch.device | str | None = None,
         attention_backend: str = "auto",
         quantize: str | None = None,
-        offload: bool = False,
+        offload: bool | str = False,
         vae_dtype: torch.dtype | None = None,
+        fp8_matmul: bool = False,
     ) -> HunyuanVideoPipeline:
         """Load a model folder in the official `ckpts/` or the diffusers layout (detected) with its `generate.json`
         as the defaults (and its `teacache.json` as the TeaCache polynomial), in `dtype` (default: the folder's,
@@ -139,12 +141,15 @@ class HunyuanVideoPipeline:
         linears in float8 (an official fp8 checkpoint loads so by itself; see `hunyuan_video.quant`).
         `offload=True` loads onto the CPU and brings each part to `device` only while it works
         (`enable_model_cpu_offload`), to run a big model on a small GPU. `vae_dtype` loads the VAE in another dtype
-        than `dtype` (e.g. float32 for the decode)."""
+        than `dtype` (e.g. float32 for the decode). `fp8_matmul=True` runs the float8 linears as fp8 matmuls
+        (`quant.enable_fp8_matmul`; GPUs of compute capability 8.9 and up, checked before anything loads)."""
         folder = find_model_folder(path)
         defaults = GenerationDefaults.read(folder.root)
         dtype = dtype or getattr(torch, defaults.dtype)
         device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         check_attention_backend(attention_backend, device, dtype)
+        if fp8_matmul:
+            device = check_fp8_matmul(device)
         load_device = torch.device("cpu") if offload else device
         transformer = load_transformer(folder.transformer, dtype=dtype, device=load_device, quantize=quantize)
         vae = load_vae(folder.vae, dtype=vae_dtype or dtype, device=load_device)
@@ -153,6 +158,8 @@ class HunyuanVideoPipeline:
         text_encoder = LLMTextEncoder.from_pretrained(folder.text_encoder, folder.tokenizer, dtype, load_device)
         text_encoder_2 = CLIPTextEncoder.from_pretrained(folder.text_encoder_2, folder.tokenizer_2, dtype, load_device)
         pipe = cls(transformer, vae, text_encoder, text_encoder_2, defaults, read_teacache_coefficients(folder.root))
+        if fp8_matmul:
+            enable_fp8_matmul(transformer, device)
         if offload:
             pipe.enable_model_cpu_offload(device)
         pipe.set_attention_backend(attention_backend)
