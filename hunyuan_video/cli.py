@@ -171,9 +171,11 @@ def _add_speed_memory_options(p: argparse.ArgumentParser) -> None:
     speed.add_argument("--chunk-ffn", type=_count_or_auto, metavar="TOKENS|auto",
                        help="run the blocks' MLPs this many tokens at a time (lower peak memory); auto: the largest "
                             "chunk that fits half of the free device memory")
-    speed.add_argument("--offload", action="store_true",
-                       help="keep the weights on the CPU and move each part to the GPU only while it works (the "
-                            "transformer block by block, the next one prefetched)")
+    speed.add_argument("--offload", nargs="?", const="blocks", choices=("model", "blocks", "auto"),
+                       metavar="model|blocks|auto",
+                       help="keep the weights on the CPU and move each part to the GPU only while it works: blocks "
+                            "(the default) the transformer block by block, the next one prefetched; model each part "
+                            "whole; auto whole when it fits half of the free GPU memory, else block by block")
     speed.add_argument("--free-text-encoders", action="store_true",
                        help="drop the text encoders once the prompt is encoded (frees their memory before denoising)")
     vae = p.add_argument_group("VAE decode")
@@ -292,7 +294,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         parallel, device = _start_parallel(args, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = getattr(torch, args.dtype) if args.dtype else None
         vae_dtype = getattr(torch, args.vae_dtype) if args.vae_dtype else None
-        pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=dtype, device=device, offload=args.offload,
+        pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=dtype, device=device, offload=args.offload or False,
                                                     attention_backend=args.attention, vae_dtype=vae_dtype,
                                                     quantize="fp8" if args.fp8 else None,
                                                     fp8_matmul=args.fp8_matmul)

@@ -66,7 +66,8 @@ def test_automatic_and_vae_chunks_give_the_same_frames(model, tmp_path):
 
     plain = frames("plain")
     assert np.array_equal(frames("chunked", "--chunk-ffn", "auto", "--vae-chunk", "1"), plain)
-    assert np.array_equal(frames("auto", "--vae-chunk", "auto"), plain)
+    assert np.array_equal(frames("auto", "--vae-chunk", "auto", "--offload", "model"), plain)
+    assert np.array_equal(frames("auto-offload", "--offload", "auto"), plain)
     with pytest.raises(SystemExit, match="^hunyuan-video generate: --vae-chunk must be a positive number of frames"):
         cli.main(["generate", "x", "-o", str(tmp_path / "bad"), "--model", str(model), *ARGS, "--vae-chunk", "0"])
     assert not (tmp_path / "bad").exists()

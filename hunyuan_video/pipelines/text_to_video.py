@@ -139,10 +139,12 @@ class HunyuanVideoPipeline:
         else bfloat16) onto `device` (default: CUDA when present). `attention_backend` names the attention kernel
         (see `set_attention_backend`; checked before anything loads). `quantize="fp8"` keeps the transformer's block
         linears in float8 (an official fp8 checkpoint loads so by itself; see `hunyuan_video.quant`).
-        `offload=True` loads onto the CPU and brings each part to `device` only while it works
-        (`enable_model_cpu_offload`), to run a big model on a small GPU. `vae_dtype` loads the VAE in another dtype
-        than `dtype` (e.g. float32 for the decode). `fp8_matmul=True` runs the float8 linears as fp8 matmuls
-        (`quant.enable_fp8_matmul`; GPUs of compute capability 8.9 and up, checked before anything loads)."""
+        `offload` loads onto the CPU and brings each part to `device` only while it works
+        (`enable_model_cpu_offload`), to run a big model on a small GPU: "model" (each part whole), "blocks" (the
+        transformer's blocks streamed; True means "blocks") or "auto" (whole when it fits the free memory).
+        `vae_dtype` loads the VAE in another dtype than `dtype` (e.g. float32 for the decode). `fp8_matmul=True`
+        runs the float8 linears as fp8 matmuls (`quant.enable_fp8_matmul`; GPUs of compute capability 8.9 and up,
+        checked before anything loads)."""
         folder = find_model_folder(path)
         defaults = GenerationDefaults.read(folder.root)
         dtype = dtype or getattr(torch, defaults.dtype)
@@ -161,7 +163,7 @@ class HunyuanVideoPipeline:
         if fp8_matmul:
             enable_fp8_matmul(transformer, device)
         if offload:
-            pipe.enable_model_cpu_offload(device)
+            pipe.enable_model_cpu_offload(device, "blocks" if offload is True else offload)
         pipe.set_attention_backend(attention_backend)
         return pipe
 
@@ -180,13 +182,16 @@ class HunyuanVideoPipeline:
                 module.to(self.device)
         return self
 
-    def enable_model_cpu_offload(self, device: torch.device | str = "cuda") -> HunyuanVideoPipeline:
+    def enable_model_cpu_offload(self, device: torch.device | str = "cuda", level: str = "blocks"
+                                 ) -> HunyuanVideoPipeline:
         """Keep the parts on the CPU and bring each to `device` only while it works: the text encoders and the VAE
-        whole, the transformer's small parts whole and its blocks one at a time (so only one block's weights and
-        the activations sit on the GPU)."""
-        device = check_device(device)
+        whole; the transformer at `level` "blocks" with its small parts whole and its blocks one at a time (so only
+        one block's weights, the next one's in flight, and the activations sit on the GPU), at "model" whole, at
+        "auto" whole when its weights fit `memory_budget.auto_budget` of the device and block by block when not
+        (see `pipelines/offload.py`)."""
+        offload = ModelOffload(check_device(device), level)
         self.to("cpu")
-        self.device, self.offload = device, ModelOffload(device)
+        self.device, self.offload = offload.device, offload
         return self
 
     def load_lora_weights(self, path: str | Path, scale: float = 1.0, adapter_name: str | None = None,
