@@ -113,7 +113,7 @@ def test_chunking_bounds_the_decode_peak(vae):
     assert whole == 17 * 16 * 32 * 32 * 4 and frame == whole // 17  # the last upsampler: 16 channels, 17 frames
     assert peaks[1] < peaks[4] < 0.7 * peaks[None]
     for chunk in (1, 4):  # the resident activations and the chunk's temporaries, as `chunk_for` counts them
-        assert peaks[chunk] <= vae_chunks.RESIDENT_ACTIVATIONS * whole + vae_chunks.TRANSIENT_FRAMES * frame * chunk
+        assert peaks[chunk] <= vae_chunks.chunk_bytes(whole, frame, chunk)
 
 
 @torch.no_grad()
@@ -124,7 +124,7 @@ def test_automatic_chunk_keeps_the_decode_under_its_budget(vae, monkeypatch):
     vae.set_decode_chunk("auto")
     try:
         for frames in (1, 3, 8):
-            budget = 2 * whole + 6 * frame * frames + frame // 2
+            budget = vae_chunks.chunk_bytes(whole, frame, frames) + frame // 2
             assert vae_chunks.chunk_for(vae.decoder, tuple(z.shape), 4, budget) == frames
             monkeypatch.setattr("hunyuan_video.models.vae.auto_budget", lambda device, b=budget: b)
             with TensorBytesPeak() as meter:

@@ -31,11 +31,19 @@ if TYPE_CHECKING:
     from hunyuan_video.models.vae import Attention, CausalConv3d, Decoder, ResnetBlock, Upsample
 
 Frames = Callable[[int, int], Tensor]  # (start, stop) -> the frames start .. stop - 1 of a layer's input
-# The temporaries of one chunk, in frames of the largest activation: the normalised chunk, its copy behind the
-# cache, its padded copy, the convolution's output, the residual sum, and one more for the allocator's slack.
-TRANSIENT_FRAMES = 6
+# What one chunk of c frames holds beyond the whole activations, in frames of the largest activation: its c + 2
+# frames (the chunk behind the causal conv's cache of 2) about 4 times over (the normalised chunk, its copy behind the
+# cache, its padded copy; the convolution's output and the cache's copy).
+TRANSIENT_FRAMES = 4
+CAUSAL_CACHE_FRAMES = 2
 # The whole activations a layer holds: its input and its output.
 RESIDENT_ACTIVATIONS = 2
+
+
+def chunk_bytes(whole: int, frame: int, chunk: int) -> int:
+    """The bytes a decode over chunks of `chunk` frames plans for: its resident whole activations (`whole` bytes
+    each) and one chunk's temporaries (`frame` bytes per frame of the largest activation)."""
+    return RESIDENT_ACTIVATIONS * whole + TRANSIENT_FRAMES * frame * (chunk + CAUSAL_CACHE_FRAMES)
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -193,9 +201,8 @@ def activation_sizes(decoder: Decoder, latent_shape: tuple[int, ...], element_by
 
 
 def chunk_for(decoder: Decoder, latent_shape: tuple[int, ...], element_bytes: int, budget: int) -> int | None:
-    """The frames per chunk that keep a chunked decode of `latent_shape` under `budget` bytes: its resident whole
-    activations plus `TRANSIENT_FRAMES` frames of the largest activation per chunk frame (None: no chunking
-    needed; 1 when even that does not fit)."""
+    """The frames per chunk that keep a chunked decode of `latent_shape` under `budget` bytes as `chunk_bytes`
+    counts them (None: no chunking needed; 1 when even that does not fit)."""
     whole, frame = activation_sizes(decoder, latent_shape, element_bytes)
-    frames = whole // frame
-    return chunk_for_budget(TRANSIENT_FRAMES * frame, frames, budget, RESIDENT_ACTIVATIONS * whole)
+    fixed = chunk_bytes(whole, frame, 0)
+    return chunk_for_budget(TRANSIENT_FRAMES * frame, whole // frame, budget, fixed)
