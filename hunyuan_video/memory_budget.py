@@ -8,6 +8,8 @@ that file does not exist.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -48,8 +50,8 @@ def chunk_for_budget(per_item_bytes: int, items: int, budget: int, fixed_bytes: 
 
 class TensorBytesPeak(TorchDispatchMode):
     """Counts the bytes of the tensors created inside it that are alive at once (on any device, the CPU included):
-    `peak` is the largest total seen. Tensors made before it (weights, inputs) do not count; views and in-place
-    results count once, with their storage.
+    `peak` is the largest total seen. Tensors made before it (weights, inputs) do not count, nor do views and
+    in-place results (an output sharing an input's storage); a new storage counts once, with all its views.
 
         with TensorBytesPeak() as meter:
             model(x)
@@ -61,15 +63,17 @@ class TensorBytesPeak(TorchDispatchMode):
         self.live: dict[int, tuple[StorageWeakRef, int]] = {}
         self.bytes = self.peak = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 (torch's signature)
+    def __torch_dispatch__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None) -> object:
         out = func(*args, **(kwargs or {}))
         for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
             self.bytes -= self.live.pop(key)[1]
+        inputs = {StorageWeakRef(t.untyped_storage()).cdata for t in tree_leaves((args, kwargs))
+                  if isinstance(t, torch.Tensor) and not t.is_meta}
         for tensor in tree_leaves(out):
             if isinstance(tensor, torch.Tensor) and not tensor.is_meta:
                 storage = tensor.untyped_storage()
                 ref = StorageWeakRef(storage)
-                if ref.cdata not in self.live and storage.nbytes():
+                if ref.cdata not in self.live and ref.cdata not in inputs and storage.nbytes():  # not a view
                     self.live[ref.cdata] = (ref, storage.nbytes())
                     self.bytes += storage.nbytes()
         self.peak = max(self.peak, self.bytes)

@@ -137,6 +137,19 @@ def test_automatic_chunk_keeps_the_decode_under_its_budget(vae, monkeypatch):
         vae.set_decode_chunk(None)
 
 
+def test_tensor_bytes_peak_counts_what_is_alive_at_once():
+    weights = torch.ones(5000)  # made before: not counted
+    with TensorBytesPeak() as meter:
+        a = torch.ones(1000)  # 4000 B
+        b = a * weights[:1000]  # 8000 B alive
+        del a
+        c = b + 1  # a is gone: 8000 B alive
+        c.view(10, 100).add_(1)  # a view and an in-place result add nothing
+        del b, c
+        torch.zeros(500)
+    assert meter.peak == 8000 and meter.bytes == 2000
+
+
 def test_chunk_for_budget_is_the_largest_chunk_that_fits():
     for per_item, items, budget, fixed in [(10, 100, 505, 0), (7, 50, 300, 40), (3, 10, 1000, 0), (10, 9, 5, 100)]:
         chunk = chunk_for_budget(per_item, items, budget, fixed)
