@@ -13,6 +13,14 @@ size, extrapolates to the real config:
     python bench/memory.py                                  # bench-mid, a few grids, chunk 64
     python bench/memory.py --grids 1x16x16 2x32x32 4x32x32 --chunk 512
 
+`--vae` measures the VAE decode instead (the real VAE config, random weights, float32, untiled): the peak of the
+tensor bytes alive at once (`memory_budget.TensorBytesPeak`, exact and independent of the allocator) against the
+latent tokens t x h x w, whole and over chunks of `--vae-chunk` frames, beside the bound `vae_chunks.chunk_for`
+plans with (`vae_chunks.chunk_bytes`: 2 x largest activation + 4 x its frame x (chunk + 2)); then that bound for
+720x1280x129, untiled and per official tile (256 px, 64 frames), in bfloat16:
+
+    python bench/memory.py --vae --latents 2x8x8 3x8x16 3x16x16 --vae-chunk 1 4
+
 Linux only (reads /proc). Prints markdown tables for BENCHMARKS.md.
 """
 
@@ -71,6 +79,59 @@ def measure(preset: str, grid: tuple[int, int, int], text: int, chunk: int | Non
     return dict(tokens=tokens, peak=high_water_bytes() - before)
 
 
+def measure_vae(latent: tuple[int, int, int], chunk: int | None) -> dict:
+    """One untiled decode's tensor-bytes peak of the real VAE config (random weights, float32, CPU)."""
+    import torch
+
+    from hunyuan_video.config import VAE_PRESETS
+    from hunyuan_video.memory_budget import TensorBytesPeak
+    from hunyuan_video.models.vae import CausalVAE
+    from hunyuan_video.models.vae_chunks import activation_sizes
+
+    torch.set_num_threads(1)
+    vae = CausalVAE(VAE_PRESETS["884-16c-hy"]).eval()
+    vae.set_decode_chunk(chunk)
+    z = torch.randn(1, 16, *latent)
+    with torch.no_grad(), TensorBytesPeak() as meter:
+        vae.decode(z, tiling=False)
+    whole, frame = activation_sizes(vae.decoder, tuple(z.shape), 4)
+    return dict(tokens=latent[0] * latent[1] * latent[2], peak=meter.peak, whole=whole, frame=frame)
+
+
+def vae_report(latents: list[str], chunks: list[int]) -> None:
+    """The `--vae` tables (see the module docstring)."""
+    import torch
+
+    from hunyuan_video.config import VAE_PRESETS
+    from hunyuan_video.models.vae import CausalVAE
+    from hunyuan_video.models.vae_chunks import activation_sizes, chunk_bytes
+
+    mib, gib = 2**20, 2**30
+    print("| latent t x h x w | tokens | chunk (frames) | decode peak MiB (fp32, measured) | bound MiB | "
+          "largest activation MiB |")
+    print("|---|---|---|---|---|---|")
+    for latent in latents:
+        grid = tuple(int(v) for v in latent.split("x"))
+        for chunk in (None, *chunks):
+            m = measure_vae(grid, chunk)
+            bound = chunk_bytes(m["whole"], m["frame"], chunk or m["whole"] // m["frame"])
+            print(f"| {latent} | {m['tokens']} | {chunk or '-'} | {m['peak'] / mib:.0f} | {bound / mib:.0f} | "
+                  f"{m['whole'] / mib:.0f} |")
+    with torch.device("meta"):
+        decoder = CausalVAE(VAE_PRESETS["884-16c-hy"]).decoder
+    t, h, w = 1 + (REAL["frames"] - 1) // 4, REAL["height"] // 8, REAL["width"] // 8
+    print(f"\nComputed for the real VAE at {REAL['height']}x{REAL['width']}x{REAL['frames']} (latents {t}x{h}x{w}), "
+          "bfloat16: bound = 2 x largest activation + 4 x its frame x (chunk + 2)")
+    print("| decode | chunk (frames) | largest activation GiB | bound GiB |")
+    print("|---|---|---|---|")
+    tile = (1, 16, 17, 32, 32)  # the latents of one official tile: 256 px, 64 (+1) frames
+    for name, shape in (("untiled", (1, 16, t, h, w)), ("one official tile", tile)):
+        whole, frame = activation_sizes(decoder, shape, 2)
+        for chunk in (None, *chunks):
+            bound = chunk_bytes(whole, frame, chunk or whole // frame)
+            print(f"| {name} | {chunk or '-'} | {whole / gib:.2f} | {bound / gib:.2f} |")
+
+
 def transformer_parameters(preset: str) -> tuple[int, int, int]:
     """(all parameters, the blocks' linear weights, what offload keeps on the device: the parts outside the blocks
     and the two biggest blocks) of a preset, counted on the meta device."""
@@ -98,8 +159,15 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=64, help="--chunk-ffn tokens for the chunked runs")
     parser.add_argument("--k", type=float, nargs=2, metavar=("UNCHUNKED", "CHUNKED"),
                         help="skip the measurements: extrapolate from these fitted k values")
+    parser.add_argument("--vae", action="store_true", help="measure the VAE decode instead of the transformer")
+    parser.add_argument("--latents", nargs="+", default=["2x8x8", "3x8x16", "3x16x16"], metavar="TxHxW",
+                        help="--vae: latent grids")
+    parser.add_argument("--vae-chunk", type=int, nargs="+", default=[1, 4], help="--vae: frames per chunk")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.vae:
+        vae_report(args.latents, args.vae_chunk)
+        return
     if args.child:
         grid, chunk = json.loads(args.child)
         print(json.dumps(measure(args.preset, tuple(grid), args.text, chunk)))

@@ -55,7 +55,7 @@ TINY_MODEL = "assets/tiny"  # the embedded tiny model, inside the package, in th
 _GENERATE_OPTIONS = {"num_frames": "--frames", "num_inference_steps": "--steps", "guidance_scale": "--guidance",
                      "cfg_scale": "--cfg-scale", "negative_prompt": "--negative-prompt", "flow_shift": "--shift",
                      "the cache threshold": "--cache-threshold", "the sliding tile window": "--sta-window",
-                     "full_steps": "--sta-full-steps"}
+                     "full_steps": "--sta-full-steps", "fp8_matmul": "--fp8-matmul"}
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -164,12 +164,18 @@ def _add_speed_memory_options(p: argparse.ArgumentParser) -> None:
     speed.add_argument("--fp8", action="store_true",
                        help="keep the blocks' linear weights in float8 (half of bf16's memory; weight-only "
                             "quantisation, not exact); an official *_fp8.pt checkpoint loads so by itself")
+    speed.add_argument("--fp8-matmul", action="store_true",
+                       help="with float8 weights, multiply in fp8 on the tensor cores (GPUs of compute capability "
+                            "8.9+: L4, RTX 4090, H100; the activations rounded to float8 too, not exact)")
     speed.add_argument("--compile", action="store_true", help="torch.compile each transformer block (regional)")
-    speed.add_argument("--chunk-ffn", type=int, metavar="TOKENS",
-                       help="run the blocks' MLPs this many tokens at a time (lower peak memory)")
-    speed.add_argument("--offload", action="store_true",
-                       help="keep the weights on the CPU and move each part to the GPU only while it works (the "
-                            "transformer block by block, the next one prefetched)")
+    speed.add_argument("--chunk-ffn", type=_count_or_auto, metavar="TOKENS|auto",
+                       help="run the blocks' MLPs this many tokens at a time (lower peak memory); auto: the largest "
+                            "chunk that fits half of the free device memory")
+    speed.add_argument("--offload", nargs="?", const="blocks", choices=("model", "blocks", "auto"),
+                       metavar="model|blocks|auto",
+                       help="keep the weights on the CPU and move each part to the GPU only while it works: blocks "
+                            "(the default) the transformer block by block, the next one prefetched; model each part "
+                            "whole; auto whole when it fits half of the free GPU memory, else block by block")
     speed.add_argument("--free-text-encoders", action="store_true",
                        help="drop the text encoders once the prompt is encoded (frees their memory before denoising)")
     vae = p.add_argument_group("VAE decode")
@@ -178,12 +184,27 @@ def _add_speed_memory_options(p: argparse.ArgumentParser) -> None:
                      help="decode in square tiles of this many pixels (official: 256; 0: no tiling)")
     vae.add_argument("--vae-tile-frames", type=int, metavar="N", help="frames per temporal tile (official: 64)")
     vae.add_argument("--vae-tile-overlap", type=float, metavar="F", help="tile overlap fraction (official: 0.25)")
+    vae.add_argument("--vae-chunk", type=_count_or_auto, metavar="FRAMES|auto",
+                     help="run each decoder layer this many frames at a time (same video, lower peak memory); auto: "
+                          "the largest chunk that fits half of the free device memory")
+
+
+def _count_or_auto(value: str) -> int | str:
+    """An option's value: "auto" or an integer (checked to be positive by `_check_speed_memory_options`)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
 
 
 def _check_speed_memory_options(args: argparse.Namespace) -> None:
     """Raise a ValueError naming the option for a value of `_add_speed_memory_options` that cannot be right."""
-    if args.chunk_ffn is not None and args.chunk_ffn < 1:
+    if args.chunk_ffn not in (None, "auto") and args.chunk_ffn < 1:
         raise ValueError(f"--chunk-ffn must be a positive number of tokens, got {args.chunk_ffn}")
+    if args.vae_chunk not in (None, "auto") and args.vae_chunk < 1:
+        raise ValueError(f"--vae-chunk must be a positive number of frames, got {args.vae_chunk}")
     for name, value in (("--vae-tile-size", args.vae_tile_size), ("--vae-tile-frames", args.vae_tile_frames)):
         if value is not None and value < 0:
             raise ValueError(f"{name} must be positive (or --vae-tile-size 0 for no tiling), got {value}")
@@ -198,6 +219,7 @@ def _apply_speed_memory_options(pipe, args: argparse.Namespace) -> None:
     from hunyuan_video.models.regional_compile import compile_blocks
 
     pipe.transformer.set_ffn_chunk(args.chunk_ffn)
+    pipe.vae.set_decode_chunk(args.vae_chunk)
     pipe.release_text_encoders = args.free_text_encoders
     if args.vae_tile_size == 0:
         pipe.vae.tiling = None
@@ -272,9 +294,10 @@ def _run_generate(args: argparse.Namespace) -> int:
         parallel, device = _start_parallel(args, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = getattr(torch, args.dtype) if args.dtype else None
         vae_dtype = getattr(torch, args.vae_dtype) if args.vae_dtype else None
-        pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=dtype, device=device, offload=args.offload,
+        pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=dtype, device=device, offload=args.offload or False,
                                                     attention_backend=args.attention, vae_dtype=vae_dtype,
-                                                    quantize="fp8" if args.fp8 else None)
+                                                    quantize="fp8" if args.fp8 else None,
+                                                    fp8_matmul=args.fp8_matmul)
         for spec in args.lora:
             lora_path, scale = _lora_spec(spec)
             pipe.load_lora_weights(lora_path, scale, ignore_unknown=args.lora_ignore_unknown)

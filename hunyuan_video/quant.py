@@ -7,6 +7,11 @@ weights in `mp_rank_00_model_states_fp8.pt` and the scales, a dict from module n
 state dict (scale = max|W| / 448). `to_fp8_linears` swaps the linears of a model (typically still on the meta
 device) for `FP8Linear`s, which de-quantise their weight to the input's dtype as they run, as the official code does
 (`weight.to(dtype) * scale.to(dtype)`); the model classes themselves do not change.
+
+`enable_fp8_matmul` switches the `FP8Linear`s to an fp8 matmul on GPUs with fp8 tensor cores (CUDA compute
+capability 8.9 and up): each call quantises its input per tensor on the fly (scale max|x| / 448) and multiplies the
+two float8 operands with `torch._scaled_mm`, both scales applied to the float32 accumulator. Not exact: the input's
+rounding to float8 comes on top of the weights'.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class FP8Linear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool, device: torch.device | str | None = None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
+        self.fp8_matmul_device: torch.device | None = None  # inputs on this device take `fp8_matmul` (None: none)
         self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=FP8_DTYPE, device=device),
                                    requires_grad=False)
         self.bias = nn.Parameter(torch.empty(out_features, device=device)) if bias else None
@@ -42,10 +48,59 @@ class FP8Linear(nn.Module):
         return self.weight.to(dtype) * self.fp8_scale.to(dtype)
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.device == self.fp8_matmul_device:
+            return fp8_matmul(x, self.weight, self.fp8_scale, self.bias)
         return F.linear(x, self.dequantized_weight(x.dtype), self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def fp8_matmul(x: Tensor, weight: Tensor, weight_scale: Tensor, bias: Tensor | None) -> Tensor:
+    """`x @ (weight * weight_scale).T + bias` for a float8 `weight` with an fp8 matmul: `x` quantised to float8 with
+    one scale max|x| / 448, then `torch._scaled_mm` with both scales; the result in `x`'s dtype."""
+    rows = x.reshape(-1, x.shape[-1])
+    scale = rows.abs().amax().float() / FP8_MAX
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    quantized = (rows.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+    pad = -rows.shape[0] % 16  # the fp8 GEMMs take rows in multiples of 16
+    quantized = F.pad(quantized.view(torch.uint8), (0, 0, 0, pad)).view(FP8_DTYPE) if pad else quantized
+    out = torch._scaled_mm(quantized, weight.t(), scale_a=scale, scale_b=weight_scale.float(), out_dtype=x.dtype)
+    out = out[:rows.shape[0]].reshape(*x.shape[:-1], weight.shape[0])
+    return out if bias is None else out + bias.to(x.dtype)
+
+
+def has_fp8_tensor_cores(device: torch.device | str) -> bool:
+    """Whether `device` is a CUDA GPU with fp8 tensor cores (compute capability 8.9 or more: Ada, Hopper, ...)."""
+    device = torch.device(device)
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+def check_fp8_matmul(device: torch.device | str) -> torch.device:
+    """`device` (with its CUDA index) when it has fp8 tensor cores; a ValueError saying so when not."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+    if not has_fp8_tensor_cores(device):
+        raise ValueError(f"fp8_matmul needs a CUDA GPU with fp8 tensor cores (compute capability 8.9 or more: "
+                         f"L4, RTX 4090, H100...); {device} has none: drop it and keep the de-quantised fp8 weights")
+    return device
+
+
+def enable_fp8_matmul(model: nn.Module, device: torch.device | str) -> int:
+    """Run the `FP8Linear`s of `model` as fp8 matmuls (`fp8_matmul`) for inputs on `device`, where the shapes allow
+    (`torch._scaled_mm` needs both weight dimensions divisible by 16; the others keep de-quantising); returns how
+    many switched. A ValueError when `device` has no fp8 tensor cores (`check_fp8_matmul`) or `model` no float8
+    weights."""
+    device = check_fp8_matmul(device)
+    linears = [m for m in model.modules() if isinstance(m, FP8Linear)]
+    if not linears:
+        raise ValueError("fp8_matmul needs float8 weights: quantise the transformer (--fp8, quantize='fp8') "
+                         "or load an fp8 checkpoint")
+    switched = [m for m in linears if m.in_features % 16 == 0 and m.out_features % 16 == 0]
+    for linear in switched:
+        linear.fp8_matmul_device = device
+    return len(switched)
 
 
 def fp8_linear_names(model: nn.Module) -> list[str]:

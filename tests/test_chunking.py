@@ -54,3 +54,28 @@ def test_lora_on_a_float8_transformer_is_a_clear_error(tmp_path):
 
     with pytest.raises(ValueError, match="holds float8 weights"):
         load_lora(fp8_copy(randomize_(HunyuanVideoTransformer(TINY), seed=4)), tmp_path / "any.safetensors")
+
+
+def test_automatic_mlp_chunk_fits_its_budget_and_is_kept_per_size(monkeypatch):
+    model = randomize_(HunyuanVideoTransformer(TINY), seed=4).eval()
+    inputs = make_inputs(TINY)
+    per_token = model.mlp_bytes_per_token(inputs["x"].shape[0], 4)
+    with torch.no_grad():
+        whole = model(**inputs)
+        for fits in (1, 5, 8):
+            budget = per_token * fits + per_token // 2
+            monkeypatch.setattr("hunyuan_video.models.transformer.auto_budget", lambda device, b=budget: b)
+            model.set_ffn_chunk("auto")
+            torch.testing.assert_close(model(**inputs), whole, rtol=1e-6, atol=1e-6)
+            chunks = {block.ffn_chunk for block in [*model.double_blocks, *model.single_blocks]}
+            assert chunks == {fits} and per_token * fits <= budget
+            monkeypatch.setattr("hunyuan_video.models.transformer.auto_budget", lambda device: per_token * 2)
+            model(**inputs)  # the same size again: the chunk chosen first is kept (no recompile of compiled blocks)
+            assert {block.ffn_chunk for block in model.single_blocks} == {fits}
+        monkeypatch.setattr("hunyuan_video.models.transformer.auto_budget", lambda device: 2**40)
+        model.set_ffn_chunk("auto")
+        assert torch.equal(model(**inputs), whole)  # everything fits: no chunking
+        assert {block.ffn_chunk for block in model.single_blocks} == {None}
+    for bad in ("half", 1.5, True):
+        with pytest.raises(ValueError, match="positive number of tokens"):
+            model.set_ffn_chunk(bad)

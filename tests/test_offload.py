@@ -59,3 +59,31 @@ def test_offloaded_pipeline_with_prefetch_and_released_encoders_gives_the_same_l
     assert pipe.text_encoder is None and pipe.text_encoder_2 is None
     with pytest.raises(ValueError, match="text encoders were released after the first prompt"):
         pipe(**call)
+
+
+@pytest.mark.parametrize("level, budget, streamed", [("model", None, False), ("auto", 2**40, False),
+                                                      ("auto", 1, True), ("blocks", None, True)])
+def test_offload_levels_bring_the_transformer_whole_or_block_by_block(tiny_pipe, monkeypatch, level, budget,
+                                                                      streamed):
+    call = dict(prompt="a red square moves left", num_inference_steps=2, seed=3, output_type="latent")
+    want = tiny_pipe(**call).frames
+    if budget is not None:  # what half of the free memory is at the moment of use
+        monkeypatch.setattr("hunyuan_video.pipelines.offload.auto_budget", lambda device: budget)
+    tiny_pipe.enable_model_cpu_offload("cpu", level)
+    loans, bring = [], tiny_pipe.offload.bring
+    tiny_pipe.offload.bring = lambda tensors: loans.append({id(t) for t in tensors}) or bring(tensors)
+    try:
+        assert torch.equal(tiny_pipe(**call).frames, want)
+    finally:
+        tiny_pipe.to("cpu")
+    tr = tiny_pipe.transformer
+    whole = {id(t) for t in [*tr.parameters(), *tr.buffers()]}
+    assert (whole in loans) != streamed  # brought at once, or its blocks one at a time
+    blocks = len(tr.double_blocks) + len(tr.single_blocks)
+    assert len(loans) == 3 + streamed * 2 * blocks  # the text encoders, the transformer or its rest, 2 steps of blocks
+
+
+def test_an_unknown_offload_level_is_refused(tiny_pipe):
+    with pytest.raises(ValueError, match="offload level must be one of model, blocks, auto, got 'layers'"):
+        tiny_pipe.enable_model_cpu_offload("cpu", "layers")
+    assert tiny_pipe.offload is None

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from hunyuan_video.config import TransformerConfig
+from hunyuan_video.memory_budget import auto_budget, chunk_for_budget
 from hunyuan_video.models.attention import (
     AttentionLayout,
     attention,
@@ -197,6 +198,8 @@ class HunyuanVideoTransformer(nn.Module):
         self.gradient_checkpointing = False
         self.attention_backend = "auto"
         self._rope_cache: dict[tuple, Rope] = {}
+        self.ffn_chunk: int | str | None = None  # what `set_ffn_chunk` was given
+        self._auto_ffn_chunks: dict[tuple, int | None] = {}
 
     def set_attention_backend(self, name: str) -> None:
         """Run attention on backend `name`: "auto", "sdpa", "flash", "flash3", "sage" or "flex" (`models/attention.py`).
@@ -208,12 +211,37 @@ class HunyuanVideoTransformer(nn.Module):
         check_attention_backend(name, param.device, param.dtype)
         self.attention_backend = name
 
-    def set_ffn_chunk(self, tokens: int | None) -> None:
-        """Run the blocks' MLPs `tokens` tokens at a time (None: all at once); the same result, a smaller peak."""
-        if tokens is not None and tokens < 1:
-            raise ValueError(f"the MLP chunk must be a positive number of tokens, got {tokens}")
+    def set_ffn_chunk(self, tokens: int | str | None) -> None:
+        """Run the blocks' MLPs `tokens` tokens at a time (None: all at once); the same result, a smaller peak.
+
+        "auto" chooses the chunk at the first forward of each input size, from `memory_budget.auto_budget` of the
+        device (a share of its free memory) and the MLP's activation bytes per token (`mlp_bytes_per_token`), and
+        keeps it for that size (so a compiled block sees one value across steps)."""
+        if tokens != "auto" and tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int)
+                                                        or tokens < 1):
+            raise ValueError(f"the MLP chunk must be a positive number of tokens, got {tokens} (or 'auto')")
+        self.ffn_chunk, self._auto_ffn_chunks = tokens, {}
+        self._set_block_chunks(None if tokens == "auto" else tokens)
+
+    def _set_block_chunks(self, tokens: int | None) -> None:
         for block in [*self.double_blocks, *self.single_blocks]:
             block.ffn_chunk = tokens
+
+    def mlp_bytes_per_token(self, batch: int, element_bytes: int) -> int:
+        """The bytes one token of a chunked MLP holds at its peak: in a single-stream block the MLP rows of
+        linear1, their activation, the concatenation with the attention output and linear2's output, for `batch`
+        samples (a double-stream block's MLP holds less)."""
+        hidden = self.config.hidden_size
+        mlp = int(hidden * self.config.mlp_width_ratio)
+        return batch * (3 * mlp + 2 * hidden) * element_bytes
+
+    def _choose_ffn_chunk(self, batch: int, tokens: int, dtype: torch.dtype, device: torch.device) -> None:
+        """With `ffn_chunk == "auto"`: the blocks' chunk for this input size, chosen once (see `set_ffn_chunk`)."""
+        key = (batch, tokens, dtype, device)
+        if key not in self._auto_ffn_chunks:
+            per_token = self.mlp_bytes_per_token(batch, dtype.itemsize)
+            self._auto_ffn_chunks[key] = chunk_for_budget(per_token, tokens, auto_budget(device))
+        self._set_block_chunks(self._auto_ffn_chunks[key])
 
     def forward(
         self,
@@ -277,6 +305,8 @@ class HunyuanVideoTransformer(nn.Module):
         txt = self.txt_in(text_states, t, text_mask, txt_padding, self.attention_backend)
         padding = None if text_mask is None else make_padding(text_mask, img.shape[1])
         rope = self.rope(grid, txt.shape[1], x.device)
+        if self.ffn_chunk == "auto":
+            self._choose_ffn_chunk(img.shape[0], img.shape[1] + txt.shape[1], img.dtype, img.device)
         return StreamState(img=img, txt=txt, vectors=vectors, rope=rope, padding=padding, grid=grid)
 
     def blocks(self, state: StreamState, start: int = 0, stop: int | None = None) -> StreamState:

@@ -17,6 +17,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from hunyuan_video.config import VAEConfig
+from hunyuan_video.memory_budget import auto_budget
+from hunyuan_video.models import vae_chunks
 from hunyuan_video.models.attention import attention
 from hunyuan_video.models.tiling import TileSpec, tiled_decode, tiled_encode
 
@@ -207,8 +209,14 @@ class Decoder(nn.Module):
         self.conv_norm_out = nn.GroupNorm(groups, ch[-1], eps=1e-6)
         self.conv_out = CausalConv3d(ch[-1], config.out_channels, 3)
         self.gradient_checkpointing = False
+        self.chunk: int | str | None = None  # frames per chunk of each layer, "auto" or None (see `vae_chunks`)
 
     def forward(self, z: Tensor) -> Tensor:
+        chunk = self.chunk
+        if chunk == "auto":
+            chunk = vae_chunks.chunk_for(self, tuple(z.shape), z.element_size(), auto_budget(z.device))
+        if chunk is not None:
+            return vae_chunks.decode(self, z, chunk)
         x = self.conv_in(z)
         for block in [self.mid_block, *self.up_blocks]:
             x = _run(block, x, self.gradient_checkpointing)
@@ -271,6 +279,15 @@ class CausalVAE(nn.Module):
         """Recompute each encoder/decoder block in the backward pass instead of storing its activations."""
         self.encoder.gradient_checkpointing = enabled
         self.decoder.gradient_checkpointing = enabled
+
+    def set_decode_chunk(self, frames: int | str | None) -> None:
+        """Run each decoder layer `frames` frames at a time (see `models/vae_chunks.py`): the same video with a peak
+        bounded by the chunk; "auto" picks the chunk of each decoded tile from the device's free memory
+        (`memory_budget.auto_budget`); None decodes each tile at once. Inference only."""
+        if frames != "auto" and frames is not None and (isinstance(frames, bool) or not isinstance(frames, int)
+                                                        or frames < 1):
+            raise ValueError(f"the VAE decode chunk must be a positive number of frames or 'auto', got {frames!r}")
+        self.decoder.chunk = frames
 
     @property
     def last_layer(self) -> Tensor:

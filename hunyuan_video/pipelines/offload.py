@@ -1,5 +1,9 @@
 """CPU offload: the weights stay on the CPU and are brought to the device only while their module works.
 
+Three levels: "model" brings each part whole (as diffusers' `enable_model_cpu_offload`), "blocks" streams a part's
+blocks one at a time, and "auto" brings a part whole when its weights fit `memory_budget.auto_budget` of the device
+(a share of its free memory at that moment) and streams its blocks when not.
+
 Streamed blocks are prefetched: while block i runs, block i + 1's weights are already on their way. On CUDA the copy
 runs on a side stream from pinned host memory (so it overlaps block i's kernels) and block i + 1 waits for it on an
 event; elsewhere the same steps run one after the other.
@@ -12,6 +16,10 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+from hunyuan_video.memory_budget import auto_budget
+
+OFFLOAD_LEVELS = ("model", "blocks", "auto")
 
 
 def module_tensors(module: nn.Module) -> list[torch.Tensor]:
@@ -27,9 +35,18 @@ class ModelOffload:
     own forward and the next one prefetched meanwhile, so at most two blocks' weights sit on the device.
     """
 
-    def __init__(self, device: torch.device | str) -> None:
-        self.device = torch.device(device)
+    def __init__(self, device: torch.device | str, level: str = "blocks") -> None:
+        if level not in OFFLOAD_LEVELS:
+            raise ValueError(f"the offload level must be one of {', '.join(OFFLOAD_LEVELS)}, got {level!r}")
+        self.device, self.level = torch.device(device), level
         self.copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+
+    def streams(self, module: nn.Module) -> bool:
+        """Whether `on_device(module, stream_blocks=True)` streams `module`'s blocks: always at level "blocks",
+        never at "model", and at "auto" when its weights take more than `auto_budget` of the device."""
+        if self.level == "auto":
+            return sum(t.nbytes for t in module_tensors(module)) > auto_budget(self.device)
+        return self.level == "blocks"
 
     def bring(self, tensors: list[torch.Tensor], pin: bool = False) -> list[torch.Tensor]:
         """Point `tensors` at copies on the device (issued on the current stream); return their CPU data, for
@@ -64,11 +81,11 @@ class ModelOffload:
 
     @contextmanager
     def on_device(self, module: nn.Module, stream_blocks: bool = False) -> Iterator[None]:
-        """`module`'s weights on the device inside the block, on the CPU again after it. With `stream_blocks` the
-        entries of its ModuleLists come one at a time, each just for its own forward, the next one prefetched
-        while it runs."""
+        """`module`'s weights on the device inside the block, on the CPU again after it. With `stream_blocks`, where
+        the level streams `module` (`streams`), the entries of its ModuleLists come one at a time, each just for
+        its own forward, the next one prefetched while it runs."""
         blocks = [b for child in module.children() if isinstance(child, nn.ModuleList) for b in child]
-        blocks = blocks if stream_blocks else []
+        blocks = blocks if stream_blocks and self.streams(module) else []
         following = dict(zip(blocks, blocks[1:]))
         on_loan: dict[nn.Module, list[torch.Tensor]] = {}
         pending: dict[nn.Module, torch.cuda.Event] = {}

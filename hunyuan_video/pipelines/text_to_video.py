@@ -32,6 +32,7 @@ from hunyuan_video.parallel.vae import decode_shared
 from hunyuan_video.pipelines.defaults import GenerationDefaults
 from hunyuan_video.pipelines.layouts import find_model_folder
 from hunyuan_video.pipelines.offload import ModelOffload
+from hunyuan_video.quant import check_fp8_matmul, enable_fp8_matmul
 from hunyuan_video.scheduler import euler_step, sampling_sigmas
 from hunyuan_video.sparse_attention import SlidingTile
 from hunyuan_video.step_cache import (
@@ -129,22 +130,28 @@ class HunyuanVideoPipeline:
         device: torch.device | str | None = None,
         attention_backend: str = "auto",
         quantize: str | None = None,
-        offload: bool = False,
+        offload: bool | str = False,
         vae_dtype: torch.dtype | None = None,
+        fp8_matmul: bool = False,
     ) -> HunyuanVideoPipeline:
         """Load a model folder in the official `ckpts/` or the diffusers layout (detected) with its `generate.json`
         as the defaults (and its `teacache.json` as the TeaCache polynomial), in `dtype` (default: the folder's,
         else bfloat16) onto `device` (default: CUDA when present). `attention_backend` names the attention kernel
         (see `set_attention_backend`; checked before anything loads). `quantize="fp8"` keeps the transformer's block
         linears in float8 (an official fp8 checkpoint loads so by itself; see `hunyuan_video.quant`).
-        `offload=True` loads onto the CPU and brings each part to `device` only while it works
-        (`enable_model_cpu_offload`), to run a big model on a small GPU. `vae_dtype` loads the VAE in another dtype
-        than `dtype` (e.g. float32 for the decode)."""
+        `offload` loads onto the CPU and brings each part to `device` only while it works
+        (`enable_model_cpu_offload`), to run a big model on a small GPU: "model" (each part whole), "blocks" (the
+        transformer's blocks streamed; True means "blocks") or "auto" (whole when it fits the free memory).
+        `vae_dtype` loads the VAE in another dtype than `dtype` (e.g. float32 for the decode). `fp8_matmul=True`
+        runs the float8 linears as fp8 matmuls (`quant.enable_fp8_matmul`; GPUs of compute capability 8.9 and up,
+        checked before anything loads)."""
         folder = find_model_folder(path)
         defaults = GenerationDefaults.read(folder.root)
         dtype = dtype or getattr(torch, defaults.dtype)
         device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         check_attention_backend(attention_backend, device, dtype)
+        if fp8_matmul:
+            device = check_fp8_matmul(device)
         load_device = torch.device("cpu") if offload else device
         transformer = load_transformer(folder.transformer, dtype=dtype, device=load_device, quantize=quantize)
         vae = load_vae(folder.vae, dtype=vae_dtype or dtype, device=load_device)
@@ -153,8 +160,10 @@ class HunyuanVideoPipeline:
         text_encoder = LLMTextEncoder.from_pretrained(folder.text_encoder, folder.tokenizer, dtype, load_device)
         text_encoder_2 = CLIPTextEncoder.from_pretrained(folder.text_encoder_2, folder.tokenizer_2, dtype, load_device)
         pipe = cls(transformer, vae, text_encoder, text_encoder_2, defaults, read_teacache_coefficients(folder.root))
+        if fp8_matmul:
+            enable_fp8_matmul(transformer, device)
         if offload:
-            pipe.enable_model_cpu_offload(device)
+            pipe.enable_model_cpu_offload(device, "blocks" if offload is True else offload)
         pipe.set_attention_backend(attention_backend)
         return pipe
 
@@ -173,13 +182,16 @@ class HunyuanVideoPipeline:
                 module.to(self.device)
         return self
 
-    def enable_model_cpu_offload(self, device: torch.device | str = "cuda") -> HunyuanVideoPipeline:
+    def enable_model_cpu_offload(self, device: torch.device | str = "cuda", level: str = "blocks"
+                                 ) -> HunyuanVideoPipeline:
         """Keep the parts on the CPU and bring each to `device` only while it works: the text encoders and the VAE
-        whole, the transformer's small parts whole and its blocks one at a time (so only one block's weights and
-        the activations sit on the GPU)."""
-        device = check_device(device)
+        whole; the transformer at `level` "blocks" with its small parts whole and its blocks one at a time (so only
+        one block's weights, the next one's in flight, and the activations sit on the GPU), at "model" whole, at
+        "auto" whole when its weights fit `memory_budget.auto_budget` of the device and block by block when not
+        (see `pipelines/offload.py`)."""
+        offload = ModelOffload(check_device(device), level)
         self.to("cpu")
-        self.device, self.offload = device, ModelOffload(device)
+        self.device, self.offload = offload.device, offload
         return self
 
     def load_lora_weights(self, path: str | Path, scale: float = 1.0, adapter_name: str | None = None,
