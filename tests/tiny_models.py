@@ -144,3 +144,34 @@ def write_official_model(root: Path) -> Path:
     save_as_full_clip(tiny_clip(tok2), root / "text_encoder_2")
     tok2.save_pretrained(root / "text_encoder_2")
     return root
+
+
+def write_official_i2v_model(root: Path, kind: str) -> Path:
+    """A tiny random image-to-video model folder in the official `ckpts/` layout: hunyuan-video-i2v-720p/ (its
+    transformer's config.json names no kind, as the official checkpoint has no config: the channels tell it; with a
+    lora/ folder), text_encoder_i2v/ (LLaVA, tokenizer, image processor) and text_encoder_2/."""
+    import dataclasses
+
+    from hunyuan_video.config import TRANSFORMER_PRESETS, save_config
+    from hunyuan_video.models.transformer import HunyuanVideoTransformer
+
+    tiny = TRANSFORMER_PRESETS["test-tiny"]
+    config = dataclasses.replace(tiny, in_channels=33, guidance_embed=False) if kind == "latent_concat" else tiny
+    model = root / "hunyuan-video-i2v-720p"
+    (model / "transformers").mkdir(parents=True)
+    (model / "lora").mkdir()
+    transformer = randomize_(HunyuanVideoTransformer(config), 6)
+    torch.save({"module": transformer.state_dict()}, model / "transformers" / "mp_rank_00_model_states.pt")
+    save_config(config, model / "transformers" / "config.json")  # head dim 16: shapes can't tell it
+    (model / "vae").mkdir()
+    vae = tiny_vae()
+    torch.save(vae.state_dict(), model / "vae" / "pytorch_model.pt")
+    save_config(vae.config, model / "vae" / "config.json")
+    tok = tiny_llava_tokenizer()
+    tiny_llava(tok).save_pretrained(root / "text_encoder_i2v")
+    tok.save_pretrained(root / "text_encoder_i2v")
+    tiny_image_processor().save_pretrained(root / "text_encoder_i2v")
+    _, tok2 = tiny_tokenizers()
+    save_as_full_clip(tiny_clip(tok2), root / "text_encoder_2")
+    tok2.save_pretrained(root / "text_encoder_2")
+    return root

@@ -2,9 +2,10 @@
 
 The transformer's config comes from `checkpoint.transformer_config_for`, the one lookup `load_transformer` uses too.
 An image-to-video folder (official `hunyuan-video-i2v-720p/` with `text_encoder_i2v/`, or diffusers' with an
-`image_processor/`) names its kind in its config when it has one; an official checkpoint without a config holds the
-kind its shapes tell: 33 input channels are latent-concat, 16 the token-replace release (which shapes alone cannot
-tell from text-to-video, but the official I2V folder holds only image-to-video models).
+`image_processor/`) holds the kind its transformer config names (`i2v_condition_type`, diffusers'
+`image_condition_type`); when none is named (the official checkpoint has no config), the kind its channels tell:
+33 input channels are latent concat, 16 the token-replace release. Shapes alone cannot tell token replace from
+text-to-video; the folder can: an I2V folder holds only image-to-video models.
 """
 
 from __future__ import annotations
@@ -111,9 +112,6 @@ def folder_transformer_config(folder: ModelFolder) -> TransformerConfig:
     """The transformer config of a model folder, its image-to-video kind included (see the module docstring)."""
     config = transformer_config_for(folder.transformer)
     if folder.image_to_video and config.i2v_condition_type is None:
-        if folder.layout == "diffusers" or folder.transformer_config is not None:
-            raise ValueError(f"{folder.root} is an image-to-video folder, but its transformer config names no "
-                             "image condition type: set image_condition_type (diffusers) or i2v_condition_type")
         concat = config.in_channels == 2 * config.out_channels + 1
         config = replace(config, i2v_condition_type="latent_concat" if concat else "token_replace")
     if not folder.image_to_video and config.i2v_condition_type is not None:
