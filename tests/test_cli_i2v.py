@@ -93,3 +93,28 @@ def test_image_errors_are_one_line_and_write_nothing(models, image, tmp_path):
     _fails(["generate", "x", "-o", str(out), "--image", str(image), "--height", "32", "--model",
             str(models["token_replace"])], "give both --height and --width")
     assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "broken.png"]
+
+
+def test_torchrun_ulysses_generate_with_an_image_writes_the_video_of_one_process(models, image, tmp_path):
+    """`torchrun --nproc-per-node 2 ... generate --image --ulysses-degree 2` on a token replace model (the first
+    latent frame's tokens, modulated from t = 0, all on rank 0's shard) writes the frames one process makes."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import hunyuan_video
+
+    run = ["generate", "a red ball", "--image", str(image), "--model", str(models["token_replace"]), "--seed", "4",
+           "--cfg-scale", "2", *ARGS]
+    env = {**os.environ, "PYTHONPATH": str(Path(hunyuan_video.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m",
+                           "hunyuan_video", *run, "--ulysses-degree", "2", "-o", str(tmp_path / "two")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert cli.main([*run, "-o", str(tmp_path / "one")]) == 0
+
+    def frames(name: str) -> np.ndarray:
+        return np.stack([np.asarray(Image.open(f)) for f in sorted((tmp_path / name).glob("*.png"))])
+
+    assert frames("two").shape == (9, 32, 48, 3) and np.array_equal(frames("two"), frames("one"))

@@ -20,7 +20,7 @@ from tiny_models import (
 
 from hunyuan_video.checkpoint import transformer_config_to_diffusers
 from hunyuan_video.config import TRANSFORMER_PRESETS
-from hunyuan_video.pipelines import HunyuanVideoImageToVideoPipeline, HunyuanVideoPipeline
+from hunyuan_video.pipelines import HunyuanVideoImageToVideoPipeline, HunyuanVideoPipeline, describe_model_folder
 from hunyuan_video.pipelines.image_to_video import closest_bucket, fit_image, load_image, official_buckets
 from hunyuan_video.text_encoder import I2V_TEMPLATE, IMAGE_TOKEN, LLaVATextEncoder
 
@@ -83,6 +83,9 @@ def pipes(request, tmp_path_factory):
 def test_llava_encoder_matches_diffusers(interleave):
     """Prompt + image states and mask equal diffusers' encode_prompt: a batch of two prompt lengths, and a prompt cut
     short by max_length (its assistant header lost)."""
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import DEFAULT_PROMPT_TEMPLATE
+
+    assert I2V_TEMPLATE == DEFAULT_PROMPT_TEMPLATE["template"]
     ref = diffusers_pipeline("token_replace")
     tok = ref.tokenizer
     ours = LLaVATextEncoder(ref.text_encoder, tok, ref.image_processor, image_embed_interleave=interleave)
@@ -161,10 +164,25 @@ def test_stability_and_seed(pipes):
     assert 0 < (a.frames - c.frames).abs().max() < 0.1
 
 
+def test_offload_and_a_step_cache_keep_the_image_path_exact(pipes):
+    """CPU offload (blocks streamed, the VAE brought for the image's encode) and a first-block cache that never
+    skips give the same latents as the plain run."""
+    _, _, ours, _ = pipes
+    image = random_image(SIZE["height"], SIZE["width"])
+    plain = ours(image, PROMPT, **SIZE, num_inference_steps=2, seed=3, output_type="latent").frames
+    ours.enable_model_cpu_offload("cpu").enable_step_cache("fbcache", 0.0)
+    try:
+        cached = ours(image, PROMPT, **SIZE, num_inference_steps=2, seed=3, output_type="latent")
+    finally:
+        ours.disable_step_cache().to("cpu")
+    assert cached.cache_steps == {"full": 2, "skipped": 0} and torch.equal(cached.frames, plain)
+
+
 def test_kinds_refuse_the_other_task(pipes, tmp_path):
     from tiny_models import write_official_model
 
-    _, _, ours, path = pipes
+    kind, _, ours, path = pipes
+    assert describe_model_folder(path)["kind"] == f"image-to-video ({kind})"
     with pytest.raises(ValueError, match="needs an image"):
         HunyuanVideoPipeline.from_pretrained(path, dtype=torch.float32, device="cpu")
     with pytest.raises(ValueError, match="text-to-video model: it takes no image"):
