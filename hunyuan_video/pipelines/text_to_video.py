@@ -98,6 +98,8 @@ class HunyuanVideoPipeline:
     Under torchrun, `enable_parallel(ParallelConfig(...))` shares the work of each call among the ranks.
     """
 
+    image_to_video = False  # whether the pipeline takes an image (and which model folders it loads)
+
     def __init__(
         self,
         transformer: HunyuanVideoTransformer,
@@ -160,8 +162,6 @@ class HunyuanVideoPipeline:
             pipe.enable_model_cpu_offload(device)
         pipe.set_attention_backend(attention_backend)
         return pipe
-
-    image_to_video = False  # whether the pipeline takes an image (and which model folders it loads)
 
     @classmethod
     def check_model_kind(cls, config: TransformerConfig) -> None:
