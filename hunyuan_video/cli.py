@@ -280,14 +280,14 @@ def _run_generate(args: argparse.Namespace) -> int:
             raise ValueError("--i2v-stability needs --image PATH")
         if (args.height is None) != (args.width is None) and args.image is not None:
             raise ValueError("with --image give both --height and --width, or neither (the image's official bucket)")
+        if args.image is not None and args.model is None:
+            raise ValueError("the embedded tiny model is text-to-video: pass --model with an image-to-video folder "
+                             "to use --image")
         image = None if args.image is None else load_image(args.image)
         parallel, device = _start_parallel(args, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = getattr(torch, args.dtype) if args.dtype else None
         vae_dtype = getattr(torch, args.vae_dtype) if args.vae_dtype else None
         pipeline = HunyuanVideoPipeline if image is None else HunyuanVideoImageToVideoPipeline
-        if image is not None and args.model is None:
-            raise ValueError("the embedded tiny model is text-to-video: pass --model with an image-to-video folder "
-                             "to use --image")
         pipe = pipeline.from_pretrained(model, dtype=dtype, device=device, offload=args.offload,
                                         attention_backend=args.attention, vae_dtype=vae_dtype,
                                         quantize="fp8" if args.fp8 else None)
