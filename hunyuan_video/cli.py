@@ -39,7 +39,7 @@ def _run_info(args: argparse.Namespace) -> int:
         info = describe_model_folder(args.model)
     except (OSError, ValueError) as error:
         raise SystemExit(f"hunyuan-video info: {error}") from None
-    print(f"{info['root']}: {info['layout']} layout")
+    print(f"{info['root']}: {info['layout']} layout, {info['kind']} model")
     for name, part in info["parts"].items():
         total = sum(part["parameters"].values())
         dtypes = ", ".join(f"{dtype} {count:,}" for dtype, count in part["parameters"].items())
@@ -67,6 +67,12 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                                    "status 130 and writes nothing. Options left out take the model folder's "
                                    "generate.json values, else the official ones.")
     p.add_argument("prompt", help="what the video shows")
+    p.add_argument("--image", metavar="PATH",
+                   help="image-to-video: the video starts from this picture (PNG, JPEG...), scaled to cover the size "
+                        "and centre-cropped (no --height/--width: the official bucket of its aspect); needs an "
+                        "image-to-video model folder")
+    p.add_argument("--i2v-stability", action="store_true",
+                   help="with --image: start from 0.999 noise + 0.001 image latent (the official --i2v-stability)")
     p.add_argument("-o", "--output", default="outputs/video.mp4",
                    help="out.mp4, out.gif, or a name without a suffix (or ending in /): a folder of png frames "
                         "00000.png, 00001.png... (same-named frames in it are replaced); another suffix is refused")
@@ -265,7 +271,8 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from hunyuan_video.pipelines import HunyuanVideoPipeline
+    from hunyuan_video.pipelines import HunyuanVideoImageToVideoPipeline, HunyuanVideoPipeline
+    from hunyuan_video.pipelines.image_to_video import load_image
     from hunyuan_video.video_io import check_fps, write_output
 
     def fail(message: object) -> SystemExit:
@@ -291,13 +298,21 @@ def _run_generate(args: argparse.Namespace) -> int:
         _check_sparse_attention_options(args)
         if args.cache_threshold is not None and args.cache is None:
             raise ValueError("--cache-threshold needs --cache teacache or --cache fbcache")
+        if args.i2v_stability and args.image is None:
+            raise ValueError("--i2v-stability needs --image PATH")
+        if (args.height is None) != (args.width is None) and args.image is not None:
+            raise ValueError("with --image give both --height and --width, or neither (the image's official bucket)")
+        if args.image is not None and args.model is None:
+            raise ValueError("the embedded tiny model is text-to-video: pass --model with an image-to-video folder "
+                             "to use --image")
+        image = None if args.image is None else load_image(args.image)
         parallel, device = _start_parallel(args, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = getattr(torch, args.dtype) if args.dtype else None
         vae_dtype = getattr(torch, args.vae_dtype) if args.vae_dtype else None
-        pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=dtype, device=device, offload=args.offload or False,
-                                                    attention_backend=args.attention, vae_dtype=vae_dtype,
-                                                    quantize="fp8" if args.fp8 else None,
-                                                    fp8_matmul=args.fp8_matmul)
+        pipeline = HunyuanVideoPipeline if image is None else HunyuanVideoImageToVideoPipeline
+        pipe = pipeline.from_pretrained(model, dtype=dtype, device=device, offload=args.offload or False,
+                                        attention_backend=args.attention, vae_dtype=vae_dtype,
+                                        quantize="fp8" if args.fp8 else None, fp8_matmul=args.fp8_matmul)
         for spec in args.lora:
             lora_path, scale = _lora_spec(spec)
             pipe.load_lora_weights(lora_path, scale, ignore_unknown=args.lora_ignore_unknown)
@@ -311,9 +326,13 @@ def _run_generate(args: argparse.Namespace) -> int:
         if parallel.world_size > 1:
             pipe.enable_parallel(parallel)
         load_s = time.perf_counter() - start
-        out = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
-                   num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                   cfg_scale=args.cfg_scale, flow_shift=args.shift, seed=args.seed)
+        sampling = dict(negative_prompt=args.negative_prompt, height=args.height, width=args.width,
+                        num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                        cfg_scale=args.cfg_scale, flow_shift=args.shift, seed=args.seed)
+        if image is None:
+            out = pipe(args.prompt, **sampling)
+        else:
+            out = pipe(image, args.prompt, i2v_stability=args.i2v_stability, **sampling)
         frames, fps = out.frames[0], pipe.defaults.fps if args.fps is None else args.fps
         if rank != 0:
             return 0

@@ -4,6 +4,10 @@ The LLM reads the prompt wrapped in the official video template, and its states 
 end (no final norm) with the template tokens cropped off: `(B, 256, 4096)` plus a mask. CLIP gives its pooled
 output `(B, 768)`. Any Llama-architecture / CLIP-text-architecture pair from `transformers` works through the same
 code, which is how the tests and the embedded tiny model run it.
+
+HunyuanVideo-I2V reads the whole LLaVA model instead (`LLaVATextEncoder`): the image goes through its vision tower
+into the `<image>` place of the I2V template, and the image's states (every `image_embed_interleave`-th of them)
+come before the prompt's.
 """
 
 from __future__ import annotations
@@ -15,7 +19,15 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, CLIPTextModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import (
+    AutoImageProcessor,
+    AutoModel,
+    AutoTokenizer,
+    CLIPTextModel,
+    LlavaForConditionalGeneration,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 from transformers.utils import logging as hf_logging
 
 # The official `dit-llm-encode-video` template: a Llama-3 chat system message asking to describe the video, then the
@@ -29,8 +41,27 @@ VIDEO_TEMPLATE = (
     "5. camera angles, movements, and transitions used in the video:<|eot_id|>"
     "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
 )
+# The official `dit-llm-encode-video-i2v` template: the image's tokens in place of `<image>`, the request to describe
+# the video after the reference image, the prompt in place of `{}`, then the assistant's header.
+IMAGE_TOKEN = "<image>"
+I2V_TEMPLATE = (
+    "<|start_header_id|>system<|end_header_id|>\n\n<image>\nDescribe the video by detailing the following aspects "
+    "according to the reference image: "
+    "1. The main content and theme of the video."
+    "2. The color, shape, size, texture, quantity, text, and spatial relationships of the objects."
+    "3. Actions, events, behaviors temporal relationships, physical movement changes of the objects."
+    "4. background environment, light, style and atmosphere."
+    "5. camera angles, movements, and transitions used in the video:<|eot_id|>\n\n"
+    "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
 # The number of Llama-3 tokens before the user prompt in VIDEO_TEMPLATE (BOS included), as the official code states.
 LLAMA3_VIDEO_CROP_START = 95
+# The same for I2V_TEMPLATE, its `<image>` counted as one token.
+LLAMA3_I2V_CROP_START = 103
+# The official I2V crop drops the 4 tokens that end at the assistant's `<|end_header_id|>` (Llama-3:
+# `<|eot_id|><|start_header_id|>assistant<|end_header_id|>`).
+ASSISTANT_HEADER_TOKENS = 4
 # The official `hidden_state_skip_layer`: the states are read this many layers before the last one.
 HIDDEN_STATE_SKIP_LAYER = 2
 
@@ -85,12 +116,14 @@ def template_crop_start(tokenizer: PreTrainedTokenizerBase, template: str = VIDE
 
 
 def check_crop_start(tokenizer: PreTrainedTokenizerBase, crop_start: int, template: str = VIDEO_TEMPLATE) -> None:
-    """With a real Llama-3 tokenizer and the official template, the crop must be the official 95 tokens."""
+    """With a real Llama-3 tokenizer and an official template, the crop must be the official one (95 tokens for the
+    video template, 103 for the I2V one)."""
     is_llama3 = len(tokenizer) >= 128000 and "<|start_header_id|>" in tokenizer.get_vocab()
-    if is_llama3 and template == VIDEO_TEMPLATE and crop_start != LLAMA3_VIDEO_CROP_START:
+    official = {VIDEO_TEMPLATE: LLAMA3_VIDEO_CROP_START, I2V_TEMPLATE: LLAMA3_I2V_CROP_START}.get(template)
+    if is_llama3 and official is not None and crop_start != official:
         raise ValueError(
-            f"the video template spans {crop_start} Llama-3 tokens, the official code crops "
-            f"{LLAMA3_VIDEO_CROP_START}: the tokenizer in this folder is not the one HunyuanVideo was trained with"
+            f"the prompt template spans {crop_start} Llama-3 tokens, the official code crops "
+            f"{official}: the tokenizer in this folder is not the one HunyuanVideo was trained with"
         )
 
 
@@ -191,6 +224,97 @@ class LLMTextEncoder(_PromptEncoder):
         out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
         states = out.hidden_states[-(self.hidden_state_skip_layer + 1)]
         return states[:, self.crop_start:], mask[:, self.crop_start:]
+
+
+class LLaVATextEncoder(LLMTextEncoder):
+    """HunyuanVideo-I2V's text encoder, the whole LLaVA model (vision tower included): prompts and one image each ->
+    states `(B, image_tokens // image_embed_interleave + max_length - 4, D)` and mask (1 = real).
+
+    The prompt goes into the I2V template, whose `<image>` token stands for the image's `image_tokens` vision states
+    (576 for llava-llama-3-8b); the LLM states are read `hidden_state_skip_layer` layers before the end. Out come
+    every `image_embed_interleave`-th state of the image (4 for the token-replace model, 2 for latent-concat), then
+    the prompt's states (the template before the prompt and the assistant's header after it cropped off), right-padded.
+    """
+
+    model_class = LlavaForConditionalGeneration
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        image_processor,
+        max_length: int = 256,
+        template: str = I2V_TEMPLATE,
+        hidden_state_skip_layer: int = HIDDEN_STATE_SKIP_LAYER,
+        image_embed_interleave: int = 4,
+    ) -> None:
+        if template.count(IMAGE_TOKEN) != 1 or template.index(IMAGE_TOKEN) > template.index("{}"):
+            raise ValueError(f"an image-to-video template must hold one {IMAGE_TOKEN} before the prompt's '{{}}'")
+        image_token = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        if image_token is None or image_token == tokenizer.unk_token_id:
+            raise ValueError(f"the tokenizer has no {IMAGE_TOKEN} token: not a LLaVA tokenizer")
+        if image_token != model.config.image_token_id:
+            raise ValueError(f"the tokenizer's {IMAGE_TOKEN} is id {image_token}, the model's "
+                             f"{model.config.image_token_id}: tokenizer and model do not belong together")
+        if image_embed_interleave < 1:
+            raise ValueError(f"image_embed_interleave must be at least 1, got {image_embed_interleave}")
+        super().__init__(model, tokenizer, max_length, template, hidden_state_skip_layer)
+        self.image_processor = image_processor
+        self.image_embed_interleave = image_embed_interleave
+        self.image_token = image_token
+        self.image_start = template_crop_start(tokenizer, template.split(IMAGE_TOKEN)[0] + "{}")
+        self.header_end = tokenizer.convert_tokens_to_ids("<|end_header_id|>")
+        self.template_headers = tokenizer(template.replace("{}", ""))["input_ids"].count(self.header_end)
+        vision = model.config.vision_config
+        full = model.config.vision_feature_select_strategy == "full"  # "default" drops the CLS state
+        self.image_tokens = (vision.image_size // vision.patch_size) ** 2 + full
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_dir: str | Path,
+        tokenizer_dir: str | Path | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        image_processor_dir: str | Path | None = None,
+        **kwargs,
+    ) -> LLaVATextEncoder:
+        """Load the LLaVA model from `model_dir`, its tokenizer from `tokenizer_dir` and its image processor from
+        `image_processor_dir` (both default to `model_dir`)."""
+        image_processor = AutoImageProcessor.from_pretrained(str(image_processor_dir or model_dir))
+        return super().from_pretrained(model_dir, tokenizer_dir, dtype, device, image_processor=image_processor,
+                                       **kwargs)
+
+    @torch.no_grad()
+    def forward(self, prompts: list[str], images: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """States and mask of `prompts`, each with its image (`images`: PIL images or uint8 `(H, W, 3)` arrays, as
+        the image processor takes them; it resizes and crops them itself)."""
+        if len(images) != len(prompts):
+            raise ValueError(f"got {len(images)} images for {len(prompts)} prompts: give one image per prompt")
+        texts = [self.template.format(p) for p in prompts]
+        ids, mask = self.tokenize(texts, self.max_length + self.crop_start, prompts)
+        start, n = self.image_start, self.image_tokens
+        full_ids = torch.cat([ids[:, :start], torch.full_like(ids[:, :1], self.image_token).expand(-1, n),
+                              ids[:, start + 1:]], dim=1)
+        full_mask = torch.cat([mask[:, :start], torch.ones_like(mask[:, :1]).expand(-1, n), mask[:, start + 1:]], 1)
+        positions = (full_mask.cumsum(-1) - 1).masked_fill(full_mask == 0, 1)
+        pixels = self.image_processor(images, return_tensors="pt")["pixel_values"].to(self.device, self.dtype)
+        out = self.model(input_ids=full_ids, attention_mask=full_mask, position_ids=positions, pixel_values=pixels,
+                         output_hidden_states=True, use_cache=False)
+        states = out.hidden_states[-(self.hidden_state_skip_layer + 1)]
+        image_states = states[:, start:start + n:self.image_embed_interleave]
+        keep = torch.tensor([self._prompt_positions(row) for row in ids.tolist()], device=mask.device)
+        text_states = torch.gather(states, 1, (keep + n - 1)[..., None].expand(-1, -1, states.shape[-1]))
+        text_mask = torch.gather(mask, 1, keep)
+        image_mask = torch.ones_like(mask[:, :image_states.shape[1]])
+        return torch.cat([image_states, text_states], dim=1), torch.cat([image_mask, text_mask], dim=1)
+
+    def _prompt_positions(self, ids: list[int]) -> list[int]:
+        """Where the prompt's tokens sit in one templated row of ids: after the template's start, without the
+        assistant's header (a prompt cut short by max_length has lost that header and loses its last tokens)."""
+        headers = [i for i, token in enumerate(ids) if token == self.header_end]
+        after = headers[-1] + 1 if len(headers) == self.template_headers else len(ids)
+        return [*range(self.crop_start, after - ASSISTANT_HEADER_TOKENS), *range(after, len(ids))]
 
 
 class CLIPTextEncoder(_PromptEncoder):

@@ -1,13 +1,22 @@
-"""Pipelines: text-to-video sampling, the model-folder layouts it loads, its defaults and its CPU offload."""
+"""Pipelines: text-to-video and image-to-video sampling, the model-folder layouts they load, their defaults and CPU
+offload."""
 
 from hunyuan_video.pipelines.defaults import NEGATIVE_PROMPT, GenerationDefaults
-from hunyuan_video.pipelines.layouts import ModelFolder, describe_model_folder, find_model_folder, weight_summary
+from hunyuan_video.pipelines.image_to_video import HunyuanVideoImageToVideoPipeline
+from hunyuan_video.pipelines.layouts import (
+    ModelFolder,
+    describe_model_folder,
+    find_model_folder,
+    folder_transformer_config,
+    weight_summary,
+)
 from hunyuan_video.pipelines.offload import ModelOffload
 from hunyuan_video.pipelines.text_to_video import HunyuanVideoPipeline, PromptEmbeds, VideoOutput
 
 __all__ = [
     "NEGATIVE_PROMPT",
     "GenerationDefaults",
+    "HunyuanVideoImageToVideoPipeline",
     "HunyuanVideoPipeline",
     "ModelFolder",
     "ModelOffload",
@@ -15,5 +24,6 @@ __all__ = [
     "VideoOutput",
     "describe_model_folder",
     "find_model_folder",
+    "folder_transformer_config",
     "weight_summary",
 ]

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from hunyuan_video.checkpoint import check_safetensors, load_transformer, load_vae
+from hunyuan_video.config import TransformerConfig
 from hunyuan_video.lora import fuse_lora, load_lora, set_lora_scale, unfuse_lora
 from hunyuan_video.models.attention import check_attention_backend
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
@@ -30,7 +31,7 @@ from hunyuan_video.models.vae import CausalVAE
 from hunyuan_video.parallel import ParallelConfig, ParallelGroups, ParallelTransformer
 from hunyuan_video.parallel.vae import decode_shared
 from hunyuan_video.pipelines.defaults import GenerationDefaults
-from hunyuan_video.pipelines.layouts import find_model_folder
+from hunyuan_video.pipelines.layouts import ModelFolder, find_model_folder, folder_transformer_config, model_kind
 from hunyuan_video.pipelines.offload import ModelOffload
 from hunyuan_video.quant import check_fp8_matmul, enable_fp8_matmul
 from hunyuan_video.scheduler import euler_step, sampling_sigmas
@@ -98,6 +99,8 @@ class HunyuanVideoPipeline:
     Under torchrun, `enable_parallel(ParallelConfig(...))` shares the work of each call among the ranks.
     """
 
+    image_to_video = False  # whether the pipeline takes an image (and which model folders it loads)
+
     def __init__(
         self,
         transformer: HunyuanVideoTransformer,
@@ -145,7 +148,9 @@ class HunyuanVideoPipeline:
         `vae_dtype` loads the VAE in another dtype than `dtype` (e.g. float32 for the decode). `fp8_matmul=True`
         runs the float8 linears as fp8 matmuls (`quant.enable_fp8_matmul`; GPUs of compute capability 8.9 and up,
         checked before anything loads)."""
-        folder = find_model_folder(path)
+        folder = find_model_folder(path, image=cls.image_to_video)
+        config = folder_transformer_config(folder)
+        cls.check_model_kind(config)
         defaults = GenerationDefaults.read(folder.root)
         dtype = dtype or getattr(torch, defaults.dtype)
         device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -153,11 +158,11 @@ class HunyuanVideoPipeline:
         if fp8_matmul:
             device = check_fp8_matmul(device)
         load_device = torch.device("cpu") if offload else device
-        transformer = load_transformer(folder.transformer, dtype=dtype, device=load_device, quantize=quantize)
+        transformer = load_transformer(folder.transformer, config, dtype=dtype, device=load_device, quantize=quantize)
         vae = load_vae(folder.vae, dtype=vae_dtype or dtype, device=load_device)
         for text_encoder in (folder.text_encoder, folder.text_encoder_2):
             check_safetensors(text_encoder)
-        text_encoder = LLMTextEncoder.from_pretrained(folder.text_encoder, folder.tokenizer, dtype, load_device)
+        text_encoder = cls.load_text_encoder(folder, config, dtype, load_device)
         text_encoder_2 = CLIPTextEncoder.from_pretrained(folder.text_encoder_2, folder.tokenizer_2, dtype, load_device)
         pipe = cls(transformer, vae, text_encoder, text_encoder_2, defaults, read_teacache_coefficients(folder.root))
         if fp8_matmul:
@@ -166,6 +171,19 @@ class HunyuanVideoPipeline:
             pipe.enable_model_cpu_offload(device, "blocks" if offload is True else offload)
         pipe.set_attention_backend(attention_backend)
         return pipe
+
+    @classmethod
+    def check_model_kind(cls, config: TransformerConfig) -> None:
+        """A ValueError when the transformer of `config` is not a text-to-video model."""
+        if config.i2v_condition_type is not None:
+            raise ValueError(f"this folder holds an {model_kind(config)} model: it needs an image (generate --image "
+                             "PATH, or HunyuanVideoImageToVideoPipeline)")
+
+    @classmethod
+    def load_text_encoder(cls, folder: ModelFolder, config: TransformerConfig, dtype: torch.dtype,
+                          device: torch.device) -> LLMTextEncoder:
+        """The LLM text encoder of `folder` (for a transformer of `config`)."""
+        return LLMTextEncoder.from_pretrained(folder.text_encoder, folder.tokenizer, dtype, device)
 
     def set_attention_backend(self, name: str) -> None:
         """Run the transformer's attention on kernel `name` ("auto", "sdpa", "flash", "flash3", "sage", "flex"; see
@@ -374,7 +392,7 @@ class HunyuanVideoPipeline:
                              "load the pipeline again to encode another")
         texts = prompts + list(negative_prompts or [])
         with self._on_device(self.text_encoder):
-            states, mask = self.text_encoder(texts)
+            states, mask = self.encode_llm(texts, len(prompts))
         with self._on_device(self.text_encoder_2):
             pooled = self.text_encoder_2(texts)
         if self.release_text_encoders:  # their memory goes back before the denoising needs it
@@ -386,6 +404,10 @@ class HunyuanVideoPipeline:
             n = len(prompts)
             states, mask, pooled = (torch.cat([x[n:], x[:n]]) for x in (states, mask, pooled))
         return PromptEmbeds(states, mask, pooled)
+
+    def encode_llm(self, texts: list[str], prompts: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The LLM encoder's states and mask of `texts`: the first `prompts` of them prompts, the rest negatives."""
+        return self.text_encoder(texts)
 
     @torch.no_grad()
     def denoise(

@@ -3,6 +3,8 @@
 One step: pick a bucket of the current stage, draw a batch of cached latents and text states, drop some
 captions (classifier-free guidance), sample t, mix `x_t = (1 - t) x0 + t noise`, predict `noise - x0`, MSE. With
 `distill`, the target is instead a frozen teacher's guided velocity at a scale drawn per sample (see `train.distill`).
+An image-to-video transformer learns with the first latent frame as its condition in an `i2v_prob` share of the
+batches (see `image_condition`).
 Every random draw of step `s` comes from a generator seeded with `(seed, s)`, so a resumed run replays
 exactly the batches, noise and times an uninterrupted run would have seen.
 """
@@ -168,6 +170,9 @@ class DiTTrainConfig:
     export_dtype: str = "float32"  # ... in this dtype ("float16" halves the file; loading casts it back)
     lora: LoraTrain | None = None  # train a LoRA adapter on a frozen transformer (export then writes the adapter)
     distill: Distill | None = None  # distil a teacher's true CFG into the guidance embedding (see `train.distill`)
+    # The share of batches that take their first latent frame as the image condition, for an image-to-video
+    # transformer (None: 1 for one, 0 for text-to-video; see `image_condition`).
+    i2v_prob: float | None = None
 
     def __post_init__(self) -> None:
         if self.lora is not None and not isinstance(self.lora, LoraTrain):
@@ -200,6 +205,8 @@ class DiTTrainConfig:
         if self.fsdp and self.lora is not None:
             raise ValueError("fsdp shards a transformer that trains whole; a LoRA run keeps its frozen base on every "
                              "rank: set fsdp to false")
+        if self.i2v_prob is not None and not 0.0 <= self.i2v_prob <= 1.0:
+            raise ValueError(f"i2v_prob must be in [0, 1], got {self.i2v_prob}")
         if self.distill is not None:
             self._check_distill()
         elif (self.init_from is None) == (not self.transformer):
@@ -293,6 +300,59 @@ def build_transformer(config: DiTTrainConfig) -> HunyuanVideoTransformer:
     return HunyuanVideoTransformer(config_from_dict(TransformerConfig, config.transformer))
 
 
+def i2v_share(config: DiTTrainConfig, model_config: TransformerConfig) -> float:
+    """The share of batches conditioned on their first latent frame for a transformer of `model_config`; a ValueError
+    for what cannot train: an image share for a text-to-video model, a token-replace model without images in every
+    batch or with one-frame buckets (it reads its first latent frame as the image always), distillation or samples
+    of an image-to-video model."""
+    kind = model_config.i2v_condition_type
+    share = config.i2v_prob if config.i2v_prob is not None else float(kind is not None)
+    if kind is None:
+        if share > 0:
+            raise ValueError("i2v_prob needs an image-to-video transformer: set transformer.i2v_condition_type "
+                             "('token_replace' or 'latent_concat') or fine-tune image-to-video weights")
+        return share
+    if config.distill is not None:
+        raise ValueError(f"distill trains text-to-video students; this transformer is {kind} image-to-video")
+    if config.sample_prompts:
+        raise ValueError(f"samples of an image-to-video ({kind}) transformer need images: leave sample_prompts empty")
+    if kind == "token_replace":
+        if share != 1:
+            raise ValueError(f"a token_replace transformer always reads its first latent frame as the image: "
+                             f"i2v_prob must be 1, got {share}")
+        if one_frame := [b for b in config.buckets if b[0] == 1]:
+            raise ValueError(f"a token_replace transformer trains on videos (the first latent frame is the image): "
+                             f"drop the one-frame buckets {one_frame}")
+    return share
+
+
+def image_condition(model_config: TransformerConfig, x0: torch.Tensor, x_t: torch.Tensor, image: bool
+                    ) -> tuple[torch.Tensor, slice]:
+    """The transformer input for noisy latents `x_t` of clean latents `x0`, and the latent frames the loss covers.
+
+    Text-to-video: `x_t`, every frame. Token replace: the clean first frame in place of the noisy one (the
+    transformer modulates it from t = 0 by itself), the loss on frames 1.. only. Latent concat: `x_t`, then for an
+    `image` batch the clean first frame (zeros after) and a mask of 1 in frame 0, else zeros and a zero mask; the
+    loss on every frame."""
+    kind = model_config.i2v_condition_type
+    if kind == "token_replace":
+        return torch.cat([x0[:, :, :1], x_t[:, :, 1:]], dim=2), slice(1, None)
+    if kind == "latent_concat":
+        condition, mask = torch.zeros_like(x0), torch.zeros_like(x0[:, :1])
+        if image:
+            condition[:, :, :1], mask[:, :, :1] = x0[:, :, :1], 1
+        return torch.cat([x_t, condition, mask], dim=1), slice(None)
+    return x_t, slice(None)
+
+
+def draw_image(share: float, frames: int, generator: torch.Generator) -> bool:
+    """Whether a batch of `frames` latent frames takes its first frame as the image, with probability `share` (drawn
+    only for a share strictly between 0 and 1, so that other runs keep their exact batches); a one-frame batch never
+    does."""
+    image = share >= 1 or (share > 0 and bool(torch.rand(1, generator=generator) < share))
+    return image and frames > 1
+
+
 def draw_noise(shape: torch.Size, config: DiTTrainConfig, generator: torch.Generator) -> dict:
     """The times `t` (one per row) and the noise of a batch of latents of `shape`, drawn on the CPU: the same numbers
     on every device."""
@@ -303,17 +363,19 @@ def draw_noise(shape: torch.Size, config: DiTTrainConfig, generator: torch.Gener
 
 def velocity_loss(model: HunyuanVideoTransformer, batch: dict, config: DiTTrainConfig) -> torch.Tensor:
     """MSE between the predicted and the true velocity `noise - x0` at `x_t = (1 - t) x0 + t noise`, for a batch
-    that carries its `t` and `noise` (see `draw_noise`), on the model's device."""
+    that carries its `t` and `noise` (see `draw_noise`) and, for an image-to-video model, whether it is an `image`
+    batch (see `image_condition`), on the model's device."""
     device = next(model.parameters()).device
     x0, noise, t = batch["x0"].to(device), batch["noise"].to(device), batch["t"].to(device)
     x_t, target = add_noise(x0, noise, t), velocity_target(x0, noise)
+    x_in, frames = image_condition(model.config, x0, x_t, batch.get("image", False))
     guidance = None
     if model.config.guidance_embed:
         guidance = torch.full((x0.shape[0],), config.embedded_guidance * 1000.0, device=device)
     with autocast_context(device):
-        pred = model(x_t, t * 1000.0, batch["text_states"].to(device), batch["text_mask"],
+        pred = model(x_in, t * 1000.0, batch["text_states"].to(device), batch["text_mask"],
                      batch["text_states_2"].to(device), guidance)
-    return F.mse_loss(pred.float(), target)
+    return F.mse_loss(pred.float()[:, :, frames], target[:, :, frames])
 
 
 def flow_matching_loss(
@@ -349,6 +411,7 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
         check_divisible(stage.batch_size, f"stage {stage.name!r}: batch_size", config.grad_accum_steps)
     cache = read_sources(config)
     model = build_transformer(config).to(device).train()
+    share = i2v_share(config, model.config)
     teacher = None if config.distill is None else load_teacher(config.teacher).to(device)
     model.gradient_checkpointing = config.gradient_checkpointing
     if config.fsdp and rank_and_world()[1] > 1:
@@ -368,6 +431,8 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
         generator = _step_generator(config.seed, index)
         batch = draw_batch(cache, config.stage_at(index), config.caption_dropout, generator, config.pooled_dropout)
         batch.update(draw_noise(batch["x0"].shape, config, generator))
+        if share > 0:
+            batch["image"] = draw_image(share, batch["x0"].shape[2], generator)
         if teacher is not None:
             batch.update(scale=draw_scales(len(batch["x0"]), config.distill, generator), **empty_captions(cache, batch))
         losses = []
