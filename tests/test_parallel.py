@@ -1,5 +1,6 @@
 """Ulysses, ring, USP and CFG-parallel forwards and the parallel VAE decode on 2 gloo ranks (spawned, bounded by a
-timeout) equal one process's; so does `generate` under torchrun; bad degrees fail before any work."""
+timeout) equal one process's, and so does USP (Ulysses 2 x ring 2) on 4; so do Ulysses training's gradients; so does
+`generate` under torchrun; bad degrees fail before any work, and a rank killed mid-run ends the run, not a hang."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from parallel_ranks import TIMEOUT_S, assert_close, run_ranks, two_rank_worker
+from parallel_ranks import TIMEOUT_S, assert_close, four_rank_worker, run_ranks, two_rank_worker
 from PIL import Image
 
 import hunyuan_video
@@ -27,8 +28,16 @@ SMALL = ["--height", "32", "--width", "32", "--frames", "5", "--steps", "2", "--
 def test_ulysses_ring_and_cfg_parallel_equal_one_process() -> None:
     """On 2 gloo ranks, each in turn: Ulysses degree 2, ring degree 2, CFG parallel (batch 2 per half, two text
     lengths, embedded guidance): the velocity equals one process's to 1e-5 relative; the VAE's tiles decoded on 2
-    ranks give exactly the single-process tiled decode."""
+    ranks give exactly the single-process tiled decode; Ulysses training (differentiable all-to-alls and gathers)
+    gives one process's loss and gradients to 1e-5 relative over 3 SGD steps."""
     run_ranks(two_rank_worker, 2)
+
+
+def test_usp_and_data_parallel_sequence_training_on_4_ranks_equal_one_process() -> None:
+    """On 4 gloo ranks: USP (Ulysses 2 x ring 2, batch 2, two text lengths, embedded guidance, and a first-frame
+    modulation) gives one process's velocity to 1e-5 relative; 2 data-parallel groups of Ulysses 2 (one with
+    gradient checkpointing) train a batch of 4 with one process's loss and gradients over 2 SGD steps."""
+    run_ranks(four_rank_worker, 4, timeout=TIMEOUT_S * 2)
 
 
 def test_merged_blocks_equal_whole_attention_with_padding() -> None:

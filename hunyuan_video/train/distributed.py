@@ -2,10 +2,13 @@
 and logged scalars averaged over ranks. Without a process group every function is the single-process identity.
 
 Every rank builds the same model (same seed or weights) and draws the same global batch from the same generators;
-rank r trains rows r, r + world, ... of it. The gradients are then averaged with an all-reduce after `backward`
-rather than through DDP: the models stay plain modules (no `module.` prefix in checkpoints, no wrapper around the
-VAE's `autograd.grad` for the adaptive GAN weight), and one call after `backward` fits both trainers. DDP's overlap
-of communication with the backward pass is what this gives up.
+rank r trains rows r, r + world, ... of it. With sequence parallelism the ranks come in consecutive groups of
+`sequence_degree` that share one forward, so the rows are split over the groups (data parallelism), not the ranks.
+The gradients are then averaged with an all-reduce after `backward` rather than through DDP: the models stay plain
+modules (no `module.` prefix in checkpoints, no wrapper around the VAE's `autograd.grad` for the adaptive GAN
+weight), and one call after `backward` fits both trainers. DDP's overlap of communication with the backward pass is
+what this gives up. (Averaged over all ranks, the gradients of a sequence-parallel group, each from the loss of the
+whole gathered output, come out as the data-parallel mean: see `parallel.collectives`.)
 """
 
 from __future__ import annotations
@@ -36,16 +39,21 @@ def wait_for_ranks() -> None:
         dist.barrier()
 
 
-def check_divisible(batch_size: int, what: str) -> None:
-    """A ValueError unless `batch_size` splits evenly over the ranks (every rank must train as many rows)."""
+def check_divisible(batch_size: int, what: str, sequence_degree: int = 1) -> None:
+    """A ValueError unless `batch_size` splits evenly over the ranks, or with `sequence_degree` > 1 over the
+    `world / sequence_degree` groups of ranks (every rank or group must train as many rows)."""
     world = rank_and_world()[1]
-    if batch_size % world:
-        raise ValueError(f"{what} {batch_size} does not split over {world} ranks: make it a multiple of {world}")
+    groups = world // sequence_degree
+    if batch_size % groups:
+        over = f"{groups} ranks" if sequence_degree == 1 else f"{groups} data-parallel groups"
+        raise ValueError(f"{what} {batch_size} does not split over {over}: make it a multiple of {groups}")
 
 
-def shard_rows(batch: Any) -> Any:
-    """This rank's rows `rank::world` of a tensor, or of every tensor of a dict (other values as they are)."""
+def shard_rows(batch: Any, sequence_degree: int = 1) -> Any:
+    """This rank's rows `rank::world` of a tensor, or of every tensor of a dict (other values as they are); with
+    `sequence_degree` > 1, the rows `rank // sequence_degree :: world // sequence_degree` of its group."""
     rank, world = rank_and_world()
+    rank, world = rank // sequence_degree, world // sequence_degree
     if world == 1:
         return batch
     if isinstance(batch, Tensor):
