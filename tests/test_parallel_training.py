@@ -1,0 +1,82 @@
+"""The latent cache built by 2 ranks and sequence-parallel transformer training on 2 ranks (gloo, spawned, bounded by
+a timeout) give what one process gives; a training config whose sequence split cannot work fails before any step."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from parallel_ranks import TIMEOUT_S, _free_port
+from test_cache import make_setup
+
+from hunyuan_video.cli import main
+from hunyuan_video.train.cache import build_cache
+from hunyuan_video.train.common import load_checkpoint, read_jsonl
+from hunyuan_video.train.dit import DiTTrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sp")
+    fields = make_setup(root, clips=9)  # in VAE batches of 8: rank 0 encodes clips 0-7 of a bucket, rank 1 clip 8
+    build_cache(DiTTrainConfig(**fields), progress=False)
+    return {**fields, "log_every": 1}
+
+
+def _cache_and_train_as_rank(rank: int, world: int, port: int, config_path: str, fields: dict,
+                             rendezvous: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    assert main(["cache", config_path]) == 0  # as under torchrun: the CLI starts (and ends) the process group
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=TIMEOUT_S))
+    try:
+        train(DiTTrainConfig(**fields), progress=False)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_cache_and_train_with_ulysses_as_one_process(base, tmp_path):
+    """`hunyuan-video cache` on 2 ranks writes the files one process writes, byte for byte; `train` with
+    `ulysses_degree: 2` on 2 ranks (each sample's video tokens split in 2) logs one process's losses to 1e-5
+    relative and ends with its weights."""
+    parallel_cache = tmp_path / "cache"
+    config_path = tmp_path / "cache.json"
+    config_path.write_text(json.dumps({**base, "cache_dir": str(parallel_cache)}))
+    train(DiTTrainConfig(**{**base, "out_dir": str(tmp_path / "one")}), progress=False)
+    fields = {**base, "out_dir": str(tmp_path / "two"), "ulysses_degree": 2}
+    context = mp.start_processes(_cache_and_train_as_rank, nprocs=2, join=False, start_method="spawn",
+                                 args=(2, _free_port(), str(config_path), fields, str(tmp_path / "rendezvous")))
+    deadline = time.monotonic() + TIMEOUT_S * 4
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("2-rank cache and training did not finish in time")
+    one_cache = Path(base["cache_dir"])
+    files = sorted(p.relative_to(one_cache) for p in one_cache.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(parallel_cache) for p in parallel_cache.rglob("*") if p.is_file())
+    for name in files:
+        assert (one_cache / name).read_bytes() == (parallel_cache / name).read_bytes(), name
+    one, two = (load_checkpoint(tmp_path / name / "checkpoint.pt") for name in ("one", "two"))
+    assert one["step"] == two["step"] == 4
+    for key in one["model"]:
+        torch.testing.assert_close(two["model"][key], one["model"][key], rtol=1e-4, atol=1e-6, msg=key)
+    losses = [[r["loss"] for r in read_jsonl(tmp_path / name / "log.jsonl")] for name in ("one", "two")]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_sequence_split_that_cannot_work_fails_before_training(base, tmp_path):
+    with pytest.raises(ValueError, match="ulysses_degree 2 does not divide the 1 process"):
+        train(DiTTrainConfig(**{**base, "ulysses_degree": 2}), progress=False)
+    with pytest.raises(ValueError, match="ulysses_degree must be at least 1"):
+        DiTTrainConfig(**{**base, "ulysses_degree": 0})
+    assert not Path(base["out_dir"]).exists()
