@@ -5,8 +5,10 @@ timeout) equal one process's, and so does USP (Ulysses 2 x ring 2) on 4; so do U
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +126,47 @@ def test_usp_layout_gives_each_ring_rank_one_contiguous_block() -> None:
         assert len({shard[r] for r in ranks}) == 1 and [r // 4 for r in ranks] == [0, 1]
     assert sorted(r for kind in ("ulysses", "ring", "cfg") for ranks in sets[kind] for r in ranks) == sorted(
         list(range(8)) * 3)
+
+
+def _workers(launcher: int) -> dict[int, int]:
+    """RANK -> pid of the processes `launcher` (torchrun's agent) started, read from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) if entry.name.isdigit() else 0
+            if parent == launcher:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+                found[next(int(v[5:]) for v in environ if v.startswith(b"RANK="))] = int(entry.name)
+        except (OSError, StopIteration):
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds torchrun's workers through /proc")
+def test_a_rank_killed_mid_run_ends_the_torchrun_run_with_its_cause(tmp_path: Path) -> None:
+    """Rank 1 of a 2-rank Ulysses `generate` is killed (SIGKILL) during denoising: gloo sees the lost peer at once and
+    torchrun ends the other rank; the run exits non-zero within seconds, naming rank 1 and its signal as the root
+    cause, and writes nothing."""
+    out = tmp_path / "video.mp4"
+    env = {**os.environ, "PYTHONPATH": str(Path(hunyuan_video.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m",
+                            "hunyuan_video", "generate", "a red cube", *SMALL, "--steps", "1000", "--ulysses-degree",
+                            "2", "-o", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = b""
+    try:
+        os.set_blocking(run.stderr.fileno(), False)
+        deadline = time.monotonic() + TIMEOUT_S * 2
+        while b"denoise:" not in stderr:  # rank 0's progress bar: both ranks are in the denoising loop
+            assert time.monotonic() < deadline and run.poll() is None, stderr.decode()[-2000:]
+            time.sleep(0.2)
+            stderr += run.stderr.read() or b""
+        os.kill(_workers(run.pid)[1], signal.SIGKILL)
+        killed = time.monotonic()
+        os.set_blocking(run.stderr.fileno(), True)
+        stderr += run.communicate(timeout=TIMEOUT_S)[1]
+    finally:
+        run.kill()
+    assert time.monotonic() - killed < 30 and run.returncode != 0
+    cause = stderr.decode().split("Root Cause")[-1]
+    assert "rank      : 1" in cause and "Signal 9 (SIGKILL)" in cause, stderr.decode()[-2000:]
+    assert not out.exists()

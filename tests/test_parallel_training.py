@@ -14,12 +14,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from parallel_ranks import TIMEOUT_S, _free_port
-from test_cache import make_setup
+from test_cache import VIDEO, make_setup
 
 from hunyuan_video.cli import main
-from hunyuan_video.train.cache import build_cache
+from hunyuan_video.parallel import ParallelConfig, ParallelGroups
+from hunyuan_video.train.cache import BucketLatents, build_cache, read_sources
 from hunyuan_video.train.common import load_checkpoint, read_jsonl
-from hunyuan_video.train.dit import DiTTrainConfig, train
+from hunyuan_video.train.dit import DiTTrainConfig, build_transformer, check_sequence_split, train
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +81,19 @@ def test_sequence_split_that_cannot_work_fails_before_training(base, tmp_path):
     with pytest.raises(ValueError, match="ulysses_degree must be at least 1"):
         DiTTrainConfig(**{**base, "ulysses_degree": 0})
     assert not Path(base["out_dir"]).exists()
+
+
+def test_heads_and_bucket_tokens_must_split_over_the_sequence_group(base):
+    config = DiTTrainConfig(**base)
+    model, cache = build_transformer(config), read_sources(config)
+
+    def groups(degree: int) -> ParallelGroups:  # the sizes alone; the check needs no process group
+        return ParallelGroups(ParallelConfig(ulysses_degree=degree), 0, 0, None, None, None, None)
+
+    check_sequence_split(groups(4), model, cache)  # 4 heads; 1x2x2 and 3x2x2 tokens
+    with pytest.raises(ValueError, match="4 heads do not split over ulysses degree 3: use a ulysses degree of 1, 2, 4"):
+        check_sequence_split(groups(3), model, cache)
+    rows = cache.buckets[VIDEO]
+    cache.buckets[VIDEO] = BucketLatents(torch.zeros(1, 16, 3, 6, 6), torch.zeros(1, 16, 3, 6, 6), rows.clip[:1])
+    with pytest.raises(ValueError, match="^bucket 9x32x32: the video's 3x3x3 = 27 tokens do not split into 2"):
+        check_sequence_split(groups(2), model, cache)
