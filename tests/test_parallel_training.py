@@ -80,6 +80,9 @@ def test_sequence_split_that_cannot_work_fails_before_training(base, tmp_path):
         train(DiTTrainConfig(**{**base, "ulysses_degree": 2}), progress=False)
     with pytest.raises(ValueError, match="ulysses_degree must be at least 1"):
         DiTTrainConfig(**{**base, "ulysses_degree": 0})
+    with pytest.raises(ValueError, match="distill runs the student and teacher whole on each rank"):
+        DiTTrainConfig(**{**base, "transformer": {}, "init_from": "teacher.safetensors", "distill": {},
+                          "ulysses_degree": 2})
     assert not Path(base["out_dir"]).exists()
 
 

@@ -317,7 +317,7 @@ def velocity_loss(model: HunyuanVideoTransformer, batch: dict, config: DiTTrainC
     forward = model if groups is None else ParallelTransformer(model, groups)
     with autocast_context(device):
         pred = forward(x_t, t * 1000.0, batch["text_states"].to(device), batch["text_mask"],
-                     batch["text_states_2"].to(device), guidance)
+                       batch["text_states_2"].to(device), guidance)
     return F.mse_loss(pred.float(), target)
 
 
