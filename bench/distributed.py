@@ -8,7 +8,8 @@ tokens. The N-rank forward is checked against the 1-rank one before it is timed.
     python bench/distributed.py --ranks 2 --ring                 # ring attention instead of Ulysses
     python bench/distributed.py --device cuda --ranks 4          # 4 GPUs, bfloat16
 
-Prints a markdown row for BENCHMARKS.md.
+Prints a markdown row for BENCHMARKS.md, with the machine's load average (1 minute) before and after: on a shared
+machine, other processes on the cores slow the N-rank run most.
 """
 
 from __future__ import annotations
@@ -99,11 +100,14 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     one, reference = _run(1, args)
     many, out = _run(args.ranks, args)
+    load_after = os.getloadavg()[0]
     error = ((out - reference).abs().max() / reference.abs().max()).item()
     kind = "ring" if args.ring else "Ulysses"
-    machine = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or 'CPU'}"
+    machine = torch.cuda.get_device_name() if args.device == "cuda" else (
+        f"{platform.processor() or 'CPU'}, {os.cpu_count()} cores, load {load_before:.1f} -> {load_after:.1f}")
     tokens = args.grid[0] * args.grid[1] * args.grid[2]
     print("| date | machine | config | 1 rank | ranks | speed-up | max rel. diff |")
     print("|---|---|---|---|---|---|---|")

@@ -146,19 +146,26 @@ def _add_parallel_options(p: argparse.ArgumentParser) -> None:
 def _start_parallel(args: argparse.Namespace, device: str) -> tuple[ParallelConfig, str]:
     """The `ParallelConfig` of the options, checked against the torchrun world (WORLD_SIZE) before any model loads,
     and the device of this rank; starts the process group when the world has more than one rank."""
-    import torch
-    import torch.distributed as dist
-
     from hunyuan_video.parallel import ParallelConfig
 
     config = ParallelConfig(args.ulysses_degree, args.ring_degree, args.cfg_parallel)
     config.check_world_size(int(os.environ.get("WORLD_SIZE", "1")))
-    if config.world_size > 1:
-        if device == "cuda":
-            device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return config, device
+    return config, _start_process_group(device)
+
+
+def _start_process_group(device: str) -> str:
+    """Under torchrun with more than one process (WORLD_SIZE > 1), start the default process group (NCCL for a CUDA
+    device, one GPU per local rank; else gloo) and return this rank's device; otherwise return `device` as it is."""
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return device
+    if device == "cuda":
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return device
 
 
 def _add_speed_memory_options(p: argparse.ArgumentParser) -> None:
@@ -432,7 +439,7 @@ def _quiet() -> None:
 
 
 def _end_parallel() -> None:
-    """Close the process group `_start_parallel` opened (every rank, also after an error)."""
+    """Close the process group `_start_process_group` opened (every rank, also after an error)."""
     import torch.distributed as dist
 
     if dist.is_initialized():
@@ -635,14 +642,21 @@ def _add_cache(sub: argparse._SubParsersAction) -> None:
 
 def _run_cache(args: argparse.Namespace) -> int:
     from hunyuan_video.train.cache import build_cache
-    from hunyuan_video.train.common import load_config
+    from hunyuan_video.train.common import load_config, resolve_device
     from hunyuan_video.train.dit import DiTTrainConfig
 
+    rank = int(os.environ.get("RANK", "0"))
     try:
-        out = build_cache(load_config(DiTTrainConfig, args.config))
+        config = load_config(DiTTrainConfig, args.config)
+        config.device = _start_process_group(str(resolve_device(config.device)))  # torchrun: ranks share the clips
+        out = build_cache(config, progress=rank == 0)
     except (ValueError, OSError) as e:  # a config, data or weights file that is missing or wrong
-        raise SystemExit(f"hunyuan-video cache: {e}") from None
-    print(f"wrote the latent cache to {', '.join(map(str, out))}")
+        raise SystemExit(f"hunyuan-video cache: {e}" if rank == 0 else f"hunyuan-video cache: rank {rank}: {e}"
+                         ) from None
+    finally:
+        _end_parallel()
+    if rank == 0:
+        print(f"wrote the latent cache to {', '.join(map(str, out))}")
     return 0
 
 

@@ -28,16 +28,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_ranks(worker, world: int, *args) -> None:
-    """Run `worker(rank, world, port, *args)` in `world` spawned processes; fail on an error or after TIMEOUT_S."""
+def run_ranks(worker, world: int, *args, timeout: float = TIMEOUT_S) -> None:
+    """Run `worker(rank, world, port, *args)` in `world` spawned processes; fail on an error or after `timeout`
+    seconds."""
     ctx = mp.start_processes(worker, args=(world, _free_port(), *args), nprocs=world, join=False,
                              start_method="spawn")
-    deadline = time.monotonic() + TIMEOUT_S
+    deadline = time.monotonic() + timeout
     while not ctx.join(timeout=1):
         if time.monotonic() > deadline:
             for process in ctx.processes:
                 process.kill()
-            pytest.fail(f"{world} ranks did not finish within {TIMEOUT_S} s (a hang)")
+            pytest.fail(f"{world} ranks did not finish within {timeout} s (a hang)")
 
 
 def _init(rank: int, world: int, port: int) -> None:
@@ -92,4 +93,51 @@ def two_rank_worker(rank: int, world: int, port: int) -> None:
         vae.tiling = TileSpec(sample_size=32, sample_tsize=16)  # 2 x 2 x 2 tiles of the (5, 6, 6) latents
         latents = torch.randn(1, 16, 5, 6, 6, generator=torch.Generator().manual_seed(4))
         assert torch.equal(decode_shared(vae, latents), vae.decode(latents)), "parallel VAE decode"
+    _sequence_parallel_training_matches(ParallelGroups.build(ParallelConfig(ulysses_degree=2)))
+    dist.destroy_process_group()
+
+
+def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual - expected).abs().max() / expected.abs().max()).item()
+
+
+def _sequence_parallel_training_matches(groups: ParallelGroups, steps: int = 3) -> None:
+    """Ulysses training of a batch of 2 samples per sequence group (two text lengths, guidance), gradients averaged
+    over all ranks as the trainer does: the loss, every gradient and the weights after `steps` SGD steps (each step's
+    gradients at the weights the earlier steps reached) equal one process training on the whole batch (every
+    data-parallel group's rows) to 1e-5 relative. (SGD, not AdamW: Adam's update of a gradient near zero is about
+    its sign, which rounding may flip.)"""
+    from hunyuan_video.train.distributed import average_gradients, shard_rows
+
+    one, sharded = tiny_transformer().train(), tiny_transformer().train()
+    sharded.gradient_checkpointing = groups.replica == 1  # recomputing a block re-runs its all-to-alls
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.5) for m in (one, sharded)]
+    parallel = ParallelTransformer(sharded, groups)
+    for step in range(steps):
+        inputs = _inputs(batch=2 * groups.replicas, seed=10 + step)
+        target = torch.randn(inputs["x"].shape, generator=torch.Generator().manual_seed(step))
+        losses = []
+        for model, forward, rows in ((one, one, lambda b: b), (sharded, parallel, lambda b: shard_rows(b, 2))):
+            model.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.mse_loss(forward(**rows(inputs)), rows(target))
+            loss.backward()
+            losses.append(loss.detach())
+        average_gradients(sharded.parameters())
+        mean_loss = losses[1].clone()
+        dist.all_reduce(mean_loss)
+        assert_close(mean_loss / dist.get_world_size(), losses[0], f"step {step} loss")
+        for (name, p), q in zip(one.named_parameters(), sharded.parameters()):
+            error = _relative_error(q.grad, p.grad)
+            assert error <= 1e-5, f"step {step} gradient of {name}: relative error {error:.2e}"
+        for optimizer in optimizers:
+            optimizer.step()
+    for (name, p), q in zip(one.named_parameters(), sharded.parameters()):
+        assert _relative_error(q.detach(), p.detach()) <= 1e-5, f"{name} after {steps} steps"
+
+
+def four_rank_worker(rank: int, world: int, port: int) -> None:
+    _init(rank, world, port)
+    with torch.no_grad():
+        _sequence_parallel_matches(tiny_transformer(), ParallelGroups.build(ParallelConfig(2, 2)))
+    _sequence_parallel_training_matches(ParallelGroups.build(ParallelConfig(ulysses_degree=2), replicas=2), steps=2)
     dist.destroy_process_group()

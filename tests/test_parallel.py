@@ -1,17 +1,20 @@
 """Ulysses, ring, USP and CFG-parallel forwards and the parallel VAE decode on 2 gloo ranks (spawned, bounded by a
-timeout) equal one process's; so does `generate` under torchrun; bad degrees fail before any work."""
+timeout) equal one process's, and so does USP (Ulysses 2 x ring 2) on 4; so do Ulysses training's gradients; so does
+`generate` under torchrun; bad degrees fail before any work, and a rank killed mid-run ends the run, not a hang."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from parallel_ranks import TIMEOUT_S, assert_close, run_ranks, two_rank_worker
+from parallel_ranks import TIMEOUT_S, assert_close, four_rank_worker, run_ranks, two_rank_worker
 from PIL import Image
 
 import hunyuan_video
@@ -27,8 +30,16 @@ SMALL = ["--height", "32", "--width", "32", "--frames", "5", "--steps", "2", "--
 def test_ulysses_ring_and_cfg_parallel_equal_one_process() -> None:
     """On 2 gloo ranks, each in turn: Ulysses degree 2, ring degree 2, CFG parallel (batch 2 per half, two text
     lengths, embedded guidance): the velocity equals one process's to 1e-5 relative; the VAE's tiles decoded on 2
-    ranks give exactly the single-process tiled decode."""
+    ranks give exactly the single-process tiled decode; Ulysses training (differentiable all-to-alls and gathers)
+    gives one process's loss and gradients to 1e-5 relative over 3 SGD steps."""
     run_ranks(two_rank_worker, 2)
+
+
+def test_usp_and_data_parallel_sequence_training_on_4_ranks_equal_one_process() -> None:
+    """On 4 gloo ranks: USP (Ulysses 2 x ring 2, batch 2, two text lengths, embedded guidance, and a first-frame
+    modulation) gives one process's velocity to 1e-5 relative; 2 data-parallel groups of Ulysses 2 (one with
+    gradient checkpointing) train a batch of 4 with one process's loss and gradients over 2 SGD steps."""
+    run_ranks(four_rank_worker, 4, timeout=TIMEOUT_S * 2)
 
 
 def test_merged_blocks_equal_whole_attention_with_padding() -> None:
@@ -115,3 +126,47 @@ def test_usp_layout_gives_each_ring_rank_one_contiguous_block() -> None:
         assert len({shard[r] for r in ranks}) == 1 and [r // 4 for r in ranks] == [0, 1]
     assert sorted(r for kind in ("ulysses", "ring", "cfg") for ranks in sets[kind] for r in ranks) == sorted(
         list(range(8)) * 3)
+
+
+def _workers(launcher: int) -> dict[int, int]:
+    """RANK -> pid of the processes `launcher` (torchrun's agent) started, read from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) if entry.name.isdigit() else 0
+            if parent == launcher:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+                found[next(int(v[5:]) for v in environ if v.startswith(b"RANK="))] = int(entry.name)
+        except (OSError, StopIteration):
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds torchrun's workers through /proc")
+def test_a_rank_killed_mid_run_ends_the_torchrun_run_with_its_cause(tmp_path: Path) -> None:
+    """Rank 1 of a 2-rank Ulysses `generate` is killed (SIGKILL) during denoising: gloo sees the lost peer at once and
+    torchrun ends the other rank; the run exits non-zero within seconds, naming rank 1 and its signal as the root
+    cause, and writes nothing."""
+    out = tmp_path / "video.mp4"
+    env = {**os.environ, "PYTHONPATH": str(Path(hunyuan_video.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m",
+                            "hunyuan_video", "generate", "a red cube", *SMALL, "--steps", "1000", "--ulysses-degree",
+                            "2", "-o", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = b""
+    try:
+        os.set_blocking(run.stderr.fileno(), False)
+        deadline = time.monotonic() + TIMEOUT_S * 2
+        while b"denoise:" not in stderr:  # rank 0's progress bar: both ranks are in the denoising loop
+            assert time.monotonic() < deadline and run.poll() is None, stderr.decode()[-2000:]
+            time.sleep(0.2)
+            stderr += run.stderr.read() or b""
+        os.kill(_workers(run.pid)[1], signal.SIGKILL)
+        killed = time.monotonic()
+        os.set_blocking(run.stderr.fileno(), True)
+        stderr += run.communicate(timeout=TIMEOUT_S)[1]
+    finally:
+        run.kill()
+    assert time.monotonic() - killed < 30 and run.returncode != 0
+    cause = stderr.decode().split("Root Cause")[-1]
+    assert "rank      : 1" in cause and "Signal 9 (SIGKILL)" in cause, stderr.decode()[-2000:]
+    assert not out.exists()

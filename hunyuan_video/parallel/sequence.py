@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from hunyuan_video.models.attention import Padding, attention
 from hunyuan_video.models.layers import ModulationVectors
 from hunyuan_video.models.transformer import StreamState
+from hunyuan_video.parallel.collectives import all_gather
 from hunyuan_video.parallel.groups import ParallelGroups
 from hunyuan_video.parallel.ring import ring_attention
 from hunyuan_video.parallel.ulysses import gather_heads, heads_of, heads_to_sequence, sequence_to_heads
@@ -78,7 +78,5 @@ def shard(state: StreamState, groups: ParallelGroups) -> StreamState:
 
 def gather(sharded: StreamState, whole: StreamState, groups: ParallelGroups) -> StreamState:
     """`whole` (the state `shard` split) with the video tokens of every rank's `sharded` state (after `blocks`) put
-    back together, and the text tokens of this rank's."""
-    parts = [torch.empty_like(sharded.img) for _ in range(groups.config.sequence_degree)]
-    dist.all_gather(parts, sharded.img.contiguous(), group=groups.sequence_group)
-    return replace(whole, img=torch.cat(parts, dim=1), txt=sharded.txt)
+    back together (differentiable), and the text tokens of this rank's."""
+    return replace(whole, img=all_gather(sharded.img, 1, groups.sequence_group), txt=sharded.txt)

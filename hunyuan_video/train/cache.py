@@ -11,6 +11,10 @@ a clip cached in several buckets (as a video and as an image) keeps one copy of 
 A cache whose fingerprint differs from what the training config points at is refused with the reason. Each of a
 config's `extra_data` is cached in its own folder; training reads them all as one (`read_sources`). What the cache
 reads of a training config is a `CacheSpec`.
+
+Under `torch.distributed` (`torchrun ... -m hunyuan_video cache CONFIG`) the ranks share the VAE encoding: rank r
+encodes batches r, r + world, ... of each bucket (the batches one process makes, so the latents are the same bit for
+bit), sends them to rank 0 and is done; rank 0 encodes the captions and writes the whole cache as one process does.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -31,6 +36,7 @@ from hunyuan_video.data.dataset import VideoDataset
 from hunyuan_video.data.manifest import read_dataset
 from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder
 from hunyuan_video.train.common import resolve_device
+from hunyuan_video.train.distributed import rank_and_world
 
 CACHE_FORMAT = 2
 
@@ -301,30 +307,61 @@ def encode_captions(
 
 
 def build_cache(config: CacheSpec, batch_size: int = 8, progress: bool = True) -> list[Path]:
-    """Cache `config.data` in `config.cache_dir` and each of `config.extra_data` in its own `cache_dir` (see
-    `build_source_cache`); returns the cache folders."""
-    return [build_source_cache(config, data, cache_dir, fingerprint, batch_size, progress)
-            for (data, cache_dir, _), fingerprint in zip(config.sources, source_fingerprints(config))]
+    """Encode every clip of `config.data` into its buckets of the curriculum, and every caption, once, into
+    `config.cache_dir`, and each of `config.extra_data` into its own `cache_dir`, with the config's VAE and text
+    encoders; returns the cache folders. A cache built from the same inputs is left as it is; one whose text
+    encoders alone changed gets new text states and keeps its latents.
+
+    Which clip goes to which bucket is `VideoDataset`'s rule (a video to its best video bucket, and its first frame
+    to the image bucket); unreadable files are skipped and reported. Under `torch.distributed` every rank calls it:
+    the ranks share the VAE batches of every dataset first, then rank 0 encodes the captions and writes the caches
+    (see the module's docstring); the other ranks return once they have sent their latents.
+    """
+    sources = [(data, cache_dir, fingerprint)
+               for (data, cache_dir, _), fingerprint in zip(config.sources, source_fingerprints(config))]
+    encoded = [_encode_source(config, data, cache_dir, fingerprint, batch_size, progress)
+               for data, cache_dir, fingerprint in sources]
+    if rank_and_world()[0] == 0:
+        for (_, cache_dir, fingerprint), source in zip(sources, encoded):
+            _write_source(config, cache_dir, fingerprint, source, batch_size, progress)
+    return [Path(cache_dir) for _, cache_dir, _ in sources]
+
+
+Latents = dict[tuple[tuple[int, int, int], int], tuple[torch.Tensor, torch.Tensor]]  # (bucket, row) -> mean, std
 
 
 @torch.no_grad()
-def build_source_cache(config: CacheSpec, data: str, cache_dir: str, fingerprint: dict[str, Any],
-                       batch_size: int = 8, progress: bool = True) -> Path:
-    """Encode every clip of the dataset `data` into its buckets of the curriculum, and every caption, once, into
-    `cache_dir`, with the config's VAE and text encoders (`fingerprint`: the `cache_fingerprint` of `data`). A cache
-    built from the same inputs is left as it is; one whose text encoders alone changed gets new text states and keeps
-    its latents.
-
-    Which clip goes to which bucket is `VideoDataset`'s rule (a video to its best video bucket, and its first frame
-    to the image bucket); unreadable files are skipped and reported.
-    """
-    from hunyuan_video.checkpoint import load_vae
-
-    meta = reusable_latents(cache_dir, fingerprint, config.buckets)
+def _encode_source(config: CacheSpec, data: str, cache_dir: str, fingerprint: dict[str, Any], batch_size: int,
+                   progress: bool) -> tuple[dict[str, Any] | None, VideoDataset, Latents] | None:
+    """What the cache of dataset `data` needs, on every rank: None when `cache_dir` is up to date, else (the meta of
+    a cache whose latents stay, or None; the dataset; on rank 0 the new latents of every rank, else {})."""
+    rank, world = rank_and_world()
+    meta = _from_rank_0(reusable_latents(cache_dir, fingerprint, config.buckets) if rank == 0 else None)
     if meta is not None and meta["fingerprint"] == fingerprint:
-        print(f"{cache_dir}: up to date")
-        return Path(cache_dir)
+        return None
     dataset = VideoDataset(data, [Bucket(*b) for b in config.buckets])
+    for bucket in config.buckets:
+        if not dataset.groups.get(Bucket(*bucket)):
+            raise ValueError(f"no sample of {data} fits bucket {bucket_name(bucket)}: change the stages")
+    if meta is not None:
+        return meta, dataset, {}
+    latents = _encode_latents(config, dataset, batch_size, progress and rank == 0)
+    if world > 1:
+        shares = [None] * world if rank == 0 else None
+        dist.gather_object(latents, shares, dst=0)
+        latents = {k: v for share in shares or [] for k, v in share.items()}
+    return None, dataset, latents
+
+
+@torch.no_grad()
+def _write_source(config: CacheSpec, cache_dir: str, fingerprint: dict[str, Any],
+                  source: tuple[dict[str, Any] | None, VideoDataset, Latents] | None, batch_size: int,
+                  progress: bool) -> None:
+    """Encode the captions of one `_encode_source` result and write its cache (rank 0)."""
+    if source is None:
+        print(f"{cache_dir}: up to date")
+        return
+    meta, dataset, latents = source
     device = resolve_device(config.device)
     llm = LLMTextEncoder.from_pretrained(config.text_encoder, device=device, max_length=config.text_max_length)
     clip = CLIPTextEncoder.from_pretrained(config.text_encoder_2, device=device)
@@ -333,22 +370,43 @@ def build_source_cache(config: CacheSpec, data: str, cache_dir: str, fingerprint
     if meta is not None:
         print(f"{cache_dir}: the VAE encoder, data and buckets are unchanged, the latents are kept; "
               "only the captions were encoded again")
-        return write_text(cache_dir, fingerprint, text, meta)
-    vae = load_vae(config.vae, dtype=torch.float32, device=device)
-    scale = vae.config.scaling_factor
+        write_text(cache_dir, fingerprint, text, meta)
+        return
     buckets = {}
     for bucket in config.buckets:
-        group = dataset.groups.get(Bucket(*bucket), [])
-        means, stds = [], []
-        for start in tqdm(range(0, len(group), batch_size), desc=f"cache {bucket_name(bucket)}",
+        group = dataset.groups[Bucket(*bucket)]
+        batches = [latents[bucket, start] for start in range(0, len(group), batch_size)]
+        buckets[bucket] = BucketLatents(torch.cat([m for m, _ in batches]), torch.cat([s for _, s in batches]),
+                                        torch.tensor(group, dtype=torch.int64))
+    if len(dataset.report):
+        print(dataset.report.summary())
+    write_cache(cache_dir, fingerprint, text, buckets)
+
+
+def _from_rank_0(value: Any) -> Any:
+    """`value` as rank 0 has it, on every rank (itself without a process group)."""
+    if rank_and_world()[1] == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _encode_latents(config: CacheSpec, dataset: VideoDataset, batch_size: int, progress: bool) -> Latents:
+    """This rank's share of the VAE encoding: batches r, r + world, ... of `batch_size` clips of each bucket, as
+    (bucket, first row) -> the scaled posterior (mean, std), on the CPU."""
+    from hunyuan_video.checkpoint import load_vae
+
+    rank, world = rank_and_world()
+    device = resolve_device(config.device)
+    vae = load_vae(config.vae, dtype=torch.float32, device=device)
+    scale = vae.config.scaling_factor
+    latents = {}
+    for bucket in config.buckets:
+        group = dataset.groups[Bucket(*bucket)]
+        for start in tqdm(range(0, len(group), batch_size)[rank::world], desc=f"cache {bucket_name(bucket)}",
                           disable=not progress):
             video = torch.stack([dataset.load(i, Bucket(*bucket)) for i in group[start : start + batch_size]])
             posterior = vae.encode(video.to(device))
-            means.append((posterior.mean * scale).cpu())
-            stds.append((posterior.std * scale).cpu())
-        if not means:
-            raise ValueError(f"no sample of {data} fits bucket {bucket_name(bucket)}: change the stages")
-        buckets[bucket] = BucketLatents(torch.cat(means), torch.cat(stds), torch.tensor(group, dtype=torch.int64))
-    if len(dataset.report):
-        print(dataset.report.summary())
-    return write_cache(cache_dir, fingerprint, text, buckets)
+            latents[bucket, start] = ((posterior.mean * scale).cpu(), (posterior.std * scale).cpu())
+    return latents

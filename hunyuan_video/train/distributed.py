@@ -3,12 +3,15 @@ micro-batches), its model replicated or sharded with FSDP2, gradients and logged
 a process group every function is the single-process identity.
 
 Every rank builds the same model (same seed or weights) and draws the same global batch from the same generators;
-rank r trains rows r, r + world, ... of it, `accumulation` micro-batches at a time. A replicated model's gradients are
-averaged with an all-reduce after the last `backward` rather than through DDP: the models stay plain modules (no
-`module.` prefix in checkpoints, no wrapper around the VAE's `autograd.grad` for the adaptive GAN weight). A model
-sharded with `fully_shard` (`shard_model`) holds each parameter, gradient and optimiser state as a DTensor of which
-each rank keeps a slice; FSDP all-gathers a unit's parameters for its forward and backward and reduce-scatters
-(averages) its gradients itself.
+rank r trains rows r, r + world, ... of it, `accumulation` micro-batches at a time. With sequence parallelism the
+ranks come in consecutive groups of `sequence_degree` that share one forward, so the rows are split over the groups
+(data parallelism), not the ranks. A replicated model's gradients are averaged with an all-reduce after the last
+`backward` rather than through DDP: the models stay plain modules (no `module.` prefix in checkpoints, no wrapper
+around the VAE's `autograd.grad` for the adaptive GAN weight). (Averaged over all ranks, the gradients of a
+sequence-parallel group, each from the loss of the whole gathered output, come out as the data-parallel mean: see
+`parallel.collectives`.) A model sharded with `fully_shard` (`shard_model`) holds each parameter, gradient and
+optimiser state as a DTensor of which each rank keeps a slice; FSDP all-gathers a unit's parameters for its forward
+and backward and reduce-scatters (averages) its gradients itself.
 """
 
 from __future__ import annotations
@@ -55,19 +58,23 @@ def start_from_env() -> bool:
     return True
 
 
-def check_divisible(batch_size: int, what: str, accumulation: int = 1) -> None:
-    """A ValueError unless `batch_size` splits evenly over the ranks and, on each, into `accumulation` micro-batches
-    (every rank must train as many rows in each)."""
-    world = rank_and_world()[1]
-    if batch_size % (world * accumulation):
-        over = f"{world} ranks" + (f" x {accumulation} accumulation steps" if accumulation > 1 else "")
+def check_divisible(batch_size: int, what: str, accumulation: int = 1, sequence_degree: int = 1) -> None:
+    """A ValueError unless `batch_size` splits evenly over the ranks (or, with `sequence_degree` > 1, over the
+    `world / sequence_degree` groups of ranks) and, on each, into `accumulation` micro-batches (every rank or group
+    must train as many rows in each)."""
+    groups = rank_and_world()[1] // sequence_degree
+    if batch_size % (groups * accumulation):
+        over = f"{groups} ranks" if sequence_degree == 1 else f"{groups} data-parallel groups"
+        over += f" x {accumulation} accumulation steps" if accumulation > 1 else ""
         raise ValueError(f"{what} {batch_size} does not split over {over}: make it a multiple of "
-                         f"{world * accumulation}")
+                         f"{groups * accumulation}")
 
 
-def shard_rows(batch: Any) -> Any:
-    """This rank's rows `rank::world` of a tensor, or of every tensor of a dict (other values as they are)."""
+def shard_rows(batch: Any, sequence_degree: int = 1) -> Any:
+    """This rank's rows `rank::world` of a tensor, or of every tensor of a dict (other values as they are); with
+    `sequence_degree` > 1, the rows `rank // sequence_degree :: world // sequence_degree` of its group."""
     rank, world = rank_and_world()
+    rank, world = rank // sequence_degree, world // sequence_degree
     if world == 1:
         return batch
     if isinstance(batch, Tensor):
@@ -75,9 +82,10 @@ def shard_rows(batch: Any) -> Any:
     return {k: v[rank::world] if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
-def micro_batches(batch: Any, accumulation: int) -> list[Any]:
-    """This rank's rows of `batch` (`shard_rows`) cut into `accumulation` equal micro-batches, in order."""
-    rows = shard_rows(batch)
+def micro_batches(batch: Any, accumulation: int, sequence_degree: int = 1) -> list[Any]:
+    """This rank's (or sequence group's) rows of `batch` (`shard_rows`) cut into `accumulation` equal micro-batches,
+    in order."""
+    rows = shard_rows(batch, sequence_degree)
     if accumulation == 1:
         return [rows]
     if isinstance(rows, Tensor):

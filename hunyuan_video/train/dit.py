@@ -7,6 +7,10 @@ An image-to-video transformer learns with the first latent frame as its conditio
 batches (see `image_condition`).
 Every random draw of step `s` comes from a generator seeded with `(seed, s)`, so a resumed run replays
 exactly the batches, noise and times an uninterrupted run would have seen.
+
+With `ulysses_degree` U > 1 (sequence parallelism, under `torch.distributed`), each group of U consecutive ranks runs
+one forward with every sample's video tokens split U ways (`hunyuan_video.parallel`, differentiable), and the rows of
+a batch are split over the world / U groups.
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ from hunyuan_video.lora import (
 )
 from hunyuan_video.lora_formats import save_lora
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
+from hunyuan_video.parallel import ParallelConfig, ParallelGroups, ParallelTransformer
 from hunyuan_video.scheduler import TIME_SAMPLERS, add_noise, sample_time, velocity_target
-from hunyuan_video.train.cache import LatentCache, read_sources
+from hunyuan_video.train.cache import LatentCache, bucket_name, read_sources
 from hunyuan_video.train.common import (
     EMA,
     LR_SCHEDULES,
@@ -154,6 +159,9 @@ class DiTTrainConfig:
     # unit per block); False keeps a whole copy on every rank. No effect on one process
     fsdp: bool = False
     grad_accum_steps: int = 1  # micro-batches per step on each rank: a stage's batch_size is the global batch
+    # ranks that split each sample's video tokens (Ulysses sequence parallelism; divides the heads and the world
+    # size; the rest of the world is data parallel)
+    ulysses_degree: int = 1
     seed: int = 0
     device: str = "auto"  # "auto": CUDA when torch sees a GPU, else the CPU
     log_every: int = 10
@@ -207,6 +215,8 @@ class DiTTrainConfig:
                              "rank: set fsdp to false")
         if self.i2v_prob is not None and not 0.0 <= self.i2v_prob <= 1.0:
             raise ValueError(f"i2v_prob must be in [0, 1], got {self.i2v_prob}")
+        if self.ulysses_degree < 1:
+            raise ValueError(f"ulysses_degree must be at least 1, got {self.ulysses_degree}")
         if self.distill is not None:
             self._check_distill()
         elif (self.init_from is None) == (not self.transformer):
@@ -220,6 +230,8 @@ class DiTTrainConfig:
             raise ValueError("distill: the student's architecture is the teacher's; leave out `transformer`")
         if self.lora is not None:
             raise ValueError("distill trains the whole student (its new guidance embedding included); leave out lora")
+        if self.ulysses_degree > 1:
+            raise ValueError("distill runs the student and teacher whole on each rank: set ulysses_degree to 1")
 
     @property
     def teacher(self) -> str | None:
@@ -361,10 +373,12 @@ def draw_noise(shape: torch.Size, config: DiTTrainConfig, generator: torch.Gener
     return {"t": t, "noise": torch.randn(shape, generator=generator)}
 
 
-def velocity_loss(model: HunyuanVideoTransformer, batch: dict, config: DiTTrainConfig) -> torch.Tensor:
+def velocity_loss(model: HunyuanVideoTransformer, batch: dict, config: DiTTrainConfig,
+                  groups: ParallelGroups | None = None) -> torch.Tensor:
     """MSE between the predicted and the true velocity `noise - x0` at `x_t = (1 - t) x0 + t noise`, for a batch
     that carries its `t` and `noise` (see `draw_noise`) and, for an image-to-video model, whether it is an `image`
-    batch (see `image_condition`), on the model's device."""
+    batch (see `image_condition`), on the model's device. With `groups` (see `sequence_parallel_groups`), the forward
+    is shared by the ranks of this rank's sequence group, each of which gets the whole loss."""
     device = next(model.parameters()).device
     x0, noise, t = batch["x0"].to(device), batch["noise"].to(device), batch["t"].to(device)
     x_t, target = add_noise(x0, noise, t), velocity_target(x0, noise)
@@ -372,9 +386,10 @@ def velocity_loss(model: HunyuanVideoTransformer, batch: dict, config: DiTTrainC
     guidance = None
     if model.config.guidance_embed:
         guidance = torch.full((x0.shape[0],), config.embedded_guidance * 1000.0, device=device)
+    forward = model if groups is None else ParallelTransformer(model, groups)
     with autocast_context(device):
-        pred = model(x_in, t * 1000.0, batch["text_states"].to(device), batch["text_mask"],
-                     batch["text_states_2"].to(device), guidance)
+        pred = forward(x_in, t * 1000.0, batch["text_states"].to(device), batch["text_mask"],
+                       batch["text_states_2"].to(device), guidance)
     return F.mse_loss(pred.float()[:, :, frames], target[:, :, frames])
 
 
@@ -383,6 +398,30 @@ def flow_matching_loss(
 ) -> torch.Tensor:
     """`velocity_loss` of `batch` at times and noise drawn from `generator`."""
     return velocity_loss(model, {**batch, **draw_noise(batch["x0"].shape, config, generator)}, config)
+
+
+def sequence_parallel_groups(ulysses_degree: int) -> ParallelGroups | None:
+    """The process groups of Ulysses sequence parallelism over `ulysses_degree` consecutive ranks, data parallel
+    over the world / `ulysses_degree` groups (every rank must call it); None for degree 1. A ValueError when the
+    degree does not divide the world size."""
+    if ulysses_degree == 1:
+        return None
+    world = rank_and_world()[1]
+    if world % ulysses_degree:
+        raise ValueError(f"ulysses_degree {ulysses_degree} does not divide the {world} process(es) of this run: launch "
+                         f"a multiple of {ulysses_degree} with torchrun --nproc-per-node")
+    return ParallelGroups.build(ParallelConfig(ulysses_degree=ulysses_degree), replicas=world // ulysses_degree)
+
+
+def check_sequence_split(groups: ParallelGroups, model: HunyuanVideoTransformer, cache: LatentCache) -> None:
+    """A ValueError unless the model's heads and every bucket's video tokens split over the sequence group."""
+    groups.config.check_heads(model.config.heads_num)
+    for bucket, latents in cache.buckets.items():
+        grid = tuple(size // p for size, p in zip(latents.mean.shape[2:], model.config.patch_size))
+        try:
+            groups.config.check_grid(grid)
+        except ValueError as error:
+            raise ValueError(f"bucket {bucket_name(bucket)}: {error}") from None
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
@@ -399,23 +438,30 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
     with `config.lora`, the checkpoint and EMA hold the adapter only and `lora_ema.safetensors` is its LoRA file.
     `max_steps` stops early (after that many steps in total) so that a later `resume` can go on; such a run writes
     its weights and samples to `out_dir` only, `export` is written by a finished run. Under `torch.distributed` each
-    rank trains its rows of every batch, `grad_accum_steps` micro-batches at a time (see `train.distributed`), with
-    `fsdp` on a sharded transformer (checkpointed in `checkpoint.dcp/`, see `train.sharded_checkpoint`), and rank 0
-    writes. `out_dir` is checked first (`train.run_dir`): a folder holding a run needs `resume` (and a config that
-    fits it) or `overwrite`.
+    rank trains its rows of every batch, `grad_accum_steps` micro-batches at a time (see `train.distributed`; with
+    `ulysses_degree` > 1, each sequence group its rows, split along the video tokens), with `fsdp` on a sharded
+    transformer (checkpointed in `checkpoint.dcp/`, see `train.sharded_checkpoint`), and rank 0 writes. `out_dir` is
+    checked first (`train.run_dir`): a folder holding a run needs `resume` (and a config that fits it) or
+    `overwrite`.
     """
     out = Path(config.out_dir)
     check_run_dir(out, config, resume=resume, overwrite=overwrite)
     device = resolve_device(config.device)
+    groups = sequence_parallel_groups(config.ulysses_degree)
     for stage in config.stages:
-        check_divisible(stage.batch_size, f"stage {stage.name!r}: batch_size", config.grad_accum_steps)
+        check_divisible(stage.batch_size, f"stage {stage.name!r}: batch_size", config.grad_accum_steps,
+                        config.ulysses_degree)
     cache = read_sources(config)
     model = build_transformer(config).to(device).train()
     share = i2v_share(config, model.config)
+    if groups is not None:
+        check_sequence_split(groups, model, cache)
     teacher = None if config.distill is None else load_teacher(config.teacher).to(device)
     model.gradient_checkpointing = config.gradient_checkpointing
     if config.fsdp and rank_and_world()[1] > 1:
-        shard_model(model, [*model.double_blocks, *model.single_blocks])
+        # sequence parallelism runs the stages one by one (`ParallelTransformer`): FSDP gathers around them too
+        shard_model(model, [*model.double_blocks, *model.single_blocks],
+                    methods=("embed", "head") if groups is not None else ())
     trained = trained_part(model, config)
     params = list(trained.parameters())
     optimizer = adamw(params, config.lr, config.betas, config.weight_decay)
@@ -438,8 +484,8 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
         losses = []
 
         def micro_losses() -> Iterator[torch.Tensor]:
-            for micro in micro_batches(batch, config.grad_accum_steps):
-                loss = velocity_loss(model, micro, config) if teacher is None else \
+            for micro in micro_batches(batch, config.grad_accum_steps, config.ulysses_degree):
+                loss = velocity_loss(model, micro, config, groups) if teacher is None else \
                     distillation_loss(model, teacher, micro)
                 losses.append(loss.detach())
                 yield loss
