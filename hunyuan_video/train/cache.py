@@ -11,6 +11,12 @@ a clip cached in several buckets (as a video and as an image) keeps one copy of 
 A cache whose fingerprint differs from what the training config points at is refused with the reason. Each of a
 config's `extra_data` is cached in its own folder; training reads them all as one (`read_sources`). What the cache
 reads of a training config is a `CacheSpec`.
+
+When the config's text encoder is a LLaVA folder (an image-to-video model's, see `llava_folders`), the text states are
+HunyuanVideo-I2V's: each caption read by `LLaVATextEncoder` with its clip's first frame, fitted to the bucket's size as
+the latents' first frame is. A text row is then one (clip, frame size), shared by the buckets of that size, and the
+empty caption (caption dropout) has one row per text row, with that row's image, as the official I2V training drops
+the prompt and keeps the image.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
@@ -29,10 +36,12 @@ from hunyuan_video.config import config_to_dict
 from hunyuan_video.data.buckets import Bucket
 from hunyuan_video.data.dataset import VideoDataset
 from hunyuan_video.data.manifest import read_dataset
-from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder
+from hunyuan_video.text_encoder import CLIPTextEncoder, LLaVATextEncoder, LLMTextEncoder
 from hunyuan_video.train.common import resolve_device
+from hunyuan_video.video_io import to_uint8
 
 CACHE_FORMAT = 2
+ENCODER_KIND = "text_encoder_kind"  # the fingerprint key of a LLaVA cache (absent from a text-only one)
 
 
 class CacheSpec(Protocol):
@@ -51,6 +60,8 @@ class CacheSpec(Protocol):
     text_encoder_2: str  # the CLIP folder
     text_max_length: int  # LLM tokens after the template
     device: str  # where to encode ("auto": CUDA when present)
+    transformer: dict[str, Any]  # TransformerConfig fields of a fresh transformer (its image condition type)
+    init_from: str | None  # or the weights it fine-tunes
 
 
 def bucket_name(bucket: tuple[int, int, int]) -> str:
@@ -77,7 +88,8 @@ def hash_path(path: str | Path) -> str:
 
 @dataclass
 class BucketLatents:
-    """The cached latents of one bucket: posterior mean and std (scaled) and the clip each row came from."""
+    """The cached latents of one bucket: posterior mean and std (scaled) and the row of the text states each reads
+    (the clip it came from; in a LLaVA cache, that clip's row at the bucket's frame size)."""
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -89,7 +101,8 @@ class BucketLatents:
 
 @dataclass
 class TextStates:
-    """Cached encoder outputs per clip, plus the empty caption's (used for caption dropout)."""
+    """Cached encoder outputs per text row, plus the empty caption's (used for caption dropout): one row, or in a
+    LLaVA cache one per text row (the empty caption with that row's image); `null_pooled` is always one row."""
 
     states: torch.Tensor
     mask: torch.Tensor
@@ -97,6 +110,10 @@ class TextStates:
     null_states: torch.Tensor
     null_mask: torch.Tensor
     null_pooled: torch.Tensor
+
+    def null_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """The rows of `null_states` and `null_mask` that go with the text rows `rows`."""
+        return rows if self.null_states.shape[0] > 1 else torch.zeros_like(rows)
 
 
 @dataclass
@@ -149,7 +166,7 @@ def reusable_latents(
         return None
     meta = json.loads(meta_path.read_text())
     same = meta.get("format") == CACHE_FORMAT and all(
-        meta["fingerprint"].get(k) == fingerprint[k] for k in ("vae", "data"))
+        meta["fingerprint"].get(k) == fingerprint.get(k) for k in ("vae", "data", ENCODER_KIND))
     return meta if same and set(meta["buckets"]) == {bucket_name(b) for b in buckets} else None
 
 
@@ -210,13 +227,14 @@ def merge_caches(caches: list[LatentCache], repeats: list[float]) -> LatentCache
     if len(caches) == 1 and repeats[0] == 1:
         return caches[0]
     longest = max(c.text.states.shape[1] for c in caches)
-    first = caches[0].text
+    nulls = caches if ENCODER_KIND in caches[0].meta["fingerprint"] else caches[:1]  # per text row, or one
     text = TextStates(
         states=torch.cat([_pad_text(c.text.states, longest) for c in caches]),
         mask=torch.cat([_pad_text(c.text.mask, longest) for c in caches]),
         pooled=torch.cat([c.text.pooled for c in caches]),
-        null_states=_pad_text(first.null_states, longest), null_mask=_pad_text(first.null_mask, longest),
-        null_pooled=first.null_pooled,
+        null_states=torch.cat([_pad_text(c.text.null_states, longest) for c in nulls]),
+        null_mask=torch.cat([_pad_text(c.text.null_mask, longest) for c in nulls]),
+        null_pooled=caches[0].text.null_pooled,
     )
     offsets = [0]
     for c in caches[:-1]:
@@ -253,14 +271,52 @@ def vae_encoder_hash(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def llava_folders(text_encoder: str | Path) -> tuple[Path, Path] | None:
+    """The tokenizer and image processor folders of a LLaVA text encoder folder (config.json of `model_type` "llava"):
+    the folder itself (official `text_encoder_i2v/`) or diffusers' `tokenizer/` and `image_processor/` beside it;
+    None for a text-only encoder. A ValueError when a LLaVA folder has no image processor."""
+    folder = Path(text_encoder)
+    config = folder / "config.json"
+    if not config.is_file() or json.loads(config.read_text()).get("model_type") != "llava":
+        return None
+    tokenizer = folder if (folder / "tokenizer_config.json").is_file() else folder.parent / "tokenizer"
+    processor = folder if (folder / "preprocessor_config.json").is_file() else folder.parent / "image_processor"
+    if not (processor / "preprocessor_config.json").is_file():
+        raise ValueError(f"{folder} is a LLaVA text encoder without its image processor (preprocessor_config.json "
+                         "in it, or diffusers' image_processor/ beside it)")
+    return tokenizer, processor
+
+
+def image_embed_interleave(config: CacheSpec) -> int:
+    """The LLaVA image states kept (every n-th) for `config`'s transformer: 4 for token replace, 2 for latent concat;
+    a ValueError for a text-to-video transformer."""
+    from hunyuan_video.checkpoint import transformer_config_for
+    from hunyuan_video.pipelines.image_to_video import IMAGE_EMBED_INTERLEAVE
+
+    kind = (config.transformer.get("i2v_condition_type") if config.transformer or not config.init_from
+            else transformer_config_for(config.init_from).i2v_condition_type)
+    if kind is None:
+        raise ValueError(f"the text encoder {config.text_encoder} is LLaVA (image-to-video) but the transformer is "
+                         "text-to-video: use a text-only encoder folder, or an image-to-video transformer")
+    return IMAGE_EMBED_INTERLEAVE[kind]
+
+
 def _encoders_fingerprint(config: CacheSpec) -> dict[str, Any]:
-    """The part of a cache's fingerprint that every dataset of `config` shares: VAE encoder, text encoders, length."""
-    return {
+    """The part of a cache's fingerprint that every dataset of `config` shares: VAE encoder, text encoders, length;
+    for a LLaVA encoder also its kind, image interleave and its tokenizer and image processor when stored apart."""
+    fingerprint = {
         "vae": vae_encoder_hash(config.vae),
         "text_encoder": hash_path(config.text_encoder),
         "text_encoder_2": hash_path(config.text_encoder_2),
         "text_max_length": config.text_max_length,
     }
+    llava = llava_folders(config.text_encoder)
+    if llava is not None:
+        fingerprint.update({ENCODER_KIND: "llava", "image_embed_interleave": image_embed_interleave(config)})
+        for name, folder in zip(("tokenizer", "image_processor"), llava):
+            if folder != Path(config.text_encoder):
+                fingerprint[name] = hash_path(folder)
+    return fingerprint
 
 
 def _dataset_hash(data: str) -> str:
@@ -300,6 +356,38 @@ def encode_captions(
     )
 
 
+def first_frame(video: torch.Tensor) -> np.ndarray:
+    """The first frame of a `(3, T, H, W)` clip in [-1, 1] as the uint8 `(H, W, 3)` image the LLaVA encoder reads."""
+    return to_uint8(video[:, 0].permute(1, 2, 0).numpy())
+
+
+@torch.no_grad()
+def encode_with_frames(dataset: VideoDataset, buckets: list[tuple[int, int, int]], llava: LLaVATextEncoder,
+                       clip: CLIPTextEncoder, batch_size: int = 8, progress: bool = True
+                       ) -> tuple[TextStates, dict[tuple[int, int, int], torch.Tensor]]:
+    """LLaVA text states of every (clip, frame size) that `buckets` hold: the caption with the clip's first frame
+    fitted to that size, the empty caption with the same frame, CLIP's pooled caption; cut to the longest real length.
+    Also the text row of each bucket's clips (in `dataset.groups` order)."""
+    keys: dict[tuple[int, int, int], int] = {}
+    rows = {}
+    for bucket in buckets:
+        group = dataset.groups.get(Bucket(*bucket), [])
+        rows[bucket] = torch.tensor([keys.setdefault((i, *bucket[1:]), len(keys)) for i in group], dtype=torch.int64)
+    keys_list = list(keys)
+    parts = []
+    for start in tqdm(range(0, len(keys_list), batch_size), desc="cache captions", disable=not progress):
+        chunk = keys_list[start : start + batch_size]
+        frames = [first_frame(dataset.load(i, Bucket(1, h, w))) for i, h, w in chunk]
+        captions = [dataset.samples[i].caption for i, _, _ in chunk]
+        parts.append((*llava(captions, frames), *llava([""] * len(chunk), frames), clip(captions)))
+    states, mask, null_states, null_mask, pooled = (torch.cat([p[k] for p in parts]).cpu() for k in range(5))
+    longest = int(torch.cat([mask, null_mask]).sum(1).max())
+    text = TextStates(states=states[:, :longest].float(), mask=mask[:, :longest], pooled=pooled.float(),
+                      null_states=null_states[:, :longest].float(), null_mask=null_mask[:, :longest],
+                      null_pooled=clip([""]).float().cpu())
+    return text, rows
+
+
 def build_cache(config: CacheSpec, batch_size: int = 8, progress: bool = True) -> list[Path]:
     """Cache `config.data` in `config.cache_dir` and each of `config.extra_data` in its own `cache_dir` (see
     `build_source_cache`); returns the cache folders."""
@@ -316,7 +404,8 @@ def build_source_cache(config: CacheSpec, data: str, cache_dir: str, fingerprint
     its latents.
 
     Which clip goes to which bucket is `VideoDataset`'s rule (a video to its best video bucket, and its first frame
-    to the image bucket); unreadable files are skipped and reported.
+    to the image bucket); unreadable files are skipped and reported. With a LLaVA text encoder the captions are read
+    with their clips' first frames (see `encode_with_frames`).
     """
     from hunyuan_video.checkpoint import load_vae
 
@@ -326,9 +415,18 @@ def build_source_cache(config: CacheSpec, data: str, cache_dir: str, fingerprint
         return Path(cache_dir)
     dataset = VideoDataset(data, [Bucket(*b) for b in config.buckets])
     device = resolve_device(config.device)
-    llm = LLMTextEncoder.from_pretrained(config.text_encoder, device=device, max_length=config.text_max_length)
     clip = CLIPTextEncoder.from_pretrained(config.text_encoder_2, device=device)
-    text = encode_captions([s.caption for s in dataset.samples], llm, clip, progress=progress)
+    llava = llava_folders(config.text_encoder)
+    if llava is None:
+        llm = LLMTextEncoder.from_pretrained(config.text_encoder, device=device, max_length=config.text_max_length)
+        text = encode_captions([s.caption for s in dataset.samples], llm, clip, progress=progress)
+        rows = {bucket: torch.tensor(dataset.groups.get(Bucket(*bucket), []), dtype=torch.int64)
+                for bucket in config.buckets}
+    else:
+        llm = LLaVATextEncoder.from_pretrained(
+            config.text_encoder, llava[0], device=device, image_processor_dir=llava[1],
+            max_length=config.text_max_length, image_embed_interleave=fingerprint["image_embed_interleave"])
+        text, rows = encode_with_frames(dataset, config.buckets, llm, clip, batch_size, progress)
     del llm, clip
     if meta is not None:
         print(f"{cache_dir}: the VAE encoder, data and buckets are unchanged, the latents are kept; "
@@ -348,7 +446,7 @@ def build_source_cache(config: CacheSpec, data: str, cache_dir: str, fingerprint
             stds.append((posterior.std * scale).cpu())
         if not means:
             raise ValueError(f"no sample of {data} fits bucket {bucket_name(bucket)}: change the stages")
-        buckets[bucket] = BucketLatents(torch.cat(means), torch.cat(stds), torch.tensor(group, dtype=torch.int64))
+        buckets[bucket] = BucketLatents(torch.cat(means), torch.cat(stds), rows[bucket])
     if len(dataset.report):
         print(dataset.report.summary())
     return write_cache(cache_dir, fingerprint, text, buckets)
