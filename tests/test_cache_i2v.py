@@ -133,6 +133,14 @@ def test_a_cache_of_the_other_encoder_kind_is_refused_and_rebuilt(fields, tmp_pa
         build_cache(DiTTrainConfig(**{**text_only, "text_encoder": fields["text_encoder"]}), progress=False)
 
 
+def test_a_bucket_no_clip_fits_is_refused_before_encoding(fields, tmp_path):
+    stages = [{"name": "long", "steps": 1, "batch_size": 2, "buckets": [VIDEO, (33, 32, 32)]}]
+    config = DiTTrainConfig(**{**fields, "stages": stages, "cache_dir": str(tmp_path / "cache")})
+    with pytest.raises(ValueError, match=r"no sample of .* fits buckets \['33x32x32'\]: change the stages"):
+        build_cache(config, progress=False)
+    assert not (tmp_path / "cache").exists()
+
+
 def test_llava_cache_trains_image_batches_only(fields):
     def share(**extra) -> float:
         config = DiTTrainConfig(**{**fields, **extra})

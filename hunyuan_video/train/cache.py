@@ -371,7 +371,7 @@ def encode_with_frames(dataset: VideoDataset, buckets: list[tuple[int, int, int]
     keys: dict[tuple[int, int, int], int] = {}
     rows = {}
     for bucket in buckets:
-        group = dataset.groups.get(Bucket(*bucket), [])
+        group = dataset.groups[Bucket(*bucket)]
         rows[bucket] = torch.tensor([keys.setdefault((i, *bucket[1:]), len(keys)) for i in group], dtype=torch.int64)
     keys_list = list(keys)
     parts = []
@@ -414,14 +414,15 @@ def build_source_cache(config: CacheSpec, data: str, cache_dir: str, fingerprint
         print(f"{cache_dir}: up to date")
         return Path(cache_dir)
     dataset = VideoDataset(data, [Bucket(*b) for b in config.buckets])
+    if empty := [bucket_name(b) for b in config.buckets if not dataset.groups.get(Bucket(*b))]:
+        raise ValueError(f"no sample of {data} fits buckets {empty}: change the stages")
     device = resolve_device(config.device)
     clip = CLIPTextEncoder.from_pretrained(config.text_encoder_2, device=device)
     llava = llava_folders(config.text_encoder)
     if llava is None:
         llm = LLMTextEncoder.from_pretrained(config.text_encoder, device=device, max_length=config.text_max_length)
         text = encode_captions([s.caption for s in dataset.samples], llm, clip, progress=progress)
-        rows = {bucket: torch.tensor(dataset.groups.get(Bucket(*bucket), []), dtype=torch.int64)
-                for bucket in config.buckets}
+        rows = {bucket: torch.tensor(dataset.groups[Bucket(*bucket)], dtype=torch.int64) for bucket in config.buckets}
     else:
         llm = LLaVATextEncoder.from_pretrained(
             config.text_encoder, llava[0], device=device, image_processor_dir=llava[1],
@@ -436,7 +437,7 @@ def build_source_cache(config: CacheSpec, data: str, cache_dir: str, fingerprint
     scale = vae.config.scaling_factor
     buckets = {}
     for bucket in config.buckets:
-        group = dataset.groups.get(Bucket(*bucket), [])
+        group = dataset.groups[Bucket(*bucket)]
         means, stds = [], []
         for start in tqdm(range(0, len(group), batch_size), desc=f"cache {bucket_name(bucket)}",
                           disable=not progress):
@@ -444,8 +445,6 @@ def build_source_cache(config: CacheSpec, data: str, cache_dir: str, fingerprint
             posterior = vae.encode(video.to(device))
             means.append((posterior.mean * scale).cpu())
             stds.append((posterior.std * scale).cpu())
-        if not means:
-            raise ValueError(f"no sample of {data} fits bucket {bucket_name(bucket)}: change the stages")
         buckets[bucket] = BucketLatents(torch.cat(means), torch.cat(stds), rows[bucket])
     if len(dataset.report):
         print(dataset.report.summary())
