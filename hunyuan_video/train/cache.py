@@ -15,6 +15,12 @@ reads of a training config is a `CacheSpec`.
 Under `torch.distributed` (`torchrun ... -m hunyuan_video cache CONFIG`) the ranks share the VAE encoding: rank r
 encodes batches r, r + world, ... of each bucket (the batches one process makes, so the latents are the same bit for
 bit), sends them to rank 0 and is done; rank 0 encodes the captions and writes the whole cache as one process does.
+
+When the config's text encoder is a LLaVA folder (an image-to-video model's, see `llava_folders`), the text states are
+HunyuanVideo-I2V's: each caption read by `LLaVATextEncoder` with its clip's first frame, fitted to the bucket's size as
+the latents' first frame is. A text row is then one (clip, frame size), shared by the buckets of that size, and the
+empty caption (caption dropout) has one row per text row, with that row's image, as the official I2V training drops
+the prompt and keeps the image.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
@@ -34,11 +41,13 @@ from hunyuan_video.config import config_to_dict
 from hunyuan_video.data.buckets import Bucket
 from hunyuan_video.data.dataset import VideoDataset
 from hunyuan_video.data.manifest import read_dataset
-from hunyuan_video.text_encoder import CLIPTextEncoder, LLMTextEncoder
+from hunyuan_video.text_encoder import CLIPTextEncoder, LLaVATextEncoder, LLMTextEncoder
 from hunyuan_video.train.common import resolve_device
 from hunyuan_video.train.distributed import rank_and_world
+from hunyuan_video.video_io import to_uint8
 
 CACHE_FORMAT = 2
+ENCODER_KIND = "text_encoder_kind"  # the fingerprint key of a LLaVA cache (absent from a text-only one)
 
 
 class CacheSpec(Protocol):
@@ -57,6 +66,8 @@ class CacheSpec(Protocol):
     text_encoder_2: str  # the CLIP folder
     text_max_length: int  # LLM tokens after the template
     device: str  # where to encode ("auto": CUDA when present)
+    transformer: dict[str, Any]  # TransformerConfig fields of a fresh transformer (its image condition type)
+    init_from: str | None  # or the weights it fine-tunes
 
 
 def bucket_name(bucket: tuple[int, int, int]) -> str:
@@ -83,7 +94,8 @@ def hash_path(path: str | Path) -> str:
 
 @dataclass
 class BucketLatents:
-    """The cached latents of one bucket: posterior mean and std (scaled) and the clip each row came from."""
+    """The cached latents of one bucket: posterior mean and std (scaled) and the row of the text states each reads
+    (the clip it came from; in a LLaVA cache, that clip's row at the bucket's frame size)."""
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -95,7 +107,8 @@ class BucketLatents:
 
 @dataclass
 class TextStates:
-    """Cached encoder outputs per clip, plus the empty caption's (used for caption dropout)."""
+    """Cached encoder outputs per text row, plus the empty caption's (used for caption dropout): one row, or in a
+    LLaVA cache one per text row (the empty caption with that row's image); `null_pooled` is always one row."""
 
     states: torch.Tensor
     mask: torch.Tensor
@@ -103,6 +116,10 @@ class TextStates:
     null_states: torch.Tensor
     null_mask: torch.Tensor
     null_pooled: torch.Tensor
+
+    def null_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """The rows of `null_states` and `null_mask` that go with the text rows `rows`."""
+        return rows if self.null_states.shape[0] > 1 else torch.zeros_like(rows)
 
 
 @dataclass
@@ -155,7 +172,7 @@ def reusable_latents(
         return None
     meta = json.loads(meta_path.read_text())
     same = meta.get("format") == CACHE_FORMAT and all(
-        meta["fingerprint"].get(k) == fingerprint[k] for k in ("vae", "data"))
+        meta["fingerprint"].get(k) == fingerprint.get(k) for k in ("vae", "data", ENCODER_KIND))
     return meta if same and set(meta["buckets"]) == {bucket_name(b) for b in buckets} else None
 
 
@@ -216,13 +233,14 @@ def merge_caches(caches: list[LatentCache], repeats: list[float]) -> LatentCache
     if len(caches) == 1 and repeats[0] == 1:
         return caches[0]
     longest = max(c.text.states.shape[1] for c in caches)
-    first = caches[0].text
+    nulls = caches if ENCODER_KIND in caches[0].meta["fingerprint"] else caches[:1]  # per text row, or one
     text = TextStates(
         states=torch.cat([_pad_text(c.text.states, longest) for c in caches]),
         mask=torch.cat([_pad_text(c.text.mask, longest) for c in caches]),
         pooled=torch.cat([c.text.pooled for c in caches]),
-        null_states=_pad_text(first.null_states, longest), null_mask=_pad_text(first.null_mask, longest),
-        null_pooled=first.null_pooled,
+        null_states=torch.cat([_pad_text(c.text.null_states, longest) for c in nulls]),
+        null_mask=torch.cat([_pad_text(c.text.null_mask, longest) for c in nulls]),
+        null_pooled=caches[0].text.null_pooled,
     )
     offsets = [0]
     for c in caches[:-1]:
@@ -259,14 +277,52 @@ def vae_encoder_hash(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def llava_folders(text_encoder: str | Path) -> tuple[Path, Path] | None:
+    """The tokenizer and image processor folders of a LLaVA text encoder folder (config.json of `model_type` "llava"):
+    the folder itself (official `text_encoder_i2v/`) or diffusers' `tokenizer/` and `image_processor/` beside it;
+    None for a text-only encoder. A ValueError when a LLaVA folder has no image processor."""
+    folder = Path(text_encoder)
+    config = folder / "config.json"
+    if not config.is_file() or json.loads(config.read_text()).get("model_type") != "llava":
+        return None
+    tokenizer = folder if (folder / "tokenizer_config.json").is_file() else folder.parent / "tokenizer"
+    processor = folder if (folder / "preprocessor_config.json").is_file() else folder.parent / "image_processor"
+    if not (processor / "preprocessor_config.json").is_file():
+        raise ValueError(f"{folder} is a LLaVA text encoder without its image processor (preprocessor_config.json "
+                         "in it, or diffusers' image_processor/ beside it)")
+    return tokenizer, processor
+
+
+def image_embed_interleave(config: CacheSpec) -> int:
+    """The LLaVA image states kept (every n-th) for `config`'s transformer: 4 for token replace, 2 for latent concat;
+    a ValueError for a text-to-video transformer."""
+    from hunyuan_video.checkpoint import transformer_config_for
+    from hunyuan_video.pipelines.image_to_video import IMAGE_EMBED_INTERLEAVE
+
+    kind = (config.transformer.get("i2v_condition_type") if config.transformer or not config.init_from
+            else transformer_config_for(config.init_from).i2v_condition_type)
+    if kind is None:
+        raise ValueError(f"the text encoder {config.text_encoder} is LLaVA (image-to-video) but the transformer is "
+                         "text-to-video: use a text-only encoder folder, or an image-to-video transformer")
+    return IMAGE_EMBED_INTERLEAVE[kind]
+
+
 def _encoders_fingerprint(config: CacheSpec) -> dict[str, Any]:
-    """The part of a cache's fingerprint that every dataset of `config` shares: VAE encoder, text encoders, length."""
-    return {
+    """The part of a cache's fingerprint that every dataset of `config` shares: VAE encoder, text encoders, length;
+    for a LLaVA encoder also its kind, image interleave and its tokenizer and image processor when stored apart."""
+    fingerprint = {
         "vae": vae_encoder_hash(config.vae),
         "text_encoder": hash_path(config.text_encoder),
         "text_encoder_2": hash_path(config.text_encoder_2),
         "text_max_length": config.text_max_length,
     }
+    llava = llava_folders(config.text_encoder)
+    if llava is not None:
+        fingerprint.update({ENCODER_KIND: "llava", "image_embed_interleave": image_embed_interleave(config)})
+        for name, folder in zip(("tokenizer", "image_processor"), llava):
+            if folder != Path(config.text_encoder):
+                fingerprint[name] = hash_path(folder)
+    return fingerprint
 
 
 def _dataset_hash(data: str) -> str:
@@ -306,6 +362,38 @@ def encode_captions(
     )
 
 
+def first_frame(video: torch.Tensor) -> np.ndarray:
+    """The first frame of a `(3, T, H, W)` clip in [-1, 1] as the uint8 `(H, W, 3)` image the LLaVA encoder reads."""
+    return to_uint8(video[:, 0].permute(1, 2, 0).numpy())
+
+
+@torch.no_grad()
+def encode_with_frames(dataset: VideoDataset, buckets: list[tuple[int, int, int]], llava: LLaVATextEncoder,
+                       clip: CLIPTextEncoder, batch_size: int = 8, progress: bool = True
+                       ) -> tuple[TextStates, dict[tuple[int, int, int], torch.Tensor]]:
+    """LLaVA text states of every (clip, frame size) that `buckets` hold: the caption with the clip's first frame
+    fitted to that size, the empty caption with the same frame, CLIP's pooled caption; cut to the longest real length.
+    Also the text row of each bucket's clips (in `dataset.groups` order)."""
+    keys: dict[tuple[int, int, int], int] = {}
+    rows = {}
+    for bucket in buckets:
+        group = dataset.groups[Bucket(*bucket)]
+        rows[bucket] = torch.tensor([keys.setdefault((i, *bucket[1:]), len(keys)) for i in group], dtype=torch.int64)
+    keys_list = list(keys)
+    parts = []
+    for start in tqdm(range(0, len(keys_list), batch_size), desc="cache captions", disable=not progress):
+        chunk = keys_list[start : start + batch_size]
+        frames = [first_frame(dataset.load(i, Bucket(1, h, w))) for i, h, w in chunk]
+        captions = [dataset.samples[i].caption for i, _, _ in chunk]
+        parts.append((*llava(captions, frames), *llava([""] * len(chunk), frames), clip(captions)))
+    states, mask, null_states, null_mask, pooled = (torch.cat([p[k] for p in parts]).cpu() for k in range(5))
+    longest = int(torch.cat([mask, null_mask]).sum(1).max())
+    text = TextStates(states=states[:, :longest].float(), mask=mask[:, :longest], pooled=pooled.float(),
+                      null_states=null_states[:, :longest].float(), null_mask=null_mask[:, :longest],
+                      null_pooled=clip([""]).float().cpu())
+    return text, rows
+
+
 def build_cache(config: CacheSpec, batch_size: int = 8, progress: bool = True) -> list[Path]:
     """Encode every clip of `config.data` into its buckets of the curriculum, and every caption, once, into
     `config.cache_dir`, and each of `config.extra_data` into its own `cache_dir`, with the config's VAE and text
@@ -340,9 +428,8 @@ def _encode_source(config: CacheSpec, data: str, cache_dir: str, fingerprint: di
     if meta is not None and meta["fingerprint"] == fingerprint:
         return None
     dataset = VideoDataset(data, [Bucket(*b) for b in config.buckets])
-    for bucket in config.buckets:
-        if not dataset.groups.get(Bucket(*bucket)):
-            raise ValueError(f"no sample of {data} fits bucket {bucket_name(bucket)}: change the stages")
+    if empty := [bucket_name(b) for b in config.buckets if not dataset.groups.get(Bucket(*b))]:
+        raise ValueError(f"no sample of {data} fits buckets {empty}: change the stages")
     if meta is not None:
         return meta, dataset, {}
     latents = _encode_latents(config, dataset, batch_size, progress and rank == 0)
@@ -363,9 +450,17 @@ def _write_source(config: CacheSpec, cache_dir: str, fingerprint: dict[str, Any]
         return
     meta, dataset, latents = source
     device = resolve_device(config.device)
-    llm = LLMTextEncoder.from_pretrained(config.text_encoder, device=device, max_length=config.text_max_length)
     clip = CLIPTextEncoder.from_pretrained(config.text_encoder_2, device=device)
-    text = encode_captions([s.caption for s in dataset.samples], llm, clip, progress=progress)
+    llava = llava_folders(config.text_encoder)
+    if llava is None:
+        llm = LLMTextEncoder.from_pretrained(config.text_encoder, device=device, max_length=config.text_max_length)
+        text = encode_captions([s.caption for s in dataset.samples], llm, clip, progress=progress)
+        rows = {bucket: torch.tensor(dataset.groups[Bucket(*bucket)], dtype=torch.int64) for bucket in config.buckets}
+    else:
+        llm = LLaVATextEncoder.from_pretrained(
+            config.text_encoder, llava[0], device=device, image_processor_dir=llava[1],
+            max_length=config.text_max_length, image_embed_interleave=fingerprint["image_embed_interleave"])
+        text, rows = encode_with_frames(dataset, config.buckets, llm, clip, batch_size, progress)
     del llm, clip
     if meta is not None:
         print(f"{cache_dir}: the VAE encoder, data and buckets are unchanged, the latents are kept; "
@@ -377,7 +472,7 @@ def _write_source(config: CacheSpec, cache_dir: str, fingerprint: dict[str, Any]
         group = dataset.groups[Bucket(*bucket)]
         batches = [latents[bucket, start] for start in range(0, len(group), batch_size)]
         buckets[bucket] = BucketLatents(torch.cat([m for m, _ in batches]), torch.cat([s for _, s in batches]),
-                                        torch.tensor(group, dtype=torch.int64))
+                                        rows[bucket])
     if len(dataset.report):
         print(dataset.report.summary())
     write_cache(cache_dir, fingerprint, text, buckets)

@@ -40,7 +40,7 @@ from hunyuan_video.lora_formats import save_lora
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.parallel import ParallelConfig, ParallelGroups, ParallelTransformer
 from hunyuan_video.scheduler import TIME_SAMPLERS, add_noise, sample_time, velocity_target
-from hunyuan_video.train.cache import LatentCache, bucket_name, read_sources
+from hunyuan_video.train.cache import LatentCache, bucket_name, llava_folders, read_sources
 from hunyuan_video.train.common import (
     EMA,
     LR_SCHEDULES,
@@ -262,7 +262,8 @@ def draw_batch(cache: LatentCache, stage: Stage, caption_dropout: float, generat
                pooled_dropout: float = 0.0) -> dict:
     """A batch of one bucket of `stage`: `x0` sampled from the cached posterior and the clips' text states.
 
-    A caption is replaced by the empty caption with probability `caption_dropout` (for classifier-free guidance);
+    A caption is replaced by the empty caption with probability `caption_dropout` (for classifier-free guidance; in
+    a LLaVA cache, the empty caption with the row's image);
     of the others, CLIP's pooled vector alone is with probability `pooled_dropout` (the LLM's states stay), so
     that the caption reaches the model through its tokens, not only through the pooled bag of words.
     """
@@ -276,14 +277,15 @@ def draw_batch(cache: LatentCache, stage: Stage, caption_dropout: float, generat
     mean, std = latents.mean[idx].float(), latents.std[idx].float()
     x0 = mean + std * torch.randn(mean.shape, generator=generator)
     text, clip = cache.text, latents.clip[idx]
+    null = text.null_rows(clip)
     drop = torch.rand(stage.batch_size, generator=generator) < caption_dropout
     drop_pooled = drop
     if pooled_dropout > 0:  # drawn only when asked for, so that other runs keep their exact batches
         drop_pooled = drop | (torch.rand(stage.batch_size, generator=generator) < pooled_dropout)
     return {
         "x0": x0,
-        "text_states": torch.where(drop[:, None, None], text.null_states, text.states[clip]).float(),
-        "text_mask": torch.where(drop[:, None], text.null_mask, text.mask[clip]),
+        "text_states": torch.where(drop[:, None, None], text.null_states[null], text.states[clip]).float(),
+        "text_mask": torch.where(drop[:, None], text.null_mask[null], text.mask[clip]),
         "text_states_2": torch.where(drop_pooled[:, None], text.null_pooled, text.pooled[clip]).float(),
     }
 
@@ -319,6 +321,10 @@ def i2v_share(config: DiTTrainConfig, model_config: TransformerConfig) -> float:
     of an image-to-video model."""
     kind = model_config.i2v_condition_type
     share = config.i2v_prob if config.i2v_prob is not None else float(kind is not None)
+    if llava_folders(config.text_encoder) is not None and (share != 1 or any(b[0] == 1 for b in config.buckets)):
+        raise ValueError(f"the text encoder {config.text_encoder} is LLaVA: its cached states hold each clip's first "
+                         "frame, so every batch must train image-to-video (an image-to-video transformer, i2v_prob 1, "
+                         "no one-frame buckets)")
     if kind is None:
         if share > 0:
             raise ValueError("i2v_prob needs an image-to-video transformer: set transformer.i2v_condition_type "
