@@ -421,6 +421,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     e.add_argument("videos", help="folder of videos")
     e.add_argument("--manifest", help="metadata.jsonl naming the videos and captions (default: the folder's own)")
     e.add_argument("--out", help="where to write the JSON report (default: VIDEOS/eval.json)")
+    e.add_argument("--new-concepts", action="store_true",
+                   help="tell the new-concept world's colours (pink) apart too (captions of `synth --new-concepts`)")
     e.set_defaults(func=_run_data_eval)
     c = data_sub.add_parser("check", help="decode every file; list the samples per bucket and what is skipped")
     c.add_argument("root", help="dataset folder (metadata.jsonl or .txt captions)")
@@ -522,7 +524,8 @@ def _run_data_check(args: argparse.Namespace) -> int:
 
 
 def _run_data_eval(args: argparse.Namespace) -> int:
-    from hunyuan_video.tiny.evaluate import evaluate_folder
+    from hunyuan_video.tiny.evaluate import NEW_CONCEPT_PALETTE, evaluate_folder
+    from hunyuan_video.tiny.synth import COLOURS
 
     out = Path(args.out or Path(args.videos) / "eval.json")
     try:
@@ -531,7 +534,7 @@ def _run_data_eval(args: argparse.Namespace) -> int:
         manifest = Path(args.manifest or Path(args.videos) / "metadata.jsonl")
         if not manifest.is_file():
             raise ValueError(f"no manifest at {manifest}: pass --manifest, the metadata.jsonl naming the videos")
-        report = evaluate_folder(args.videos, args.manifest, out)
+        report = evaluate_folder(args.videos, args.manifest, out, NEW_CONCEPT_PALETTE if args.new_concepts else COLOURS)
     except (OSError, ValueError) as e:
         raise SystemExit(f"hunyuan-video data eval: {e}") from None
     speed = report["speed_accuracy"]

@@ -274,9 +274,8 @@ def binding_gap(clip: CLIPTextEncoder, captions: list[str]) -> float:
     return float(((a - b).norm(dim=1) / spread).median())
 
 
-# The tables indexed by token id in a saved encoder folder, by its config's model_type.
-_VOCAB_TABLES = {"llama": ("model.embed_tokens.weight", "lm_head.weight"),
-                 "clip_text_model": ("embeddings.token_embedding.weight",)}
+# The tables indexed by token id in a saved Llama or CLIP text model (names end so, with or without a prefix).
+_VOCAB_TABLES = ("embed_tokens.weight", "lm_head.weight", "token_embedding.weight")
 
 
 def add_words(src: str | Path, dst: str | Path, words: dict[str, Sequence[str]]) -> dict[str, int]:
@@ -297,7 +296,7 @@ def add_words(src: str | Path, dst: str | Path, words: dict[str, Sequence[str]])
     if dst.resolve() == src.resolve():
         raise ValueError(f"add_words writes a copy: OUT must be another folder than {src}")
     config = json.loads((src / "config.json").read_text())
-    if config.get("model_type") not in _VOCAB_TABLES:
+    if config.get("model_type") not in ("llama", "clip_text_model"):
         raise ValueError(f"{src}: add_words takes a Llama or CLIP text model folder, got {config.get('model_type')!r}")
     tokenizer = json.loads((src / "tokenizer.json").read_text())
     vocab: dict[str, int] = tokenizer["model"]["vocab"]
@@ -311,7 +310,7 @@ def add_words(src: str | Path, dst: str | Path, words: dict[str, Sequence[str]])
     new_ids = {word: len(vocab) + k for k, word in enumerate(words)}
     with safe_open(src / "model.safetensors", "pt") as f:
         tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
-    for key in _VOCAB_TABLES[config["model_type"]]:
+    for key in [k for k in tensors if k.endswith(_VOCAB_TABLES)]:
         table = tensors[key]
         rows = [table[[vocab[w.lower()] for w in like]].mean(0) for like in words.values()]
         tensors[key] = torch.cat([table, torch.stack(rows).to(table.dtype)])
