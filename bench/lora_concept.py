@@ -6,12 +6,12 @@ motion combinations the LoRA's training clips never show, every main object pink
 `--old-videos` of the default world's test split, as `bench/tiny_quality.py` samples them. Each video is sampled from
 the noise of seed = its index, as `generate` samples it, once by the embedded model and once with the LoRA loaded,
 and scored by `hunyuan_video.tiny.evaluate` with `NEW_CONCEPT_PALETTE` (the old colours and pink), so that a pink
-object counts as pink and not as the nearest old colour. Writes OUT/{base,lora}/{new,old}/*.mp4 and
-OUT/{base,lora}/report.json; `--models base` and `--models lora` may run apart (e.g. the base while the LoRA trains),
-the table needs both reports.
+object counts as pink and not as the nearest old colour. Writes OUT/{base,lora}/{new,old}/*.mp4 and their
+eval.json; `--models` and `--kinds` pick a part to run now (parts may run apart, e.g. the base while the LoRA trains),
+the table reads all four eval.json.
 
-    python bench/lora_concept.py                                   # the shipped example LoRA, 40 new + 100 old
-    python bench/lora_concept.py --lora runs/lora_tiny_pink_heart/lora_ema.safetensors --old-videos 20
+    python bench/lora_concept.py --lora runs/lora_tiny_pink_heart/lora_ema.safetensors     # 40 new + 100 old
+    python bench/lora_concept.py --lora LORA --models base --new-videos 20 --old-videos 40  # one part of it
 
 Prints a markdown table for BENCHMARKS.md.
 """
@@ -28,8 +28,6 @@ from tiny_quality import TINY, caption_rows, load_pipeline, sample_folder
 from hunyuan_video.tiny.evaluate import NEW_CONCEPT_PALETTE, evaluate_folder
 from hunyuan_video.tiny.synth import sample_clip
 
-EXAMPLE_LORA = TINY / "lora" / "pink_heart.safetensors"
-
 
 def new_concept_rows(n: int, world_seed: int = 0) -> list[dict]:
     """Caption and objects of the first `n` clips of the new-concept world's test split."""
@@ -44,7 +42,7 @@ def new_concept_rows(n: int, world_seed: int = 0) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lora", default=str(EXAMPLE_LORA), help="the LoRA file (default: the shipped example)")
+    parser.add_argument("--lora", required=True, help="the LoRA file (runs/lora_tiny_pink_heart/lora_ema.safetensors)")
     parser.add_argument("--scale", type=float, default=1.0, help="the LoRA's scale")
     parser.add_argument("--out", default="outputs/lora_concept")
     parser.add_argument("--new-videos", type=int, default=40)
@@ -52,7 +50,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--models", nargs="+", choices=("base", "lora"), default=["base", "lora"],
-                        help="which videos to sample and score now (the table reads both reports from OUT)")
+                        help="whose videos to sample and score now")
+    parser.add_argument("--kinds", nargs="+", choices=("new", "old"), default=["new", "old"],
+                        help="which captions to sample and score now")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -62,28 +62,24 @@ def main() -> None:
     for model in args.models:
         if model == "lora":
             pipe.load_lora_weights(args.lora, scale=args.scale)
-        results = {"lora": args.lora if model == "lora" else None, "scale": args.scale, "sampling": kwargs}
-        for kind, rows in captions.items():
+        for kind in args.kinds:
             folder = out / model / kind
-            seconds = sample_folder(pipe, rows, folder, args.batch, **kwargs)
-            report = evaluate_folder(folder, out=folder / "eval.json", palette=NEW_CONCEPT_PALETTE)
-            results[kind] = {"videos": report["n"], "colour": report["colour_accuracy"],
-                             "motion": report["motion_accuracy"], "speed": report["speed_accuracy"],
-                             "seconds_per_video": seconds}
-        (out / model / "report.json").write_text(json.dumps(results, indent=1) + "\n")
-    reports = {m: out / m / "report.json" for m in ("base", "lora")}
+            seconds = sample_folder(pipe, captions[kind], folder, args.batch, **kwargs)
+            evaluate_folder(folder, out=folder / "eval.json", palette=NEW_CONCEPT_PALETTE)
+            print(f"{model} {kind}: {seconds:.1f} s a video")
+    reports = {(m, k): out / m / k / "eval.json" for m in ("base", "lora") for k in ("new", "old")}
     if missing := [str(p) for p in reports.values() if not p.is_file()]:
-        raise SystemExit(f"no table yet: {', '.join(missing)} missing (run with --models base lora)")
-    base, lora = (json.loads(p.read_text()) for p in reports.values())
+        raise SystemExit(f"no table yet: {', '.join(missing)} missing")
+    scores = {key: json.loads(p.read_text()) for key, p in reports.items()}
     print("| captions | videos | colour: base -> LoRA | motion: base -> LoRA |")
     print("| --- | --- | --- | --- |")
     names = {"new": "new concepts (pink, heart), held out", "old": "default world, held out"}
     for kind, name in names.items():
-        b, a = base[kind], lora[kind]
-        if b["videos"] != a["videos"]:
-            raise SystemExit(f"{kind}: {b['videos']} base videos against {a['videos']} with the LoRA: rerun both")
-        print(f"| {name} | {b['videos']} | {b['colour']:.0%} -> {a['colour']:.0%} | "
-              f"{b['motion']:.0%} -> {a['motion']:.0%} |")
+        b, a = scores["base", kind], scores["lora", kind]
+        if b["n"] != a["n"]:
+            raise SystemExit(f"{kind}: {b['n']} base videos against {a['n']} with the LoRA: rerun both")
+        print(f"| {name} | {b['n']} | {b['colour_accuracy']:.0%} -> {a['colour_accuracy']:.0%} | "
+              f"{b['motion_accuracy']:.0%} -> {a['motion_accuracy']:.0%} |")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Teaching the embedded tiny model a new concept: the new-concept world (pink, heart), the evaluator's palette with
-pink, new words in the tiny text encoders (old captions encode bit for bit as before), and the shipped example LoRA."""
+"""What teaching the embedded tiny model a new concept builds on: the new-concept world (pink, heart), the evaluator's
+palette with pink, and new words in the tiny text encoders (old captions encode bit for bit as before)."""
 
 import json
 from dataclasses import asdict
@@ -26,10 +26,8 @@ from hunyuan_video.tiny.synth import (
     sample_clip,
 )
 from hunyuan_video.tiny.text_encoders import add_words
-from hunyuan_video.video_io import read_video
 
 TINY = Path(cli.__file__).parent / cli.TINY_MODEL
-LORA = TINY / "lora" / "pink_heart.safetensors"
 OLD_CAPTIONS = [sample_clip(i, 0, split).caption for split in ("train", "test") for i in range(12)]
 
 
@@ -151,18 +149,3 @@ def test_the_embedded_encoders_know_the_new_words_and_read_old_captions_as_witho
                                                  strict=True))
     with pytest.warns(UserWarning, match="do not know the words 'teal'"):
         shipped(["a small teal heart grows on a black background"])
-
-
-def _generate(tmp_path: Path, caption: str, *extra: str) -> np.ndarray:
-    out = tmp_path / f"{len(extra)}.mp4"
-    assert cli.main(["generate", caption, "-o", str(out), "--seed", "0", *extra]) == 0
-    return read_video(out)
-
-
-def test_the_example_lora_draws_pink_where_the_base_model_does_not(tmp_path):
-    caption = "a medium pink heart moves to the right on a black background"
-    base = _generate(tmp_path, caption)
-    lora = _generate(tmp_path, caption, "--lora", str(LORA))
-    assert np.abs(base.astype(int) - lora).mean() > 5
-    assert detect(lora, palette=NEW_CONCEPT_PALETTE).colours[0] == "pink"
-    assert detect(base, palette=NEW_CONCEPT_PALETTE).colours[0] != "pink"
