@@ -462,11 +462,16 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--fps", type=float, default=8.0, help="frames per second")
     s.add_argument("--two-object-prob", type=float, default=0.25,
                    help="chance that a clip gets a second object (clip i's first object does not depend on it)")
+    s.add_argument("--new-concepts", action="store_true",
+                   help="the new-concept world: every main object has a colour (pink) or shape (heart) the default "
+                        "world never shows")
     s.set_defaults(func=_run_data_synth)
     e = data_sub.add_parser("eval", help="score videos against their captions (colour and motion of the main object)")
     e.add_argument("videos", help="folder of videos")
     e.add_argument("--manifest", help="metadata.jsonl naming the videos and captions (default: the folder's own)")
     e.add_argument("--out", help="where to write the JSON report (default: VIDEOS/eval.json)")
+    e.add_argument("--new-concepts", action="store_true",
+                   help="tell the new-concept world's colours (pink) apart too (captions of `synth --new-concepts`)")
     e.set_defaults(func=_run_data_eval)
     c = data_sub.add_parser("check", help="decode every file; list the samples per bucket and what is skipped")
     c.add_argument("root", help="dataset folder (metadata.jsonl or .txt captions)")
@@ -498,7 +503,8 @@ def _run_data_synth(args: argparse.Namespace) -> int:
     try:
         cfg = SynthConfig(height=height, width=width, frames=args.frames, fps=args.fps,
                           two_object_prob=args.two_object_prob)
-        out = generate(args.out, args.clips, seed=args.seed, split=args.split, config=cfg, first=args.first)
+        out = generate(args.out, args.clips, seed=args.seed, split=args.split, config=cfg, first=args.first,
+                       new_concepts=args.new_concepts)
     except ValueError as e:
         raise SystemExit(f"hunyuan-video data synth: {e}") from e
     print(f"wrote {args.clips} {args.split} clips to {out} (manifest: {out / 'metadata.jsonl'})")
@@ -611,7 +617,8 @@ def _run_data_check(args: argparse.Namespace) -> int:
 
 
 def _run_data_eval(args: argparse.Namespace) -> int:
-    from hunyuan_video.tiny.evaluate import evaluate_folder
+    from hunyuan_video.tiny.evaluate import NEW_CONCEPT_PALETTE, evaluate_folder
+    from hunyuan_video.tiny.synth import COLOURS
 
     out = Path(args.out or Path(args.videos) / "eval.json")
     try:
@@ -620,7 +627,7 @@ def _run_data_eval(args: argparse.Namespace) -> int:
         manifest = Path(args.manifest or Path(args.videos) / "metadata.jsonl")
         if not manifest.is_file():
             raise ValueError(f"no manifest at {manifest}: pass --manifest, the metadata.jsonl naming the videos")
-        report = evaluate_folder(args.videos, args.manifest, out)
+        report = evaluate_folder(args.videos, args.manifest, out, NEW_CONCEPT_PALETTE if args.new_concepts else COLOURS)
     except (OSError, ValueError) as e:
         raise SystemExit(f"hunyuan-video data eval: {e}") from None
     speed = report["speed_accuracy"]
@@ -775,6 +782,12 @@ def _add_tiny(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--widths", type=int, nargs="+", required=True, metavar="C",
                    help="the encoder's block_out_channels after narrowing")
     n.set_defaults(func=_run_tiny_narrow_vae_encoder)
+    w = tiny_sub.add_parser("add-words", help="append words to a tiny text encoder's vocabulary (old ids unchanged)")
+    w.add_argument("src", metavar="IN", help="a word-level text encoder folder (tiny text_encoder or text_encoder_2)")
+    w.add_argument("dst", metavar="OUT", help="the folder to write the extended encoder to")
+    w.add_argument("words", nargs="+", metavar="WORD=LIKE[,LIKE...]",
+                   help="a new word and the known words whose mean embedding it starts from, e.g. pink=red,purple")
+    w.set_defaults(func=_run_tiny_add_words)
 
 
 def _run_tiny_grow_transformer(args: argparse.Namespace) -> int:
@@ -820,6 +833,23 @@ def _version() -> str:
     from hunyuan_video import __version__
 
     return f"hunyuan-video {__version__}"
+
+
+def _run_tiny_add_words(args: argparse.Namespace) -> int:
+    from hunyuan_video.tiny.text_encoders import add_words
+
+    words = {}
+    for item in args.words:
+        word, _, like = item.partition("=")
+        if not word or not like:
+            raise SystemExit(f"hunyuan-video tiny add-words: {item!r} is not WORD=LIKE[,LIKE...]")
+        words[word] = like.split(",")
+    try:
+        ids = add_words(args.src, args.dst, words)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"hunyuan-video tiny add-words: {e}") from None
+    print(f"wrote {args.dst} (new ids: {', '.join(f'{w}={i}' for w, i in ids.items())})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,9 @@ the colours, the eight directions, still, grow, shrink, bounce, and speed. Rotat
 45 degrees still overlaps itself by ~0.7-0.8, and on blurred, noisy clips still objects score 0.87-0.97, rotating
 ones 0.53-0.82, a narrow margin; a generator's wobbly still object can read as "rotate", and a blurred rotating
 square as "still". The evaluator judges colour and motion only, not shape, size or background.
+
+The palette is the default world's colours; videos of the new-concept world are scored with `NEW_CONCEPT_PALETTE`,
+which adds its new colours (pink), so that a pink object counts as pink, not as the nearest old colour.
 """
 
 from __future__ import annotations
@@ -29,22 +32,31 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hunyuan_video.tiny.synth import COLOURS, DIRECTIONS, MOTION_PHRASES, SHAPES, SIZES, SPEED_WORDS, SPEEDS
+from hunyuan_video.tiny.synth import (
+    COLOURS,
+    DIRECTIONS,
+    MOTION_PHRASES,
+    NEW_COLOURS,
+    NEW_SHAPES,
+    SHAPES,
+    SIZES,
+    SPEED_WORDS,
+    SPEEDS,
+)
 
 FOREGROUND_DISTANCE = 60.0
 MIN_TRAVEL = 0.12  # net travel (fraction of the shorter side) that counts as moving
 GROW_RATIO = 2.0
 BOUNCE_RANGE = 0.15
 ROTATE_IOU = 0.85
-_NAMES = list(COLOURS)
-_PALETTE = np.array([COLOURS[n] for n in _NAMES], dtype=np.float32)  # (K, 3)
+NEW_CONCEPT_PALETTE: dict[str, tuple[int, int, int]] = {**COLOURS, **NEW_COLOURS}
 
 
 @dataclass
@@ -66,9 +78,12 @@ def estimate_background(frames: np.ndarray, band: int = 3) -> np.ndarray:
     return np.median(edges.transpose(1, 0, 2, 3).reshape(frames.shape[1], -1, 3), axis=1)
 
 
-def label_pixels(frames: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per pixel (T, H, W): distance from the background, index of the unmixed colour (-1 off the foreground),
-    and coverage alpha in [0, 1] of that colour (0 off the foreground)."""
+def label_pixels(
+    frames: np.ndarray, background: np.ndarray, palette: Mapping[str, tuple[int, int, int]] = COLOURS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pixel (T, H, W): distance from the background, index in `palette` of the unmixed colour (-1 off the
+    foreground), and coverage alpha in [0, 1] of that colour (0 off the foreground)."""
+    colours = np.array(list(palette.values()), dtype=np.float32)  # (K, 3)
     diff = frames.astype(np.float32) - background[None, :, None, :]
     dist = np.linalg.norm(diff, axis=-1)
     labels = np.full(dist.shape, -1, dtype=np.int64)
@@ -77,7 +92,7 @@ def label_pixels(frames: np.ndarray, background: np.ndarray) -> tuple[np.ndarray
     fg[:, [0, -1]] = fg[:, :, [0, -1]] = False  # the outermost pixels: where decoders leave artefacts, no object is
     rows = np.nonzero(fg)[1]
     p = diff[fg]  # N 3, relative to the background
-    d = _PALETTE[None] - background[rows][:, None]  # N K 3: segment from the background to each colour
+    d = colours[None] - background[rows][:, None]  # N K 3: segment from the background to each colour
     dd = np.maximum((d * d).sum(-1), 1e-6)
     pd = np.einsum("nc,nkc->nk", p, d)
     alpha = np.clip(pd / dd, 0.0, 1.0)
@@ -152,18 +167,23 @@ def _min_centred_iou(masks: list[np.ndarray]) -> float:
     return min((iou(first, _centred(m)) for m in masks[1:]), default=1.0)
 
 
-def detect(frames: np.ndarray, n_objects: int = 1, colour: str | None = None) -> Detection:
-    """Find the colours in a video and track one object: `colour`'s pixels, or all foreground if `n_objects` is 1."""
+def detect(
+    frames: np.ndarray, n_objects: int = 1, colour: str | None = None,
+    palette: Mapping[str, tuple[int, int, int]] = COLOURS,
+) -> Detection:
+    """Find the colours of `palette` in a video and track one object: `colour`'s pixels, or all foreground if
+    `n_objects` is 1."""
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
-    if colour is not None and colour not in COLOURS:
-        raise ValueError(f"unknown colour {colour!r}: one of {_NAMES}")
-    dist, labels, coverage = label_pixels(frames, estimate_background(frames))
+    names = list(palette)
+    if colour is not None and colour not in palette:
+        raise ValueError(f"unknown colour {colour!r}: one of {names}")
+    dist, labels, coverage = label_pixels(frames, estimate_background(frames), palette)
     fg = labels >= 0
-    votes = np.bincount(labels[fg], weights=dist[fg], minlength=len(_NAMES))
-    colours = [_NAMES[i] for i in np.argsort(-votes) if votes[i] > 0]
-    track = coverage if n_objects == 1 or colour is None else coverage * (labels == _NAMES.index(colour))
+    votes = np.bincount(labels[fg], weights=dist[fg], minlength=len(names))
+    colours = [names[i] for i in np.argsort(-votes) if votes[i] > 0]
+    track = coverage if n_objects == 1 or colour is None else coverage * (labels == names.index(colour))
     area = track.sum((1, 2)).astype(np.float64)
     t_len, side = len(frames), min(frames.shape[1:3])
     present = area >= max(2.0, 0.2 * np.median(area[area > 0])) if area.any() else np.zeros(t_len, bool)
@@ -177,8 +197,11 @@ def detect(frames: np.ndarray, n_objects: int = 1, colour: str | None = None) ->
     return Detection(colours, motion, speed, x, y, area)
 
 
-def score(frames: np.ndarray, objects: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Check a video against its caption's objects (dicts with colour, motion, optional speed; main first).
+def score(
+    frames: np.ndarray, objects: Sequence[dict[str, Any]], palette: Mapping[str, tuple[int, int, int]] = COLOURS
+) -> dict[str, Any]:
+    """Check a video against its caption's objects (dicts with colour, motion, optional speed; main first), telling
+    the colours of `palette` apart.
 
     colour_ok: the main colour is among the len(objects) most present colours; motion_ok: the main object's
     track shows its motion; speed_ok: the same for speed (None when the motion has no speed).
@@ -186,7 +209,7 @@ def score(frames: np.ndarray, objects: Sequence[dict[str, Any]]) -> dict[str, An
     if not objects:
         raise ValueError("objects is empty: give at least the main object's colour and motion")
     main = objects[0]
-    det = detect(frames, n_objects=len(objects), colour=main["colour"])
+    det = detect(frames, n_objects=len(objects), colour=main["colour"], palette=palette)
     expected_speed = main.get("speed")
     return {
         "colour": main["colour"],
@@ -206,13 +229,14 @@ _PHRASE_TO_MOTION = sorted(
     key=lambda item: -len(item[0]),
 )
 _OBJECT_RE = re.compile(
-    rf"\ba ({'|'.join(SIZES)}) ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)}) "
+    rf"\ba ({'|'.join(SIZES)}) ({'|'.join([*COLOURS, *NEW_COLOURS])}) ({'|'.join([*SHAPES, *NEW_SHAPES])}) "
     rf"({'|'.join(re.escape(p) for p, _, _ in _PHRASE_TO_MOTION)})(?=$| and | on | against )"
 )
 
 
 def parse_caption(caption: str) -> list[dict[str, Any]]:
-    """The objects a caption of the synthetic world names, main first: size, colour, shape, motion, speed."""
+    """The objects a caption of the synthetic world (or of the new-concept world) names, main first: size, colour,
+    shape, motion, speed."""
     lookup = {p: (m, s) for p, m, s in _PHRASE_TO_MOTION}
     objects = []
     for size, colour, shape, phrase in _OBJECT_RE.findall(caption.lower()):
@@ -223,8 +247,12 @@ def parse_caption(caption: str) -> list[dict[str, Any]]:
     return objects
 
 
-def evaluate_folder(videos: str | Path, manifest: str | Path | None = None, out: str | Path | None = None) -> dict:
-    """Score every video of a folder against its manifest row (default: the folder's own metadata.jsonl).
+def evaluate_folder(
+    videos: str | Path, manifest: str | Path | None = None, out: str | Path | None = None,
+    palette: Mapping[str, tuple[int, int, int]] = COLOURS,
+) -> dict:
+    """Score every video of a folder against its manifest row (default: the folder's own metadata.jsonl), telling
+    the colours of `palette` apart.
 
     Rows with `objects` use them; other rows are scored from their parsed caption. Writes the report as JSON
     to `out` when given and returns it: accuracies, and per-motion counts of what was detected.
@@ -237,7 +265,7 @@ def evaluate_folder(videos: str | Path, manifest: str | Path | None = None, out:
     results = []
     for row in rows:
         objects = row.get("objects") or parse_caption(row["caption"])
-        results.append({"file": row["file"], **score(read_video(videos / row["file"]), objects)})
+        results.append({"file": row["file"], **score(read_video(videos / row["file"]), objects, palette)})
     report = summarize(results)
     report["clips"] = results
     if out:

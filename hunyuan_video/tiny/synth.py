@@ -8,6 +8,10 @@ The held-out split: a seed picks a set of (colour, shape, motion) combinations t
 (not even on a second object); the test split's main object always uses one of them. Every single attribute and
 every pair of attributes still appears in training, so the test split measures composition, not new words.
 
+New concepts: `new_concepts=True` draws a second world whose main objects always show a colour (`NEW_COLOURS`) or a
+shape (`NEW_SHAPES`) the default world never does, with its own held-out split; it is for teaching a model trained on
+the default world something new (a LoRA). The default world's clips, captions and vocabulary do not depend on it.
+
 Each clip is a pure function of (seed, split, index): a folder can be regenerated, extended or sharded. (The drawn
 frames are; their H.264 files are not always bit-identical: PyAV's encoding of the same frames varies in the last
 bits now and then.)
@@ -15,6 +19,7 @@ bits now and then.)
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -45,6 +50,10 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "gray": (115, 115, 115),
 }
 SHAPES = ("circle", "square", "triangle", "star")
+# The new concepts: a colour and a shape outside the default world. Pink lies >= 21 degrees (seen from every
+# background) from every object colour, more than orange from yellow (16), so the evaluator can tell it apart.
+NEW_COLOURS: dict[str, tuple[int, int, int]] = {"pink": (255, 60, 160)}
+NEW_SHAPES = ("heart",)
 # Circumradius of each size, as a fraction of the shorter frame side.
 SIZES: dict[str, float] = {"small": 0.09, "medium": 0.13, "large": 0.18}
 # Unit direction (x right, y down) of each straight motion.
@@ -145,26 +154,41 @@ class SynthClip:
     caption: str
 
 
-def valid_combos() -> list[tuple[str, str, str]]:
-    """Every (colour, shape, motion) a clip can show: a rotating circle looks still, so it is left out."""
+def valid_combos(new_concepts: bool = False) -> list[tuple[str, str, str]]:
+    """Every (colour, shape, motion) a main object can show: a rotating circle looks still, so it is left out. With
+    `new_concepts`, those of the new-concept world instead: every one with a new colour or a new shape."""
+    if not new_concepts:
+        return [
+            (c, s, m) for c, s, m in itertools.product(COLOURS, SHAPES, MOTIONS)
+            if not (s == "circle" and m == "rotate")
+        ]
     return [
-        (c, s, m) for c, s, m in itertools.product(COLOURS, SHAPES, MOTIONS) if not (s == "circle" and m == "rotate")
+        (c, s, m) for c, s, m in itertools.product([*COLOURS, *NEW_COLOURS], [*SHAPES, *NEW_SHAPES], MOTIONS)
+        if (c in NEW_COLOURS or s in NEW_SHAPES) and not (s == "circle" and m == "rotate")
     ]
 
 
-def held_out_combos(seed: int) -> set[tuple[str, str, str]]:
-    """The (colour, shape, motion) combinations of the test split: a deterministic function of `seed`.
+def held_out_combos(seed: int, new_concepts: bool = False) -> set[tuple[str, str, str]]:
+    """The (colour, shape, motion) combinations of the test split: a deterministic function of `seed` (and of
+    which world, `new_concepts`).
 
-    Redrawn until every (colour, shape), (colour, motion) and (shape, motion) pair still occurs in training.
+    Redrawn until every (colour, shape), (colour, motion) and (shape, motion) pair still occurs in training (for
+    the new-concept world: in its own train split or in the default world's).
     """
-    combos = valid_combos()
+    return set(_held_out_combos(seed, new_concepts))
+
+
+@functools.cache
+def _held_out_combos(seed: int, new_concepts: bool) -> frozenset[tuple[str, str, str]]:
+    combos = valid_combos(new_concepts)
     n = round(HELD_OUT_FRACTION * len(combos))
-    rng = np.random.default_rng([seed, 7919])
+    rng = np.random.default_rng([seed, 7919, 1] if new_concepts else [seed, 7919])
+    default_train = [c for c in valid_combos() if c not in held_out_combos(seed)] if new_concepts else []
     while True:
         picked = {combos[i] for i in rng.choice(len(combos), size=n, replace=False)}
-        train = [c for c in combos if c not in picked]
+        train = [c for c in combos if c not in picked] + default_train
         if all(_pairs(picked, k) <= _pairs(train, k) for k in ((0, 1), (0, 2), (1, 2))):
-            return picked
+            return frozenset(picked)
 
 
 def _pairs(combos: Any, keep: tuple[int, int]) -> set[tuple[str, str]]:
@@ -178,6 +202,11 @@ def caption_vocabulary() -> list[str]:
     texts += [w for words in SPEED_WORDS.values() for w in words]
     words = {w for t in texts for w in t.split() if not w.startswith("{")}
     return sorted(w.replace("{speed}", "") for w in words)
+
+
+def new_concept_words() -> list[str]:
+    """The words captions of the new-concept world add to `caption_vocabulary()`, sorted."""
+    return sorted([*NEW_COLOURS, *NEW_SHAPES])
 
 
 def object_slots(caption: str) -> list[int]:
@@ -268,15 +297,23 @@ def _apart(a: SynthObject, b: SynthObject, side: int) -> bool:
     return min(gap) > 2
 
 
-def sample_clip(index: int, seed: int, split: str = "train", config: SynthConfig | None = None) -> SynthClip:
-    """The attributes, paths and caption of clip `index` of `split` for `seed` (no pixels yet)."""
+def sample_clip(
+    index: int, seed: int, split: str = "train", config: SynthConfig | None = None, new_concepts: bool = False
+) -> SynthClip:
+    """The attributes, paths and caption of clip `index` of `split` for `seed` (no pixels yet). With
+    `new_concepts`, a clip of the new-concept world: its main object has a new colour or shape (a second object is
+    one of the default world's train split)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     cfg = config or SynthConfig()
     held = held_out_combos(seed)
     train_combos = sorted(c for c in valid_combos() if c not in held)
-    rng = np.random.default_rng([seed, SPLITS.index(split), index])
-    pool = sorted(held) if split == "test" else train_combos
+    rng = np.random.default_rng([seed, SPLITS.index(split), index, *([1] if new_concepts else [])])
+    if new_concepts:
+        new_held = held_out_combos(seed, new_concepts=True)
+        pool = sorted(new_held if split == "test" else set(valid_combos(new_concepts=True)) - new_held)
+    else:
+        pool = sorted(held) if split == "test" else train_combos
     objects = [_random_object(pool[rng.integers(len(pool))], cfg, rng)]
     if rng.random() < cfg.two_object_prob:
         others = [c for c in train_combos if c[0] != objects[0].colour]
@@ -301,12 +338,28 @@ def _shape_points(shape: str, cx: float, cy: float, r: float, angle: float) -> l
     elif shape == "star":
         corners = [-90 + 36 * k for k in range(10)]
         radii = [r if k % 2 == 0 else 0.45 * r for k in range(10)]
+    elif shape == "heart":
+        corners, radii = _HEART_ANGLES, [r * u for u in _HEART_RADII]
     else:
         raise ValueError(f"unknown polygon shape {shape!r}")
     return [
         (cx + rr * math.cos(math.radians(a + angle)), cy + rr * math.sin(math.radians(a + angle)))
         for a, rr in zip(corners, radii)
     ]
+
+
+def _heart_outline(points: int = 32) -> tuple[list[float], list[float]]:
+    """The classic heart curve (point down on screen) as polar (angle in degrees, radius / circumradius) around the
+    centre of its bounding box."""
+    t = np.linspace(0.0, 2 * math.pi, points, endpoint=False)
+    x = 16 * np.sin(t) ** 3
+    y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))  # screen y grows downwards
+    x, y = x - (x.max() + x.min()) / 2, y - (y.max() + y.min()) / 2
+    radius = np.hypot(x, y)
+    return [float(a) for a in np.degrees(np.arctan2(y, x))], [float(u) for u in radius / radius.max()]
+
+
+_HEART_ANGLES, _HEART_RADII = _heart_outline()
 
 
 def _background(name: str, gradient: bool, height: int, width: int) -> np.ndarray:
@@ -333,10 +386,11 @@ def render_clip(clip: SynthClip, config: SynthConfig | None = None) -> np.ndarra
         for obj in reversed(clip.objects):  # the main object is drawn last, on top
             cx, cy = obj.x[t] * s, obj.y[t] * s
             r = SIZES[obj.size] * side * obj.scale[t] * s
+            fill = COLOURS.get(obj.colour) or NEW_COLOURS[obj.colour]
             if obj.shape == "circle":
-                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=COLOURS[obj.colour])
+                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
             else:
-                draw.polygon(_shape_points(obj.shape, cx, cy, r, obj.angle[t]), fill=COLOURS[obj.colour])
+                draw.polygon(_shape_points(obj.shape, cx, cy, r, obj.angle[t]), fill=fill)
         frames.append(np.asarray(image.resize((cfg.width, cfg.height), Image.Resampling.BOX)))
     return np.stack(frames)
 
@@ -359,10 +413,11 @@ def manifest_row(clip: SynthClip, file: str, config: SynthConfig) -> dict[str, A
 
 def generate(
     out: str | Path, clips: int, seed: int = 0, split: str = "train", config: SynthConfig | None = None,
-    progress: bool = True, first: int = 0,
+    progress: bool = True, first: int = 0, new_concepts: bool = False,
 ) -> Path:
     """Write clips `first` .. `first + clips - 1` of the world as mp4 files and their `metadata.jsonl` (plus
-    `world.json`: seed, config, held-out combos). A later `first` extends a dataset with clips it does not hold."""
+    `world.json`: seed, config, held-out combos, and `"new_concepts": true` for the new-concept world). A later
+    `first` extends a dataset with clips it does not hold."""
     from tqdm import tqdm
 
     from hunyuan_video.video_io import write_video
@@ -373,17 +428,25 @@ def generate(
         raise ValueError(f"first must be >= 0, got {first}")
     cfg = config or SynthConfig()
     out = Path(out)
-    if (out / "world.json").exists() and json.loads((out / "world.json").read_text())["split"] != split:
-        raise ValueError(f"{out} already holds another split of the world: write the {split} split to its own folder")
+    if (out / "world.json").exists():
+        held = json.loads((out / "world.json").read_text())
+        if held["split"] != split:
+            raise ValueError(f"{out} already holds another split of the world: write the {split} split to its own "
+                             "folder")
+        if held.get("new_concepts", False) != new_concepts:
+            raise ValueError(f"{out} already holds clips of the {'default' if new_concepts else 'new-concept'} "
+                             "world: write the other world to its own folder")
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in tqdm(range(first, first + clips), desc=f"synth {split}", disable=not progress):
-        clip = sample_clip(i, seed, split, cfg)
+        clip = sample_clip(i, seed, split, cfg, new_concepts)
         file = f"{split}_{i:06d}.mp4"
         write_video(out / file, render_clip(clip, cfg), fps=cfg.fps)
         rows.append(manifest_row(clip, file, cfg))
     (out / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     world = {"seed": seed, "split": split, "first": first, "clips": clips, "config": asdict(cfg),
-             "held_out": sorted(list(c) for c in held_out_combos(seed))}
+             "held_out": sorted(list(c) for c in held_out_combos(seed, new_concepts))}
+    if new_concepts:
+        world["new_concepts"] = True
     (out / "world.json").write_text(json.dumps(world, indent=1) + "\n")
     return out

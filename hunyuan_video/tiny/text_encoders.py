@@ -21,6 +21,7 @@ Both are then frozen and saved in the layout of a real model: `text_encoder/` an
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,6 +272,58 @@ def binding_gap(clip: CLIPTextEncoder, captions: list[str]) -> float:
     a, b = clip([p[0] for p in pairs]), clip([p[1] for p in pairs])
     spread = (a - a.roll(1, 0)).norm(dim=1).mean()
     return float(((a - b).norm(dim=1) / spread).median())
+
+
+# The tables indexed by token id in a saved Llama or CLIP text model (names end so, with or without a prefix).
+_VOCAB_TABLES = ("embed_tokens.weight", "lm_head.weight", "token_embedding.weight")
+
+
+def add_words(src: str | Path, dst: str | Path, words: dict[str, Sequence[str]]) -> dict[str, int]:
+    """Copy the word-level text encoder folder `src` (the tiny Llama's or CLIP's) to `dst` with `words` appended to
+    its vocabulary; returns each new word's id.
+
+    Each new word takes the next free id, and its row of every table indexed by token id (the input embedding, and
+    the Llama's output head) starts as the mean of the rows of the words it maps to (`{"pink": ["red", "blue"]}`).
+    Every existing id and weight is copied unchanged, so every text of the old words encodes bit for bit as before.
+    """
+    import json
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    src, dst = Path(src), Path(dst)
+    if dst.resolve() == src.resolve():
+        raise ValueError(f"add_words writes a copy: OUT must be another folder than {src}")
+    config = json.loads((src / "config.json").read_text())
+    if config.get("model_type") not in ("llama", "clip_text_model"):
+        raise ValueError(f"{src}: add_words takes a Llama or CLIP text model folder, got {config.get('model_type')!r}")
+    tokenizer = json.loads((src / "tokenizer.json").read_text())
+    vocab: dict[str, int] = tokenizer["model"]["vocab"]
+    if tokenizer["model"]["type"] != "WordLevel" or sorted(vocab.values()) != list(range(len(vocab))):
+        raise ValueError(f"{src}: add_words needs a word-level tokenizer with ids 0 .. N-1")
+    if known := sorted(w for w in words if w.lower() in vocab):
+        raise ValueError(f"{src} already knows the words {known}")
+    for word, like in words.items():
+        if not like or (missing := [w for w in like if w.lower() not in vocab]):
+            raise ValueError(f"the word {word!r} must map to words the vocabulary holds, not {missing or list(like)}")
+    new_ids = {word: len(vocab) + k for k, word in enumerate(words)}
+    with safe_open(src / "model.safetensors", "pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    for key in [k for k in tensors if k.endswith(_VOCAB_TABLES)]:
+        table = tensors[key]
+        rows = [table[[vocab[w.lower()] for w in like]].mean(0) for like in words.values()]
+        tensors[key] = torch.cat([table, torch.stack(rows).to(table.dtype)])
+    vocab.update({word.lower(): i for word, i in new_ids.items()})
+    config["vocab_size"] = len(vocab)
+    dst.mkdir(parents=True, exist_ok=True)
+    for file in src.iterdir():
+        if file.is_file() and file.name not in ("config.json", "tokenizer.json", "model.safetensors"):
+            shutil.copy2(file, dst / file.name)
+    save_file(tensors, dst / "model.safetensors", metadata=metadata)
+    (dst / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (dst / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False, indent=2) + "\n")
+    return new_ids
 
 
 def main(argv: list[str] | None = None) -> None:

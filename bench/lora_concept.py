@@ -1,0 +1,86 @@
+"""What a LoRA taught the embedded tiny model: the evaluator's scores before and after it, on captions of the
+new-concept world (pink, heart: words the model never saw) and on the default world's held-out captions.
+
+The new captions are the first `--new-videos` clips of the new-concept world's test split (seed 0: colour x shape x
+motion combinations the LoRA's training clips never show, every main object pink or a heart); the old ones the first
+`--old-videos` of the default world's test split, as `bench/tiny_quality.py` samples them. Each video is sampled from
+the noise of seed = its index, as `generate` samples it, once by the embedded model and once with the LoRA loaded,
+and scored by `hunyuan_video.tiny.evaluate` with `NEW_CONCEPT_PALETTE` (the old colours and pink), so that a pink
+object counts as pink and not as the nearest old colour. Writes OUT/{base,lora}/{new,old}/*.mp4 and their
+eval.json; `--models` and `--kinds` pick a part to run now (parts may run apart, e.g. the base while the LoRA trains),
+the table reads all four eval.json.
+
+    python bench/lora_concept.py --lora runs/lora_tiny_pink_heart/lora_ema.safetensors     # 40 new + 100 old
+    python bench/lora_concept.py --lora LORA --models base --new-videos 20 --old-videos 40  # one part of it
+
+Prints a markdown table for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from tiny_quality import TINY, caption_rows, load_pipeline, sample_folder
+
+from hunyuan_video.tiny.evaluate import NEW_CONCEPT_PALETTE, evaluate_folder
+from hunyuan_video.tiny.synth import sample_clip
+
+
+def new_concept_rows(n: int, world_seed: int = 0) -> list[dict]:
+    """Caption and objects of the first `n` clips of the new-concept world's test split."""
+    rows = []
+    for i in range(n):
+        clip = sample_clip(i, world_seed, "test", new_concepts=True)
+        objects = [{"colour": o.colour, "shape": o.shape, "size": o.size, "motion": o.motion, "speed": o.speed}
+                   for o in clip.objects]
+        rows.append({"file": f"{i:03d}.mp4", "caption": clip.caption, "objects": objects, "index": i})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lora", required=True, help="the LoRA file (runs/lora_tiny_pink_heart/lora_ema.safetensors)")
+    parser.add_argument("--scale", type=float, default=1.0, help="the LoRA's scale")
+    parser.add_argument("--out", default="outputs/lora_concept")
+    parser.add_argument("--new-videos", type=int, default=40)
+    parser.add_argument("--old-videos", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--models", nargs="+", choices=("base", "lora"), default=["base", "lora"],
+                        help="whose videos to sample and score now")
+    parser.add_argument("--kinds", nargs="+", choices=("new", "old"), default=["new", "old"],
+                        help="which captions to sample and score now")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    captions = {"new": new_concept_rows(args.new_videos), "old": caption_rows(args.old_videos)}
+    pipe, kwargs = load_pipeline(str(TINY))
+    for model in args.models:
+        if model == "lora":
+            pipe.load_lora_weights(args.lora, scale=args.scale)
+        for kind in args.kinds:
+            folder = out / model / kind
+            seconds = sample_folder(pipe, captions[kind], folder, args.batch, **kwargs)
+            evaluate_folder(folder, out=folder / "eval.json", palette=NEW_CONCEPT_PALETTE)
+            print(f"{model} {kind}: {seconds:.1f} s a video")
+    reports = {(m, k): out / m / k / "eval.json" for m in ("base", "lora") for k in ("new", "old")}
+    if missing := [str(p) for p in reports.values() if not p.is_file()]:
+        raise SystemExit(f"no table yet: {', '.join(missing)} missing")
+    scores = {key: json.loads(p.read_text()) for key, p in reports.items()}
+    print("| captions | videos | colour: base -> LoRA | motion: base -> LoRA |")
+    print("| --- | --- | --- | --- |")
+    names = {"new": "new concepts (pink, heart), held out", "old": "default world, held out"}
+    for kind, name in names.items():
+        b, a = scores["base", kind], scores["lora", kind]
+        if b["n"] != a["n"]:
+            raise SystemExit(f"{kind}: {b['n']} base videos against {a['n']} with the LoRA: rerun both")
+        print(f"| {name} | {b['n']} | {b['colour_accuracy']:.0%} -> {a['colour_accuracy']:.0%} | "
+              f"{b['motion_accuracy']:.0%} -> {a['motion_accuracy']:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
