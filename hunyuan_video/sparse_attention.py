@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from torch import Tensor
@@ -42,15 +42,17 @@ def default_tile(grid: tuple[int, int, int]) -> tuple[int, int, int]:
 @dataclass(frozen=True)
 class SlidingTileLayout:
     """A `SequenceLayout` that runs the attention of a [video | text] sequence under `plan`'s sliding tile mask,
-    keeping `padding` (the text padding of the sequence; None: all real). `reference`: the masked-SDPA path."""
+    keeping `padding` (the text padding of the sequence; None: all real). `reference`: the masked-SDPA path.
+    `block_masks`: the block masks built so far for this sequence, shared by the blocks of one forward."""
 
     plan: TilePlan
     padding: Padding | None = None
     reference: bool = False
+    block_masks: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, backend: str) -> Tensor:
         """Sliding tile attention of (B, S, heads, head_dim) q, k, v; `backend` is unused (flex_attention runs it)."""
-        return sliding_tile_attention(q, k, v, self.plan, self.padding, self.reference)
+        return sliding_tile_attention(q, k, v, self.plan, self.padding, self.reference, self.block_masks)
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,11 @@ class SlidingTileBlocks:
     plans: tuple[TilePlan, ...]
     padding: Padding | None = None
     reference: bool = False
+    block_masks: dict = field(default_factory=dict, compare=False, repr=False)
 
     def block(self, index: int) -> SlidingTileLayout:
         """The layout of block `index`."""
-        return SlidingTileLayout(self.plans[index], self.padding, self.reference)
+        return SlidingTileLayout(self.plans[index], self.padding, self.reference, self.block_masks)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -38,6 +38,7 @@ class _RecordingLayout:
     index: int
     plans: tuple[TilePlan, ...]
     padding: Padding | None
+    block_masks: dict
 
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, backend: str) -> Tensor:
         """The full attention of (B, S, heads, head_dim) q, k, v (what the block goes on with)."""
@@ -46,7 +47,8 @@ class _RecordingLayout:
         want = full[:, :video].unflatten(-1, (heads, -1)).float()
         self.search.norms[self.index] += want.square().sum((0, 1, 3)).cpu()
         for c, plan in enumerate(self.plans):
-            got = sliding_tile_attention(q, k, v, plan, self.padding)[:, :video].unflatten(-1, (heads, -1)).float()
+            got = sliding_tile_attention(q, k, v, plan, self.padding, block_masks=self.block_masks)
+            got = got[:, :video].unflatten(-1, (heads, -1)).float()
             self.search.errors[self.index, :, c] += (got - want).square().sum((0, 1, 3)).cpu()
         return full
 
@@ -58,10 +60,11 @@ class _RecordingBlocks:
     search: WindowSearch
     plans: tuple[TilePlan, ...]
     padding: Padding | None
+    block_masks: dict = field(default_factory=dict, compare=False, repr=False)
 
     def block(self, index: int) -> _RecordingLayout:
-        """The recording layout of block `index`."""
-        return _RecordingLayout(self.search, index, self.plans, self.padding)
+        """The recording layout of block `index` (the block masks shared by all blocks of the forward)."""
+        return _RecordingLayout(self.search, index, self.plans, self.padding, self.block_masks)
 
 
 class WindowSearch(SlidingTile):

@@ -95,10 +95,11 @@ class TilePlan:
 
 
 def sliding_tile_attention(q: Tensor, k: Tensor, v: Tensor, plan: TilePlan, padding: Padding | None = None,
-                           reference: bool = False) -> Tensor:
+                           reference: bool = False, block_masks: dict | None = None) -> Tensor:
     """Attention of (B, S, heads, head_dim) tensors over [video tokens (t-major over `plan.grid`) | text tokens]
     under `plan`'s sliding tile mask; returns (B, S, heads * head_dim) in the input order. `reference`: the same mask
-    as a dense boolean mask through masked SDPA (slow; for tests)."""
+    as a dense boolean mask through masked SDPA (slow; for tests). `block_masks`: a dict that keeps the block masks
+    built here for later calls with the same plan, `padding` and shapes (e.g. the blocks of one forward)."""
     b, s, heads, _ = q.shape
     per_head = plan.head_windows is not None
     if per_head and len(plan.head_windows) != heads:
@@ -117,8 +118,13 @@ def sliding_tile_attention(q: Tensor, k: Tensor, v: Tensor, plan: TilePlan, padd
         if flex_attention is None:
             raise ValueError(f"sliding tile attention needs torch >= 2.5 for flex_attention (this is "
                              f"{torch.__version__})")
-        blocks = create_block_mask(mask_mod, None if padding is None else b, heads if per_head else None, s, s,
-                                   device=q.device, BLOCK_SIZE=plan.tile_size)
+        key = (plan, b, heads, s, q.device)
+        blocks = None if block_masks is None else block_masks.get(key)
+        if blocks is None:
+            blocks = create_block_mask(mask_mod, None if padding is None else b, heads if per_head else None, s, s,
+                                       device=q.device, BLOCK_SIZE=plan.tile_size)
+        if block_masks is not None:
+            block_masks[key] = blocks
         out = flex_attention(q, k, v, block_mask=blocks)
     restored = torch.empty_like(out)
     restored[:, :, order] = out
