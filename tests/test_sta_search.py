@@ -137,3 +137,18 @@ def test_bad_plans_and_searches_fail_with_one_line(pipe, folder, tmp_path):
     with pytest.raises(SystemExit, match="^hunyuan-video calibrate-sta: the tolerance must be a number >= 0"):
         cli.main(["calibrate-sta", "--model", str(folder), "--device", "cpu", "--prompt", "x", "--tolerance", "-1"])
     assert not (folder / "sliding_tile.json").exists()
+
+
+def test_the_embedded_model_ships_a_plan_that_fits_it():
+    from pathlib import Path
+
+    from hunyuan_video.checkpoint import transformer_config_for
+    from hunyuan_video.pipelines import find_model_folder
+
+    tiny = find_model_folder(Path(cli.__file__).parent / cli.TINY_MODEL)
+    plan = read_sliding_tile_plan(tiny.root)
+    sta = SlidingTile.from_plan(plan)
+    sta.check_model(transformer_config_for(tiny.transformer))
+    defaults = json.loads((tiny.root / "generate.json").read_text())
+    grid = ((defaults["frames"] - 1) // 4 + 1, defaults["height"] // 16, defaults["width"] // 16)  # latent / patch
+    assert len(sta.plan(grid)) == len(plan.windows) and sta.full_steps == plan.full_steps
