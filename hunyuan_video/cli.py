@@ -17,8 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hunyuan-video", description=__doc__)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_generate, _add_calibrate_cache, _add_info, _add_data, _add_train_vae, _add_cache, _add_train,
-                _add_lora, _add_tiny):
+    for add in (_add_generate, _add_calibrate_cache, _add_calibrate_sta, _add_info, _add_data, _add_train_vae,
+                _add_cache, _add_train, _add_lora, _add_tiny):
         add(sub)
     return parser
 
@@ -115,23 +115,28 @@ def _add_sparse_attention_options(p: argparse.ArgumentParser) -> None:
                         "the text (faster, slightly different video; off by default)")
     p.add_argument("--sta-window", type=int, nargs=3, metavar=("T", "H", "W"),
                    help="the sliding tile window in tiles per axis (tiles: the largest divisor of the latent token "
-                        "grid up to 6 x 8 x 8)")
+                        "grid up to 6 x 8 x 8); default: the windows per block and head searched by `calibrate-sta` "
+                        "(the model folder's sliding_tile.json)")
     p.add_argument("--sta-full-steps", type=int, default=None,
-                   help="the first sampling steps that run full attention (default 0)")
+                   help="the first sampling steps that run full attention (default: the searched plan's, else 0)")
 
 
 def _check_sparse_attention_options(args: argparse.Namespace) -> None:
     """A ValueError when `--sparse-attention`, `--sta-window` and `--sta-full-steps` do not go together."""
     if args.sparse_attention is None and (args.sta_window is not None or args.sta_full_steps is not None):
         raise ValueError("--sta-window and --sta-full-steps need --sparse-attention sta")
-    if args.sparse_attention is not None and args.sta_window is None:
-        raise ValueError("--sparse-attention sta needs --sta-window T H W (tiles per axis)")
 
 
 def _apply_sparse_attention_options(pipe, args: argparse.Namespace) -> None:
-    """`--sparse-attention sta --sta-window T H W [--sta-full-steps K]` on the pipeline."""
-    if args.sparse_attention is not None:
-        pipe.enable_sliding_tile_attention(tuple(args.sta_window), full_steps=args.sta_full_steps or 0)
+    """`--sparse-attention sta [--sta-window T H W] [--sta-full-steps K]` on the pipeline (without a window, the
+    model folder's searched plan)."""
+    if args.sparse_attention is None:
+        return
+    if args.sta_window is None and pipe.sliding_tile_plan is None:
+        raise ValueError("--sparse-attention sta needs --sta-window T H W (tiles per axis), or a searched plan in the "
+                         "model folder (`hunyuan-video calibrate-sta`)")
+    pipe.enable_sliding_tile_attention(None if args.sta_window is None else tuple(args.sta_window),
+                                       full_steps=args.sta_full_steps)
 
 
 def _add_parallel_options(p: argparse.ArgumentParser) -> None:
@@ -413,6 +418,80 @@ def _run_calibrate_cache(args: argparse.Namespace) -> int:
         raise fail(error) from None
     print(f"wrote {path}: {', '.join(f'{c:.6g}' for c in coefficients)} (fitted on {pairs} step pairs of "
           f"{len(prompts)} prompts)")
+    return 0
+
+
+def _add_calibrate_sta(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate-sta", help="search the sliding tile windows of a model and store them in its folder",
+                       description="Sample a few prompts with full attention and, per block and head, pick the "
+                                   "candidate window of fewest tiles whose attention output stays within --tolerance "
+                                   "(relative L2) of full attention on the steps after --full-steps; write the plan to "
+                                   "MODEL/sliding_tile.json, which `generate --sparse-attention sta` then uses.")
+    p.add_argument("--model", help="model folder (official ckpts/ or diffusers layout); default: the embedded tiny one")
+    p.add_argument("--prompt", action="append", dest="prompts", metavar="PROMPT",
+                   help="a calibration prompt (repeat the option for more)")
+    p.add_argument("--prompts-file", help="a text file of calibration prompts, one a line")
+    p.add_argument("--tolerance", type=float, default=0.05,
+                   help="the largest relative error of a head's attention output against full attention (default "
+                        "0.05)")
+    p.add_argument("--window", type=int, nargs=3, action="append", dest="windows", metavar=("T", "H", "W"),
+                   help="a candidate window in tiles (repeat for more; default: every window that fits; the full "
+                        "window is always one)")
+    p.add_argument("--tile", type=int, nargs=3, metavar=("T", "H", "W"),
+                   help="tokens per tile (default: the largest divisor of the token grid up to 6 x 8 x 8)")
+    p.add_argument("--full-steps", type=int, default=0,
+                   help="the first sampling steps that run full attention, in the search and in the plan (default 0)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the folder's generate.json)")
+    p.add_argument("--height", type=int, help="pixels (default: the folder's generate.json)")
+    p.add_argument("--width", type=int, help="pixels (default: the folder's generate.json)")
+    p.add_argument("--frames", type=int, help="number of frames (default: the folder's generate.json)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed of the first prompt (the next ones count up)")
+    p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), help="weights dtype (default: the folder's)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: cuda when present)")
+    p.set_defaults(func=_run_calibrate_sta)
+
+
+def _run_calibrate_sta(args: argparse.Namespace) -> int:
+    import torch
+
+    from hunyuan_video.pipelines import HunyuanVideoPipeline, find_model_folder
+    from hunyuan_video.sparse_attention import write_sliding_tile_plan
+    from hunyuan_video.sta_search import search_sliding_tile_windows
+
+    options = {**_GENERATE_OPTIONS, "full_steps": "--full-steps", "the sliding tile window": "--window",
+               "the tile": "--tile"}
+
+    def fail(message: object) -> SystemExit:
+        message = re.sub("|".join(options), lambda m: options[m[0]], str(message))
+        return SystemExit(f"hunyuan-video calibrate-sta: {message}")
+
+    model = args.model or Path(__file__).parent / TINY_MODEL
+    try:
+        prompts = list(args.prompts or [])
+        if args.prompts_file:
+            prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
+        if not prompts:
+            raise ValueError("no calibration prompt: pass --prompt (repeatable) or --prompts-file")
+        folder = find_model_folder(model)
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=getattr(torch, args.dtype) if args.dtype else None,
+                                                    device=device)
+        pipe.progress = False
+        call = {"num_inference_steps": args.steps, "height": args.height, "width": args.width,
+                "num_frames": args.frames}
+        plan, errors = search_sliding_tile_windows(pipe, prompts, args.tolerance, args.windows,
+                                                   None if args.tile is None else tuple(args.tile), args.full_steps,
+                                                   args.seed, **call)
+        steps = pipe.defaults.steps if args.steps is None else args.steps
+        path = write_sliding_tile_plan(folder.root, plan, {"tolerance": args.tolerance, "prompts": len(prompts),
+                                                           "steps": steps, "max_error": round(errors.max().item(), 5)})
+    except (OSError, ValueError) as error:
+        raise fail(error) from None
+    windows = [w for heads in plan.windows for w in heads]
+    tiles = sum(w[0] * w[1] * w[2] for w in windows) / len(windows)
+    print(f"wrote {path}: {len(plan.windows)} blocks x {len(plan.windows[0])} heads, tile "
+          f"{' x '.join(map(str, plan.tile))}, {tiles:.1f} tiles per window on average, largest error "
+          f"{errors.max().item():.4f} (tolerance {args.tolerance:g}, {len(prompts)} prompts)")
     return 0
 
 

@@ -116,6 +116,16 @@ cp runs/vae_tiny_encw3/vae/config.json runs/vae_tiny_encw3/vae/model.safetensors
 # hunyuan-video cache configs/dit_tiny_two.json && hunyuan-video train configs/dit_tiny_two.json
 # hunyuan-video tiny grow-transformer runs/dit_tiny_deep_more/transformer_ema.safetensors \
 #     runs/grown/dit_tiny_wide.safetensors --width 192 3 --seed 3 && hunyuan-video train configs/dit_tiny_wide.json
+# Guidance distillation of the shipped transformer (configs/dit_tiny_distill.json: 360 steps of batch 8 on the first
+# 160 clips, ~34 min on the shared machine); measured in BENCHMARKS.md, not shipped.
+# hunyuan-video data synth data_cache/tiny_dit_160 --clips 160 --seed 0 --size 64 --frames 17
+# hunyuan-video cache configs/dit_tiny_distill.json && hunyuan-video train configs/dit_tiny_distill.json
+
+# 9b. The sliding tile plan (sliding_tile.json): the window search on the first 3 train captions, tiles of 1x2x2 tokens
+#     (~25 min on the shared machine).
+head -3 data_cache/tiny_dit_4000/metadata.jsonl | python -c "import json, sys; [print(json.loads(l)['caption']) for l in sys.stdin]" \
+    > runs/sta_prompts.txt
+hunyuan-video calibrate-sta --prompts-file runs/sta_prompts.txt --tile 1 2 2 --full-steps 4 --tolerance 0.1
 
 # 10. The sampling settings of generate.json, chosen on train-split captions; then the VAE on the held-out clips,
 #     and the transformer on 100 held-out captions with the contact sheet (results go to BENCHMARKS.md by hand).

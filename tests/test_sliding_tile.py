@@ -67,3 +67,24 @@ def test_a_bad_plan_says_what_is_wrong():
         TilePlan((4, 4, 6), (2, 4, 4), (1, 1, 1))
     with pytest.raises(ValueError, match="at least one tile"):
         TilePlan(GRID, TILE, (0, 1, 1))
+
+
+def test_per_head_windows_equal_the_masked_reference_and_each_head_its_own_window():
+    """Three heads with three windows: flex equals masked SDPA, and head i equals a one-window run's head i."""
+    q, k, v = _qkv(seed=2)
+    padding = _padding()
+    windows = ((1, 1, 2), (2, 2, 3), (1, 2, 1))
+    plan = TilePlan(GRID, TILE, windows)
+    flex = sliding_tile_attention(q, k, v, plan, padding)
+    torch.testing.assert_close(flex, sliding_tile_attention(q, k, v, plan, padding, reference=True),
+                               atol=1e-5, rtol=1e-5)
+    for head, window in enumerate(windows):
+        alone = sliding_tile_attention(q, k, v, TilePlan(GRID, TILE, window), padding).unflatten(-1, (3, 16))
+        torch.testing.assert_close(flex.unflatten(-1, (3, 16))[:, :, head], alone[:, :, head], atol=1e-5, rtol=1e-5)
+    full = attention(q, k, v, padding, "sdpa").unflatten(-1, (3, 16))
+    real = padding.key_mask[:, 0, 0, :]
+    torch.testing.assert_close(flex.unflatten(-1, (3, 16))[:, :, 1][real], full[:, :, 1][real], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="windows for 2 heads, the attention has 3"):
+        sliding_tile_attention(q, k, v, TilePlan(GRID, TILE, windows[:2]), padding)
+    with pytest.raises(ValueError, match="at least one tile"):
+        TilePlan(GRID, TILE, ((1, 1, 1), (1, 0, 1)))

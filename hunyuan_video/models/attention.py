@@ -22,7 +22,8 @@ padding never reaches a real token. Each backend keeps real-token outputs exact;
   `torch.compile` it is PyTorch's unfused reference (it materialises the scores), compiled it is a fused kernel.
 
 `padding` may also be a `SequenceLayout`: an object that runs the attention itself, for a sequence split across
-processes (see `hunyuan_video/parallel`); the blocks pass it through as they pass a `Padding`.
+processes (see `hunyuan_video/parallel`); the blocks pass it through as they pass a `Padding`. A `BlockLayouts` gives
+each block its own layout (`block_layout`), e.g. sliding tile windows per block.
 
 A backend that cannot run (package missing, wrong device or dtype, unknown name) raises `AttentionBackendError`;
 `check_attention_backend` raises it before any tensor is computed. `drop_text_padding` turns the common cases
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -80,7 +81,21 @@ class SequenceLayout(Protocol):
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, backend: str) -> Tensor: ...
 
 
-AttentionLayout = Padding | SequenceLayout | None
+@runtime_checkable
+class BlockLayouts(Protocol):
+    """A layout that differs from block to block of the transformer (double blocks first, then single)."""
+
+    def block(self, index: int) -> Padding | SequenceLayout | None:
+        """The layout of block `index`."""
+        ...
+
+
+AttentionLayout = Padding | SequenceLayout | BlockLayouts | None
+
+
+def block_layout(layout: AttentionLayout, index: int) -> Padding | SequenceLayout | None:
+    """The layout block `index` attends with: `layout.block(index)` for a `BlockLayouts`, else `layout` itself."""
+    return layout.block(index) if isinstance(layout, BlockLayouts) else layout
 
 
 def make_padding(text_mask: Tensor, prefix_len: int) -> Padding:

@@ -26,6 +26,7 @@ from hunyuan_video.memory_budget import auto_budget, chunk_for_budget
 from hunyuan_video.models.attention import (
     AttentionLayout,
     attention,
+    block_layout,
     check_attention_backend,
     drop_text_padding,
     make_padding,
@@ -64,7 +65,7 @@ class StreamState:
     txt: Tensor  # (B, text tokens, hidden)
     vectors: ModulationVectors  # the modulation vector(s), (B, hidden)
     rope: Rope  # (cos, sin), each (video + text tokens, 1, head_dim)
-    padding: AttentionLayout  # a `Padding` (or None), or a `SequenceLayout` once sharded across processes
+    padding: AttentionLayout  # a `Padding` (or None), a `SequenceLayout` (sharded, or run by STA), a `BlockLayouts`
     grid: tuple[int, int, int]  # video tokens per axis (T, H, W)
 
 
@@ -319,13 +320,14 @@ class HunyuanVideoTransformer(nn.Module):
         depth = len(self.double_blocks)
         stop = depth + len(self.single_blocks) if stop is None else stop
         img, txt, backend = state.img, state.txt, self.attention_backend
-        for block in self.double_blocks[start:stop]:
-            img, txt = self._run(block, img, txt, state.vectors, state.rope, state.padding, backend)
+        for index, block in enumerate(self.double_blocks[start:stop], start):
+            img, txt = self._run(block, img, txt, state.vectors, state.rope, block_layout(state.padding, index),
+                                 backend)
         singles = self.single_blocks[max(start - depth, 0):max(stop - depth, 0)]
         if len(singles):
             joint = torch.cat([img, txt], dim=1)
-            for block in singles:
-                joint = self._run(block, joint, state.vectors, state.rope, state.padding, backend)
+            for index, block in enumerate(singles, max(start, depth)):
+                joint = self._run(block, joint, state.vectors, state.rope, block_layout(state.padding, index), backend)
             img, txt = joint.split([img.shape[1], txt.shape[1]], dim=1)
         return replace(state, img=img, txt=txt)
 

@@ -35,7 +35,7 @@ from hunyuan_video.pipelines.layouts import ModelFolder, find_model_folder, fold
 from hunyuan_video.pipelines.offload import ModelOffload
 from hunyuan_video.quant import check_fp8_matmul, enable_fp8_matmul
 from hunyuan_video.scheduler import euler_step, sampling_sigmas
-from hunyuan_video.sparse_attention import SlidingTile
+from hunyuan_video.sparse_attention import SlidingTile, SlidingTilePlan, read_sliding_tile_plan
 from hunyuan_video.step_cache import (
     HUNYUAN_VIDEO_TEACACHE,
     StepCache,
@@ -95,7 +95,9 @@ class HunyuanVideoPipeline:
 
     Arguments a call is not given come from `defaults` (a model folder's `generate.json` over the official ones).
     `teacache_coefficients`: the TeaCache polynomial of this transformer (a model folder's `teacache.json`; default:
-    the published HunyuanVideo one), used by `enable_step_cache("teacache")`.
+    the published HunyuanVideo one), used by `enable_step_cache("teacache")`. `sliding_tile_plan`: the searched
+    sliding tile windows of this transformer (a model folder's `sliding_tile.json`), used by
+    `enable_sliding_tile_attention()` without a window.
     Under torchrun, `enable_parallel(ParallelConfig(...))` shares the work of each call among the ranks.
     """
 
@@ -109,6 +111,7 @@ class HunyuanVideoPipeline:
         text_encoder_2: CLIPTextEncoder,
         defaults: GenerationDefaults | None = None,
         teacache_coefficients: tuple[float, ...] | None = None,
+        sliding_tile_plan: SlidingTilePlan | None = None,
     ) -> None:
         self.transformer = transformer.eval().requires_grad_(False)
         self.vae = vae.eval().requires_grad_(False)
@@ -122,6 +125,7 @@ class HunyuanVideoPipeline:
         self.teacache_coefficients = check_coefficients(teacache_coefficients or HUNYUAN_VIDEO_TEACACHE,
                                                         "teacache_coefficients")
         self.step_cache: StepCache | None = None
+        self.sliding_tile_plan = sliding_tile_plan
         self.sliding_tile: SlidingTile | None = None
         self.release_text_encoders = False  # True: drop both text encoders once a prompt is encoded (one-shot use)
 
@@ -138,16 +142,16 @@ class HunyuanVideoPipeline:
         fp8_matmul: bool = False,
     ) -> HunyuanVideoPipeline:
         """Load a model folder in the official `ckpts/` or the diffusers layout (detected) with its `generate.json`
-        as the defaults (and its `teacache.json` as the TeaCache polynomial), in `dtype` (default: the folder's,
-        else bfloat16) onto `device` (default: CUDA when present). `attention_backend` names the attention kernel
-        (see `set_attention_backend`; checked before anything loads). `quantize="fp8"` keeps the transformer's block
-        linears in float8 (an official fp8 checkpoint loads so by itself; see `hunyuan_video.quant`).
-        `offload` loads onto the CPU and brings each part to `device` only while it works
-        (`enable_model_cpu_offload`), to run a big model on a small GPU: "model" (each part whole), "blocks" (the
-        transformer's blocks streamed; True means "blocks") or "auto" (whole when it fits the free memory).
-        `vae_dtype` loads the VAE in another dtype than `dtype` (e.g. float32 for the decode). `fp8_matmul=True`
-        runs the float8 linears as fp8 matmuls (`quant.enable_fp8_matmul`; GPUs of compute capability 8.9 and up,
-        checked before anything loads)."""
+        as the defaults (its `teacache.json` as the TeaCache polynomial, its `sliding_tile.json` as the sliding
+        tile plan), in `dtype` (default: the folder's, else bfloat16) onto `device` (default: CUDA when
+        present). `attention_backend` names the attention kernel (see `set_attention_backend`; checked before
+        anything loads). `quantize="fp8"` keeps the transformer's block linears in float8 (an official fp8
+        checkpoint loads so by itself; see `hunyuan_video.quant`). `offload` loads onto the CPU and brings each
+        part to `device` only while it works (`enable_model_cpu_offload`), to run a big model on a small GPU:
+        "model" (each part whole), "blocks" (the transformer's blocks streamed; True means "blocks") or "auto"
+        (whole when it fits the free memory). `vae_dtype` loads the VAE in another dtype than `dtype` (e.g.
+        float32 for the decode). `fp8_matmul=True` runs the float8 linears as fp8 matmuls
+        (`quant.enable_fp8_matmul`; GPUs of compute capability 8.9 and up, checked before anything loads)."""
         folder = find_model_folder(path, image=cls.image_to_video)
         config = folder_transformer_config(folder)
         cls.check_model_kind(config)
@@ -164,7 +168,8 @@ class HunyuanVideoPipeline:
             check_safetensors(text_encoder)
         text_encoder = cls.load_text_encoder(folder, config, dtype, load_device)
         text_encoder_2 = CLIPTextEncoder.from_pretrained(folder.text_encoder_2, folder.tokenizer_2, dtype, load_device)
-        pipe = cls(transformer, vae, text_encoder, text_encoder_2, defaults, read_teacache_coefficients(folder.root))
+        pipe = cls(transformer, vae, text_encoder, text_encoder_2, defaults, read_teacache_coefficients(folder.root),
+                   read_sliding_tile_plan(folder.root))
         if fp8_matmul:
             enable_fp8_matmul(transformer, device)
         if offload:
@@ -242,14 +247,26 @@ class HunyuanVideoPipeline:
         self.step_cache = None
         return self
 
-    def enable_sliding_tile_attention(self, window: tuple[int, int, int], tile: tuple[int, int, int] | None = None,
-                                      full_steps: int = 0) -> HunyuanVideoPipeline:
+    def enable_sliding_tile_attention(self, window: tuple[int, int, int] | None = None,
+                                      tile: tuple[int, int, int] | None = None,
+                                      full_steps: int | None = None) -> HunyuanVideoPipeline:
         """Run the transformer's attention as sliding tile attention from now on (see
         `hunyuan_video.sparse_attention`): each video query tile sees the `window` (tiles per axis, T H W) of tiles
-        around it plus all text, after the first `full_steps` steps of full attention. `tile`: tokens per tile (None:
-        the largest divisor of the grid up to STA's 6 x 8 x 8). Trades a little quality for speed;
-        `disable_sliding_tile_attention()` turns it off."""
-        self.sliding_tile = SlidingTile(window, tile, full_steps)
+        around it plus all text, after the first `full_steps` steps of full attention (None: 0). `tile`: tokens per
+        tile (None: the largest divisor of the grid up to STA's 6 x 8 x 8). Without `window`, the windows per block
+        and head, the tile and the full steps of `sliding_tile_plan` (`full_steps` overrides the plan's). Trades a
+        little quality for speed; `disable_sliding_tile_attention()` turns it off."""
+        if window is not None:
+            sliding_tile = SlidingTile(window, tile, full_steps or 0)
+        elif self.sliding_tile_plan is None:
+            raise ValueError("no sliding tile window given and no searched plan (sliding_tile.json, written by "
+                             "`hunyuan-video calibrate-sta`) in the model folder")
+        elif tile is not None:
+            raise ValueError("a searched sliding tile plan has its own tile: give a tile only with a window")
+        else:
+            sliding_tile = SlidingTile.from_plan(self.sliding_tile_plan, full_steps)
+        sliding_tile.check_model(self.transformer.config)
+        self.sliding_tile = sliding_tile
         return self
 
     def disable_sliding_tile_attention(self) -> HunyuanVideoPipeline:
