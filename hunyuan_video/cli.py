@@ -385,6 +385,16 @@ def _add_calibrate_cache(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_calibrate_cache)
 
 
+def _calibration_prompts(args: argparse.Namespace) -> list[str]:
+    """The prompts of `--prompt` (repeatable) and `--prompts-file` (one a line); a ValueError when there are none."""
+    prompts = list(args.prompts or [])
+    if args.prompts_file:
+        prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError("no calibration prompt: pass --prompt (repeatable) or --prompts-file")
+    return prompts
+
+
 def _run_calibrate_cache(args: argparse.Namespace) -> int:
     import torch
 
@@ -397,11 +407,7 @@ def _run_calibrate_cache(args: argparse.Namespace) -> int:
 
     model = args.model or Path(__file__).parent / TINY_MODEL
     try:
-        prompts = list(args.prompts or [])
-        if args.prompts_file:
-            prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
-        if not prompts:
-            raise ValueError("no calibration prompt: pass --prompt (repeatable) or --prompts-file")
+        prompts = _calibration_prompts(args)
         if args.degree < 1:
             raise ValueError(f"--degree must be at least 1, got {args.degree}")
         folder = find_model_folder(model)
@@ -467,11 +473,7 @@ def _run_calibrate_sta(args: argparse.Namespace) -> int:
 
     model = args.model or Path(__file__).parent / TINY_MODEL
     try:
-        prompts = list(args.prompts or [])
-        if args.prompts_file:
-            prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
-        if not prompts:
-            raise ValueError("no calibration prompt: pass --prompt (repeatable) or --prompts-file")
+        prompts = _calibration_prompts(args)
         folder = find_model_folder(model)
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=getattr(torch, args.dtype) if args.dtype else None,
