@@ -1,10 +1,8 @@
 import pytest
 import torch
 from random_weights import tiny_transformer
-from tiny_models import write_official_model
 
 from hunyuan_video import cli
-from hunyuan_video.pipelines import HunyuanVideoPipeline
 from hunyuan_video.sparse_attention import SlidingTile, default_tile
 
 SIZE = dict(height=64, width=64, num_frames=9)  # latents (3, 8, 8): a video token grid (3, 4, 4)
@@ -14,18 +12,6 @@ PROMPT = "a red ball rolls across the green floor"
 @pytest.fixture(scope="module")
 def model():
     return tiny_transformer()
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_official_model(tmp_path_factory.mktemp("model") / "ckpts")
-
-
-@pytest.fixture(scope="module")
-def pipe(folder):
-    ours = HunyuanVideoPipeline.from_pretrained(folder, dtype=torch.float32, device="cpu")
-    ours.progress = False
-    return ours
 
 
 def _state(model):

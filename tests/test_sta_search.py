@@ -6,7 +6,6 @@ import shutil
 import pytest
 import torch
 from random_weights import tiny_transformer
-from tiny_models import write_official_model
 
 from hunyuan_video import cli
 from hunyuan_video.pipelines import HunyuanVideoPipeline
@@ -17,18 +16,6 @@ SIZE = dict(height=64, width=64, num_frames=9)  # a video token grid (3, 4, 4); 
 TILE = (1, 2, 2)
 PROMPTS = ["a red ball rolls across the green floor", "a blue cube spins"]
 BLOCKS, HEADS = 4, 4  # the "test-tiny" transformer: 2 double + 2 single blocks of 4 heads
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_official_model(tmp_path_factory.mktemp("model") / "ckpts")
-
-
-@pytest.fixture(scope="module")
-def pipe(folder):
-    ours = HunyuanVideoPipeline.from_pretrained(folder, dtype=torch.float32, device="cpu")
-    ours.progress = False
-    return ours
 
 
 def _state(model):

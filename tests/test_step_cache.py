@@ -3,7 +3,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from tiny_models import tiny_transformer, write_official_model
+from tiny_models import tiny_transformer
 
 from hunyuan_video import cli
 from hunyuan_video.pipelines import HunyuanVideoPipeline
@@ -18,18 +18,6 @@ from hunyuan_video.step_cache import (
 SIZE = dict(height=32, width=48, num_frames=9)
 PROMPT, NEGATIVE = "a red ball rolls across the green floor", "bad quality video"
 CACHES = {"teacache": lambda threshold: TeaCache(threshold), "fbcache": lambda threshold: FirstBlockCache(threshold)}
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_official_model(tmp_path_factory.mktemp("model") / "ckpts")
-
-
-@pytest.fixture(scope="module")
-def pipe(folder):
-    ours = HunyuanVideoPipeline.from_pretrained(folder, dtype=torch.float32, device="cpu")
-    ours.progress = False
-    return ours
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,21 @@
+"""Fixtures shared by test modules (a module that defines its own fixture of the same name uses its own)."""
+
+import pytest
+import torch
+from tiny_models import write_official_model
+
+from hunyuan_video.pipelines import HunyuanVideoPipeline
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A random "test-tiny" model written in the official `ckpts/` layout, one per module."""
+    return write_official_model(tmp_path_factory.mktemp("model") / "ckpts")
+
+
+@pytest.fixture(scope="module")
+def pipe(folder):
+    """`folder`'s pipeline in float32 on the CPU, without progress bars."""
+    ours = HunyuanVideoPipeline.from_pretrained(folder, dtype=torch.float32, device="cpu")
+    ours.progress = False
+    return ours
