@@ -6,6 +6,7 @@ import shutil
 import pytest
 import torch
 from random_weights import tiny_transformer
+from test_sparse_attention import _run, _state
 
 from hunyuan_video import cli
 from hunyuan_video.pipelines import HunyuanVideoPipeline
@@ -16,23 +17,6 @@ SIZE = dict(height=64, width=64, num_frames=9)  # a video token grid (3, 4, 4); 
 TILE = (1, 2, 2)
 PROMPTS = ["a red ball rolls across the green floor", "a blue cube spins"]
 BLOCKS, HEADS = 4, 4  # the "test-tiny" transformer: 2 double + 2 single blocks of 4 heads
-
-
-def _state(model):
-    g = torch.Generator().manual_seed(0)
-    c = model.config
-    x = torch.randn(2, c.in_channels, 4, 8, 12, generator=g)
-    states, pooled = torch.randn(2, 5, c.text_states_dim, generator=g), torch.randn(2, c.text_states_dim_2, generator=g)
-    mask = torch.ones(2, 5, dtype=torch.bool)
-    mask[1, 3:] = False
-    guidance = torch.full((2,), 6000.0) if c.guidance_embed else None
-    with torch.no_grad():
-        return model.embed(x, torch.full((2,), 500.0), states, mask, pooled, guidance)
-
-
-def _run(model, state, sta=None):
-    with torch.no_grad():
-        return model.head(model.blocks(state if sta is None else sta.apply(state)))
 
 
 def test_windows_per_block_and_head_through_the_model():
