@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 from diffusers import HunyuanVideoTransformer3DModel
-from test_transformer import TINY, make_inputs, one_thread, randomize_  # noqa: F401 (one_thread: autouse fixture)
+from test_transformer import TINY, make_inputs, randomize_
 
 from hunyuan_video import HunyuanVideoTransformer, TransformerConfig, load_transformer, save_transformer
 from hunyuan_video.checkpoint import (
@@ -18,6 +18,8 @@ from hunyuan_video.checkpoint import (
     transformer_from_diffusers,
     transformer_to_diffusers,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

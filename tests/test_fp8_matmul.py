@@ -7,10 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 from test_chunking import fp8_copy
-from test_transformer import TINY, make_inputs, one_thread, randomize_  # noqa: F401 (one_thread: autouse fixture)
+from test_transformer import TINY, make_inputs, randomize_
 
 from hunyuan_video import HunyuanVideoTransformer
 from hunyuan_video.quant import FP8Linear, enable_fp8_matmul, fp8_matmul, has_fp8_tensor_cores, quantize_weight
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Rounding the activations to float8 (3 mantissa bits) on top of the weights: about 1% of the output here.
 TOLERANCE = 0.05

@@ -30,12 +30,7 @@ MODULES = ("double_blocks.0.img_attn_qkv", "double_blocks.1.txt_attn_qkv", "doub
            "final_layer.linear")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

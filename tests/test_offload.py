@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_transformer import TINY, make_inputs, one_thread, randomize_  # noqa: F401 (one_thread: autouse fixture)
+from test_transformer import TINY, make_inputs, randomize_
 
 import hunyuan_video
 from hunyuan_video import HunyuanVideoTransformer
 from hunyuan_video.pipelines import HunyuanVideoPipeline, ModelOffload
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY_MODEL = Path(hunyuan_video.__file__).parent / "assets" / "tiny"
 

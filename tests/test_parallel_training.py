@@ -23,6 +23,8 @@ from hunyuan_video.train.cache import BucketLatents, build_cache, read_sources
 from hunyuan_video.train.common import read_jsonl
 from hunyuan_video.train.dit import DiTTrainConfig, build_transformer, check_sequence_split, train
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # the one-process runs sum as the one-thread ranks do
+
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_transformer import TINY, make_inputs, one_thread, randomize_  # noqa: F401 (one_thread: autouse fixture)
+from test_transformer import TINY, make_inputs, randomize_
 
 from hunyuan_video import HunyuanVideoTransformer, load_transformer, save_transformer
 from hunyuan_video.pipelines import find_model_folder
 from hunyuan_video.quant import FP8_DTYPE, FP8Linear, fp8_linear_names
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 OFFICIAL_FP8 = "mp_rank_00_model_states_fp8.pt"
 

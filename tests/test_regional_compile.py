@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_transformer import TINY, make_inputs, one_thread, randomize_  # noqa: F401 (one_thread: autouse fixture)
+from test_transformer import TINY, make_inputs, randomize_
 from torch._dynamo.utils import counters
 
 from hunyuan_video import HunyuanVideoTransformer
 from hunyuan_video.models.regional_compile import compile_blocks
 from hunyuan_video.quant import add_fp8_scales, fp8_linear_names, quantize_state_dict, to_fp8_linears
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def steps(model: HunyuanVideoTransformer, inputs: dict) -> list[torch.Tensor]:

@@ -31,13 +31,7 @@ GRID = (5, 6, 4)  # latent T, H, W: odd frames, 3 x 2 patches
 LENGTHS = (7, 4)  # real text tokens per sample; both padded to 9
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster on one intra-op thread on a shared, oversubscribed CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

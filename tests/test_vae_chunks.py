@@ -26,12 +26,7 @@ TINY_VAE = Path(hunyuan_video.__file__).parent / "assets" / "tiny" / "hunyuan-vi
 EXACT, FLOAT32 = 1e-12, 3e-6  # relative: |got - want| / |want| over the whole video
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
