@@ -6,9 +6,10 @@ motion combinations the LoRA's training clips never show, every main object pink
 `--old-videos` of the default world's test split, as `bench/tiny_quality.py` samples them. Each video is sampled from
 the noise of seed = its index, as `generate` samples it, once by the embedded model and once with the LoRA loaded,
 and scored by `hunyuan_video.tiny.evaluate` with `NEW_CONCEPT_PALETTE` (the old colours and pink), so that a pink
-object counts as pink and not as the nearest old colour. Writes OUT/{base,lora}/{new,old}/*.mp4 and their
-eval.json; `--models` and `--kinds` pick a part to run now (parts may run apart, e.g. the base while the LoRA trains),
-the table reads all four eval.json.
+object counts as pink and not as the nearest old colour. The VAE's reconstructions of the same real clips, scored the
+same way, are the ceiling any transformer (or LoRA on it) can reach through this decoder. Writes
+OUT/{base,lora,vae}/{new,old}/*.mp4 and their eval.json; `--models` and `--kinds` pick a part to run now (parts may
+run apart, e.g. the base while the LoRA trains), the table reads all six eval.json.
 
     python bench/lora_concept.py --lora runs/lora_tiny_pink_heart/lora_ema.safetensors     # 40 new + 100 old
     python bench/lora_concept.py --lora LORA --models base --new-videos 20 --old-videos 40  # one part of it
@@ -23,7 +24,7 @@ import json
 from pathlib import Path
 
 import torch
-from tiny_quality import TINY, caption_rows, load_pipeline, sample_folder
+from tiny_quality import TINY, caption_rows, load_pipeline, sample_folder, vae_ceiling
 
 from hunyuan_video.tiny.evaluate import NEW_CONCEPT_PALETTE, evaluate_folder
 from hunyuan_video.tiny.synth import sample_clip
@@ -36,7 +37,7 @@ def new_concept_rows(n: int, world_seed: int = 0) -> list[dict]:
         clip = sample_clip(i, world_seed, "test", new_concepts=True)
         objects = [{"colour": o.colour, "shape": o.shape, "size": o.size, "motion": o.motion, "speed": o.speed}
                    for o in clip.objects]
-        rows.append({"file": f"{i:03d}.mp4", "caption": clip.caption, "objects": objects, "index": i})
+        rows.append({"file": f"{i:03d}.mp4", "caption": clip.caption, "objects": objects, "index": i, "split": "test"})
     return rows
 
 
@@ -49,8 +50,9 @@ def main() -> None:
     parser.add_argument("--old-videos", type=int, default=100)
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    parser.add_argument("--models", nargs="+", choices=("base", "lora"), default=["base", "lora"],
-                        help="whose videos to sample and score now")
+    parser.add_argument("--models", nargs="+", choices=("base", "lora", "vae"),
+                        default=["base", "lora", "vae"],
+                        help="whose videos to sample and score now (vae: reconstructions of the real clips)")
     parser.add_argument("--kinds", nargs="+", choices=("new", "old"), default=["new", "old"],
                         help="which captions to sample and score now")
     args = parser.parse_args()
@@ -64,22 +66,26 @@ def main() -> None:
             pipe.load_lora_weights(args.lora, scale=args.scale)
         for kind in args.kinds:
             folder = out / model / kind
+            if model == "vae":
+                vae_ceiling(pipe, captions[kind], folder, new_concepts=kind == "new", palette=NEW_CONCEPT_PALETTE)
+                continue
             seconds = sample_folder(pipe, captions[kind], folder, args.batch, **kwargs)
             evaluate_folder(folder, out=folder / "eval.json", palette=NEW_CONCEPT_PALETTE)
             print(f"{model} {kind}: {seconds:.1f} s a video")
-    reports = {(m, k): out / m / k / "eval.json" for m in ("base", "lora") for k in ("new", "old")}
+    reports = {(m, k): out / m / k / "eval.json" for m in ("base", "lora", "vae") for k in ("new", "old")}
     if missing := [str(p) for p in reports.values() if not p.is_file()]:
         raise SystemExit(f"no table yet: {', '.join(missing)} missing")
     scores = {key: json.loads(p.read_text()) for key, p in reports.items()}
-    print("| captions | videos | colour: base -> LoRA | motion: base -> LoRA |")
+    print("| captions | videos | colour: base -> LoRA (VAE ceiling) | motion: base -> LoRA (VAE ceiling) |")
     print("| --- | --- | --- | --- |")
     names = {"new": "new concepts (pink, heart), held out", "old": "default world, held out"}
     for kind, name in names.items():
-        b, a = scores["base", kind], scores["lora", kind]
-        if b["n"] != a["n"]:
-            raise SystemExit(f"{kind}: {b['n']} base videos against {a['n']} with the LoRA: rerun both")
-        print(f"| {name} | {b['n']} | {b['colour_accuracy']:.0%} -> {a['colour_accuracy']:.0%} | "
-              f"{b['motion_accuracy']:.0%} -> {a['motion_accuracy']:.0%} |")
+        b, a, v = scores["base", kind], scores["lora", kind], scores["vae", kind]
+        if not b["n"] == a["n"] == v["n"]:
+            raise SystemExit(f"{kind}: {b['n']} base videos, {a['n']} with the LoRA, {v['n']} VAE: rerun them alike")
+        print(f"| {name} | {b['n']} | {b['colour_accuracy']:.0%} -> {a['colour_accuracy']:.0%} "
+              f"({v['colour_accuracy']:.0%}) | {b['motion_accuracy']:.0%} -> {a['motion_accuracy']:.0%} "
+              f"({v['motion_accuracy']:.0%}) |")
 
 
 if __name__ == "__main__":

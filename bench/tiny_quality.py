@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from hunyuan_video.data.dataset import frames_to_tensor
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.pipelines import HunyuanVideoPipeline
 from hunyuan_video.tiny.evaluate import evaluate_folder, summarize
-from hunyuan_video.tiny.synth import sample_clip
+from hunyuan_video.tiny.synth import COLOURS, sample_clip
 from hunyuan_video.video_io import to_uint8, write_video
 
 TINY = Path(__file__).resolve().parent.parent / "hunyuan_video" / "assets" / "tiny"
@@ -78,21 +79,22 @@ def sample_folder(pipe: HunyuanVideoPipeline, rows: list[dict], out: Path, batch
     return (time.perf_counter() - start) / len(rows)
 
 
-def vae_ceiling(pipe: HunyuanVideoPipeline, rows: list[dict], out: Path) -> dict:
-    """The evaluator on the VAE's reconstructions of the real held-out clips: the best any transformer can reach
-    through this decoder."""
+def vae_ceiling(pipe: HunyuanVideoPipeline, rows: list[dict], out: Path, new_concepts: bool = False,
+                palette: Mapping[str, tuple[int, int, int]] = COLOURS) -> dict:
+    """The evaluator (with `palette`) on the VAE's reconstructions of the real held-out clips (of the new-concept
+    world with `new_concepts`): the best any transformer can reach through this decoder."""
     from hunyuan_video.tiny.synth import render_clip
 
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for row in rows:
-        video = frames_to_tensor(render_clip(sample_clip(row["index"], 0, row["split"])))
+        video = frames_to_tensor(render_clip(sample_clip(row["index"], 0, row["split"], new_concepts=new_concepts)))
         with torch.no_grad():
             rec = pipe.vae.decode(pipe.vae.encode(video[None]).mode())[0]
         write_video(out / row["file"], to_uint8(rec.permute(1, 2, 3, 0).numpy()), fps=8)
     (out / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     seconds = (time.perf_counter() - start) / len(rows)
-    return summary(rows, evaluate_folder(out, out=out / "eval.json"), seconds)
+    return summary(rows, evaluate_folder(out, out=out / "eval.json", palette=palette), seconds)
 
 
 def motion_group(obj: dict) -> str:
