@@ -78,7 +78,7 @@ def check_fps(fps: float, name: str = "fps") -> None:
         raise ValueError(f"{name} must be positive and finite, got {fps}")
 
 
-def _open_for_reading(path: str | Path) -> av.container.InputContainer:
+def open_for_reading(path: str | Path) -> av.container.InputContainer:
     """Open a file that must hold a video stream; any failure is a ValueError naming the file."""
     try:
         container = av.open(str(path))
@@ -92,7 +92,7 @@ def _open_for_reading(path: str | Path) -> av.container.InputContainer:
 
 def video_info(path: str | Path) -> VideoInfo:
     """Frame count, fps, height and width of a video file."""
-    with _open_for_reading(path) as container:
+    with open_for_reading(path) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         frames = stream.frames or sum(1 for _ in container.decode(stream))
@@ -107,7 +107,7 @@ def read_video(path: str | Path, indices: Sequence[int] | None = None) -> np.nda
     last = -1 if wanted is None else max(wanted)
     out: dict[int, np.ndarray] = {}
     decoded = 0
-    with _open_for_reading(path) as container:
+    with open_for_reading(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         try:

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from hunyuan_video.video_io import open_for_reading
+
 
 class Unreadable(ValueError):
     """A file that is not a readable video (the message says why)."""
@@ -46,16 +48,11 @@ def file_hash(path: str | Path) -> str:
 
 
 def _open(path: Path):
-    import av
-
+    """`video_io.open_for_reading`, its failure an `Unreadable` whose message is the reason alone."""
     try:
-        container = av.open(str(path))
-    except (av.FFmpegError, OSError) as e:
-        raise Unreadable(f"not a readable video: {e}") from None
-    if not container.streams.video:
-        container.close()
-        raise Unreadable("holds no video stream")
-    return container
+        return open_for_reading(path)
+    except ValueError as e:
+        raise Unreadable(str(e).removeprefix(f"{path}: ")) from None
 
 
 def _rotation(container, stream) -> int:
