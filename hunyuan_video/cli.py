@@ -365,11 +365,8 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_calibrate_cache(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate-cache", help="fit the TeaCache polynomial of a model and store it in its folder",
-                       description="Sample a few prompts with every step in full, fit the polynomial from the relative "
-                                   "change of the first block's modulated input to that of the transformer's output, "
-                                   "and write it to MODEL/teacache.json, which `generate --cache teacache` then uses.")
+def _add_calibration_options(p: argparse.ArgumentParser) -> None:
+    """The options `calibrate-cache` and `calibrate-sta` share: the model, the prompts and how they are sampled."""
     p.add_argument("--model", help="model folder (official ckpts/ or diffusers layout); default: the embedded tiny one")
     p.add_argument("--prompt", action="append", dest="prompts", metavar="PROMPT",
                    help="a calibration prompt (repeat the option for more)")
@@ -379,9 +376,17 @@ def _add_calibrate_cache(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, help="pixels (default: the folder's generate.json)")
     p.add_argument("--frames", type=int, help="number of frames (default: the folder's generate.json)")
     p.add_argument("--seed", type=int, default=0, help="noise seed of the first prompt (the next ones count up)")
-    p.add_argument("--degree", type=int, default=4, help="degree of the polynomial")
     p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), help="weights dtype (default: the folder's)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: cuda when present)")
+
+
+def _add_calibrate_cache(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate-cache", help="fit the TeaCache polynomial of a model and store it in its folder",
+                       description="Sample a few prompts with every step in full, fit the polynomial from the relative "
+                                   "change of the first block's modulated input to that of the transformer's output, "
+                                   "and write it to MODEL/teacache.json, which `generate --cache teacache` then uses.")
+    _add_calibration_options(p)
+    p.add_argument("--degree", type=int, default=4, help="degree of the polynomial")
     p.set_defaults(func=_run_calibrate_cache)
 
 
@@ -433,10 +438,7 @@ def _add_calibrate_sta(sub: argparse._SubParsersAction) -> None:
                                    "candidate window of fewest tiles whose attention output stays within --tolerance "
                                    "(relative L2) of full attention on the steps after --full-steps; write the plan to "
                                    "MODEL/sliding_tile.json, which `generate --sparse-attention sta` then uses.")
-    p.add_argument("--model", help="model folder (official ckpts/ or diffusers layout); default: the embedded tiny one")
-    p.add_argument("--prompt", action="append", dest="prompts", metavar="PROMPT",
-                   help="a calibration prompt (repeat the option for more)")
-    p.add_argument("--prompts-file", help="a text file of calibration prompts, one a line")
+    _add_calibration_options(p)
     p.add_argument("--tolerance", type=float, default=0.05,
                    help="the largest relative error of a head's attention output against full attention (default "
                         "0.05)")
@@ -447,13 +449,6 @@ def _add_calibrate_sta(sub: argparse._SubParsersAction) -> None:
                    help="tokens per tile (default: the largest divisor of the token grid up to 6 x 8 x 8)")
     p.add_argument("--full-steps", type=int, default=0,
                    help="the first sampling steps that run full attention, in the search and in the plan (default 0)")
-    p.add_argument("--steps", type=int, help="sampling steps (default: the folder's generate.json)")
-    p.add_argument("--height", type=int, help="pixels (default: the folder's generate.json)")
-    p.add_argument("--width", type=int, help="pixels (default: the folder's generate.json)")
-    p.add_argument("--frames", type=int, help="number of frames (default: the folder's generate.json)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed of the first prompt (the next ones count up)")
-    p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), help="weights dtype (default: the folder's)")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: cuda when present)")
     p.set_defaults(func=_run_calibrate_sta)
 
 
