@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_cache import VIDEO, make_setup
+from test_train_i2v import image_held_out_loss
 from tiny_models import tiny_image_processor, tiny_llava
 
 from hunyuan_video.checkpoint import load_transformer
@@ -22,10 +23,8 @@ from hunyuan_video.train.dit import (
     DiTTrainConfig,
     build_transformer,
     draw_batch,
-    draw_noise,
     i2v_share,
     train,
-    velocity_loss,
 )
 
 WIDE = (1, 32, 48)  # a second frame size: the same clips' first frames cropped otherwise
@@ -164,20 +163,10 @@ def test_i2v_training_on_a_llava_cache_learns(fields, tmp_path):
         build_cache(config, progress=False)
     cache = read_cache(config.cache_dir, cache_fingerprint(config), config.buckets)
 
-    def held_out_loss(model) -> float:  # the same batches, times and noise before and after training
-        gen = torch.Generator().manual_seed(123)
-        total = 0.0
-        with torch.no_grad():
-            for _ in range(8):
-                batch = draw_batch(cache, config.stages[0], 0.0, gen)
-                total += float(velocity_loss(model, {**batch, **draw_noise(batch["x0"].shape, config, gen),
-                                                     "image": True}, config))
-        return total / 8
-
-    before = held_out_loss(build_transformer(config))
+    before = image_held_out_loss(build_transformer(config), cache, config)
     train(config, progress=False)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "log.jsonl").read_text().splitlines()
               if "loss" in json.loads(line)]
     assert len(losses) == 30 and all(torch.isfinite(torch.tensor(losses)))
-    after = held_out_loss(load_transformer(tmp_path / "transformer_ema.safetensors"))
+    after = image_held_out_loss(load_transformer(tmp_path / "transformer_ema.safetensors"), cache, config)
     assert after < 0.85 * before, (before, after)

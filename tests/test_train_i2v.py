@@ -42,6 +42,19 @@ def with_kind(fields: dict, kind: str, **extra) -> dict:
     return {**fields, "transformer": transformer, "stages": VIDEO_ONLY, **extra}
 
 
+def image_held_out_loss(model, cache, config) -> float:
+    """The mean velocity loss of 8 image batches of `config`'s first stage, with the same batches, times and noise at
+    every call (before and after training)."""
+    gen = torch.Generator().manual_seed(123)
+    total = 0.0
+    with torch.no_grad():
+        for _ in range(8):
+            batch = draw_batch(cache, config.stages[0], 0.0, gen)
+            total += float(velocity_loss(model, {**batch, **draw_noise(batch["x0"].shape, config, gen),
+                                                 "image": True}, config))
+    return total / 8
+
+
 def test_the_condition_and_the_frames_of_the_loss():
     x0, x_t = torch.randn(2, 16, 3, 4, 4), torch.randn(2, 16, 3, 4, 4)
     plain = TransformerConfig()
@@ -80,23 +93,13 @@ def test_loss_decreases_with_i2v_prob(base, tmp_path):
                             lr=3e-3, warmup_steps=5, caption_dropout=0.0, ema_decay=0.9, checkpoint_every=1000)
     cache = read_cache(config.cache_dir, cache_fingerprint(config), config.buckets)
 
-    def held_out_loss(model) -> float:  # the same image batches, times and noise before and after training
-        gen = torch.Generator().manual_seed(123)
-        total = 0.0
-        with torch.no_grad():
-            for _ in range(8):
-                batch = draw_batch(cache, config.stages[0], 0.0, gen)
-                total += float(velocity_loss(model, {**batch, **draw_noise(batch["x0"].shape, config, gen),
-                                                     "image": True}, config))
-        return total / 8
-
-    before = held_out_loss(build_transformer(config))
+    before = image_held_out_loss(build_transformer(config), cache, config)
     train(config, progress=False)
     from hunyuan_video.checkpoint import load_transformer
 
     trained = load_transformer(tmp_path / "transformer_ema.safetensors")
     assert trained.config.i2v_condition_type == "latent_concat"
-    after = held_out_loss(trained)
+    after = image_held_out_loss(trained, cache, config)
     assert after < 0.7 * before, (before, after)
 
 
