@@ -541,6 +541,11 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--new-concepts", action="store_true",
                    help="the new-concept world: every main object has a colour (pink) or shape (heart) the default "
                         "world never shows")
+    s.add_argument("--light-prob", type=float, default=0.0,
+                   help="share of clips on a light background (white, light gray, light blue; default 0)")
+    s.add_argument("--scenes", type=float, default=0.0, metavar="SHARE",
+                   help="share of clips that are scenes outside the world's templates, for a VAE: any colour, "
+                        "gradients, textures, photographs (needs scikit-image; default 0)")
     s.set_defaults(func=_run_data_synth)
     e = data_sub.add_parser("eval", help="score videos against their captions (colour and motion of the main object)")
     e.add_argument("videos", help="folder of videos")
@@ -571,6 +576,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_data_synth(args: argparse.Namespace) -> int:
+    from hunyuan_video.tiny.scenes import generate_mixed
     from hunyuan_video.tiny.synth import SynthConfig, generate
 
     if len(args.size) > 2:
@@ -578,10 +584,16 @@ def _run_data_synth(args: argparse.Namespace) -> int:
     height, width = args.size if len(args.size) == 2 else args.size * 2
     try:
         cfg = SynthConfig(height=height, width=width, frames=args.frames, fps=args.fps,
-                          two_object_prob=args.two_object_prob)
-        out = generate(args.out, args.clips, seed=args.seed, split=args.split, config=cfg, first=args.first,
-                       new_concepts=args.new_concepts)
-    except ValueError as e:
+                          two_object_prob=args.two_object_prob, light_prob=args.light_prob)
+        if args.scenes > 0 and (args.new_concepts or args.first):
+            raise ValueError("--scenes makes a folder of its own: it takes neither --new-concepts nor --first")
+        if args.scenes > 0:
+            out = generate_mixed(args.out, args.clips, seed=args.seed, split=args.split, config=cfg,
+                                 scene_share=args.scenes)
+        else:
+            out = generate(args.out, args.clips, seed=args.seed, split=args.split, config=cfg, first=args.first,
+                           new_concepts=args.new_concepts)
+    except (ValueError, ImportError) as e:
         raise SystemExit(f"hunyuan-video data synth: {e}") from e
     print(f"wrote {args.clips} {args.split} clips to {out} (manifest: {out / 'metadata.jsonl'})")
     return 0

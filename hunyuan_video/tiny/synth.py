@@ -12,6 +12,10 @@ New concepts: `new_concepts=True` draws a second world whose main objects always
 shape (`NEW_SHAPES`) the default world never does, with its own held-out split; it is for teaching a model trained on
 the default world something new (a LoRA). The default world's clips, captions and vocabulary do not depend on it.
 
+Light backgrounds: with `SynthConfig.light_prob` > 0, that share of clips is drawn on a light background
+(`LIGHT_BACKGROUNDS`, "on a white background"), one far from every object's colour; the objects, paths and the rest
+of each clip are those of the same clip without them (a light_prob of 0 draws the default world bit for bit).
+
 Each clip is a pure function of (seed, split, index): a folder can be regenerated, extended or sharded. (The drawn
 frames are; their H.264 files are not always bit-identical: PyAV's encoding of the same frames varies in the last
 bits now and then.)
@@ -23,7 +27,7 @@ import functools
 import itertools
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +53,14 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "dark green": (15, 75, 30),
     "gray": (115, 115, 115),
 }
+# Light backgrounds (plain, never gradients), used for a `light_prob` share of clips; an object colour closer than
+# MIN_CONTRAST to one never appears on it.
+LIGHT_BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "white": (255, 255, 255),
+    "light gray": (190, 190, 190),
+    "light blue": (165, 200, 240),
+}
+MIN_CONTRAST = 120.0
 SHAPES = ("circle", "square", "triangle", "star")
 # The new concepts: a colour and a shape outside the default world. Pink lies >= 21 degrees (seen from every
 # background) from every object colour, more than orange from yellow (16), so the evaluator can tell it apart.
@@ -115,6 +127,7 @@ class SynthConfig:
     fps: float = 8.0
     two_object_prob: float = 0.25
     gradient_prob: float = 0.3
+    light_prob: float = 0.0  # share of clips on a light background (LIGHT_BACKGROUNDS)
     supersample: int = 4  # antialiasing: draw at this many times the size, then box-filter down
 
     def __post_init__(self) -> None:
@@ -125,6 +138,8 @@ class SynthConfig:
             raise ValueError(f"frames must be >= 5 for motion to be visible, got {self.frames}")
         if not 0.0 <= self.two_object_prob <= 1.0:
             raise ValueError(f"two_object_prob must be in [0, 1], got {self.two_object_prob}")
+        if not 0.0 <= self.light_prob <= 1.0:
+            raise ValueError(f"light_prob must be in [0, 1], got {self.light_prob}")
 
 
 @dataclass
@@ -197,7 +212,8 @@ def _pairs(combos: Any, keep: tuple[int, int]) -> set[tuple[str, str]]:
 
 def caption_vocabulary() -> list[str]:
     """Every word any caption can use, sorted (for a tokenizer builder)."""
-    texts = [*TEMPLATES, OBJECT_TEMPLATE, "and", GRADIENT_WORD, *COLOURS, *SHAPES, *SIZES, *BACKGROUNDS]
+    texts = [*TEMPLATES, OBJECT_TEMPLATE, "and", GRADIENT_WORD, *COLOURS, *SHAPES, *SIZES, *BACKGROUNDS,
+             *LIGHT_BACKGROUNDS]
     texts += [p for phrases in MOTION_PHRASES.values() for p in phrases]
     texts += [w for words in SPEED_WORDS.values() for w in words]
     words = {w for t in texts for w in t.split() if not w.startswith("{")}
@@ -324,7 +340,17 @@ def sample_clip(
                 break
     background = str(rng.choice(list(BACKGROUNDS)))
     gradient = bool(rng.random() < cfg.gradient_prob)
+    if cfg.light_prob > 0 and rng.random() < cfg.light_prob:  # drawn last: the rest of the clip stays as it is
+        fits = [b for b in LIGHT_BACKGROUNDS if all(_contrast(o.colour, b) >= MIN_CONTRAST for o in objects)]
+        if fits:
+            background, gradient = str(rng.choice(fits)), False
     return SynthClip(index, split, background, gradient, objects, make_caption(objects, background, gradient, rng))
+
+
+def _contrast(colour: str, background: str) -> float:
+    """RGB distance between an object colour and a light background."""
+    rgb = COLOURS.get(colour) or NEW_COLOURS[colour]
+    return float(np.linalg.norm(np.subtract(rgb, LIGHT_BACKGROUNDS[background], dtype=np.float64)))
 
 
 def _shape_points(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
@@ -363,7 +389,7 @@ _HEART_ANGLES, _HEART_RADII = _heart_outline()
 
 
 def _background(name: str, gradient: bool, height: int, width: int) -> np.ndarray:
-    colour = np.array(BACKGROUNDS[name], dtype=np.float32)
+    colour = np.array(BACKGROUNDS.get(name) or LIGHT_BACKGROUNDS[name], dtype=np.float32)
     if not gradient:
         return np.broadcast_to(colour, (height, width, 3)).copy()
     # The named colour at the top, fading to a darker (black: lighter) shade at the bottom.
@@ -376,22 +402,29 @@ def render_clip(clip: SynthClip, config: SynthConfig | None = None) -> np.ndarra
     """Draw a clip: uint8 (T, H, W, 3), antialiased by supersampling."""
     cfg = config or SynthConfig()
     s = cfg.supersample
-    big_h, big_w = cfg.height * s, cfg.width * s
-    side = min(cfg.height, cfg.width)
-    bg = Image.fromarray(_background(clip.background, clip.gradient, big_h, big_w).round().astype(np.uint8))
+    bg = Image.fromarray(_background(clip.background, clip.gradient, cfg.height * s, cfg.width * s).round()
+                         .astype(np.uint8))
+    fills = [COLOURS.get(o.colour) or NEW_COLOURS[o.colour] for o in clip.objects]
+    return draw_objects(lambda t: bg.copy(), clip.objects, fills, cfg)
+
+
+def draw_objects(background: Callable[[int], Image.Image], objects: Sequence[SynthObject],
+                 fills: Sequence[tuple[int, int, int]], config: SynthConfig) -> np.ndarray:
+    """Frames (T, H, W, 3) uint8 of `objects` (main first, drawn last, on top) filled with `fills`, over
+    `background(t)`: an RGB image `supersample` times the frame size, box-filtered down after drawing."""
+    s, side = config.supersample, min(config.height, config.width)
     frames = []
-    for t in range(cfg.frames):
-        image = bg.copy()
+    for t in range(config.frames):
+        image = background(t)
         draw = ImageDraw.Draw(image)
-        for obj in reversed(clip.objects):  # the main object is drawn last, on top
+        for obj, fill in zip(reversed(objects), reversed(fills)):
             cx, cy = obj.x[t] * s, obj.y[t] * s
             r = SIZES[obj.size] * side * obj.scale[t] * s
-            fill = COLOURS.get(obj.colour) or NEW_COLOURS[obj.colour]
             if obj.shape == "circle":
-                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=tuple(fill))
             else:
-                draw.polygon(_shape_points(obj.shape, cx, cy, r, obj.angle[t]), fill=fill)
-        frames.append(np.asarray(image.resize((cfg.width, cfg.height), Image.Resampling.BOX)))
+                draw.polygon(_shape_points(obj.shape, cx, cy, r, obj.angle[t]), fill=tuple(fill))
+        frames.append(np.asarray(image.resize((config.width, config.height), Image.Resampling.BOX)))
     return np.stack(frames)
 
 
