@@ -212,12 +212,16 @@ def _pairs(combos: Any, keep: tuple[int, int]) -> set[tuple[str, str]]:
 
 def caption_vocabulary() -> list[str]:
     """Every word any caption can use, sorted (for a tokenizer builder)."""
-    texts = [*TEMPLATES, OBJECT_TEMPLATE, "and", GRADIENT_WORD, *COLOURS, *SHAPES, *SIZES, *BACKGROUNDS,
-             *LIGHT_BACKGROUNDS]
+    texts = [*TEMPLATES, OBJECT_TEMPLATE, "and", GRADIENT_WORD, *COLOURS, *SHAPES, *SIZES, *BACKGROUNDS]
     texts += [p for phrases in MOTION_PHRASES.values() for p in phrases]
     texts += [w for words in SPEED_WORDS.values() for w in words]
     words = {w for t in texts for w in t.split() if not w.startswith("{")}
     return sorted(w.replace("{speed}", "") for w in words)
+
+
+def light_background_words() -> list[str]:
+    """The words captions of light backgrounds add to `caption_vocabulary()`, sorted."""
+    return sorted({w for name in LIGHT_BACKGROUNDS for w in name.split()} - set(caption_vocabulary()))
 
 
 def new_concept_words() -> list[str]:
