@@ -46,7 +46,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 @torch.no_grad()
 def round_trip(pipe: HunyuanVideoImageToVideoPipeline, image: np.ndarray) -> np.ndarray:
     """The VAE's encode (posterior mode) and decode of one uint8 `(H, W, 3)` image, as uint8."""
-    latent = pipe.vae.encode(frames_to_tensor(image[None])[None].to(pipe.device, pipe.vae.dtype)).mode()
+    dtype = next(pipe.vae.parameters()).dtype
+    latent = pipe.vae.encode(frames_to_tensor(image[None])[None].to(pipe.device, dtype)).mode()
     return to_uint8(pipe.vae.decode(latent)[0].float().permute(1, 2, 3, 0).cpu().numpy())[0]
 
 

@@ -54,11 +54,12 @@ def test_make_llava_keeps_the_llama_and_reproduces_the_shipped_encoder(llava_dir
         got = llava.model.language_model(input_ids=ids, output_hidden_states=True).hidden_states
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    # `tiny make-llava` on the shipped Llama with its defaults writes the shipped text_encoder_i2v, bit for bit.
+    # `tiny make-llava` on the shipped Llama with its defaults writes the shipped text_encoder_i2v (float32's default
+    # tolerance: the projector's scale comes from a forward pass, whose last bits may differ between CPUs).
     shipped = LlavaForConditionalGeneration.from_pretrained(TINY / "text_encoder_i2v").state_dict()
     assert shipped.keys() == llava.state_dict().keys()
     for key, value in llava.state_dict().items():
-        torch.testing.assert_close(shipped[key], value, rtol=0, atol=0, msg=key)
+        torch.testing.assert_close(shipped[key], value, msg=key)
     assert json.loads((TINY / "text_encoder_i2v" / "tokenizer.json").read_text()) == json.loads(
         (llava_dir / "tokenizer.json").read_text())
 
