@@ -74,7 +74,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", metavar="PATH",
                    help="image-to-video: the video starts from this picture (PNG, JPEG...), scaled to cover the size "
                         "and centre-cropped (no --height/--width: the official bucket of its aspect); needs an "
-                        "image-to-video model folder")
+                        "image-to-video model folder (no --model: the embedded tiny one)")
     p.add_argument("--i2v-stability", action="store_true",
                    help="with --image: start from 0.999 noise + 0.001 image latent (the official --i2v-stability)")
     p.add_argument("-o", "--output", default="outputs/video.mp4",
