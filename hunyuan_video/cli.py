@@ -33,20 +33,24 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    from hunyuan_video.pipelines import describe_model_folder
+    from hunyuan_video.pipelines import describe_model_folder, model_choices
 
     try:
-        info = describe_model_folder(args.model)
+        infos = [describe_model_folder(args.model, image) for image in model_choices(args.model)]
     except (OSError, ValueError) as error:
         raise SystemExit(f"hunyuan-video info: {error}") from None
-    print(f"{info['root']}: {info['layout']} layout, {info['kind']} model")
-    for name, part in info["parts"].items():
-        total = sum(part["parameters"].values())
-        dtypes = ", ".join(f"{dtype} {count:,}" for dtype, count in part["parameters"].items())
-        print(f"\n{name}: {part['path']}\n  parameters: {total:,} ({dtypes or 'no weight files'})")
-        for key, value in (part["config"] or {}).items():
-            if not isinstance(value, dict):
-                print(f"  {key}: {value}")
+    if len(infos) > 1:
+        print(f"{infos[0]['root']} holds two models: {infos[0]['kind']} (generate PROMPT) and {infos[1]['kind']} "
+              "(generate --image PATH PROMPT)\n")
+    for n, info in enumerate(infos):
+        print(("\n" if n else "") + f"{info['root']}: {info['layout']} layout, {info['kind']} model")
+        for name, part in info["parts"].items():
+            total = sum(part["parameters"].values())
+            dtypes = ", ".join(f"{dtype} {count:,}" for dtype, count in part["parameters"].items())
+            print(f"\n{name}: {part['path']}\n  parameters: {total:,} ({dtypes or 'no weight files'})")
+            for key, value in (part["config"] or {}).items():
+                if not isinstance(value, dict):
+                    print(f"  {key}: {value}")
     return 0
 
 
@@ -70,7 +74,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", metavar="PATH",
                    help="image-to-video: the video starts from this picture (PNG, JPEG...), scaled to cover the size "
                         "and centre-cropped (no --height/--width: the official bucket of its aspect); needs an "
-                        "image-to-video model folder")
+                        "image-to-video model folder (no --model: the embedded tiny one)")
     p.add_argument("--i2v-stability", action="store_true",
                    help="with --image: start from 0.999 noise + 0.001 image latent (the official --i2v-stability)")
     p.add_argument("-o", "--output", default="outputs/video.mp4",
@@ -314,9 +318,6 @@ def _run_generate(args: argparse.Namespace) -> int:
             raise ValueError("--i2v-stability needs --image PATH")
         if (args.height is None) != (args.width is None) and args.image is not None:
             raise ValueError("with --image give both --height and --width, or neither (the image's official bucket)")
-        if args.image is not None and args.model is None:
-            raise ValueError("the embedded tiny model is text-to-video: pass --model with an image-to-video folder "
-                             "to use --image")
         image = None if args.image is None else load_image(args.image)
         parallel, device = _start_parallel(args, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = getattr(torch, args.dtype) if args.dtype else None
@@ -415,7 +416,7 @@ def _run_calibrate_cache(args: argparse.Namespace) -> int:
         prompts = _calibration_prompts(args)
         if args.degree < 1:
             raise ValueError(f"--degree must be at least 1, got {args.degree}")
-        folder = find_model_folder(model)
+        folder = find_model_folder(model, image=False)  # a text-to-video model (the embedded folder holds both)
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=getattr(torch, args.dtype) if args.dtype else None,
                                                     device=device)
@@ -469,7 +470,7 @@ def _run_calibrate_sta(args: argparse.Namespace) -> int:
     model = args.model or Path(__file__).parent / TINY_MODEL
     try:
         prompts = _calibration_prompts(args)
-        folder = find_model_folder(model)
+        folder = find_model_folder(model, image=False)  # a text-to-video model (the embedded folder holds both)
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=getattr(torch, args.dtype) if args.dtype else None,
                                                     device=device)
@@ -876,6 +877,7 @@ def _add_tiny(sub: argparse._SubParsersAction) -> None:
     w.add_argument("words", nargs="+", metavar="WORD=LIKE[,LIKE...]",
                    help="a new word and the known words whose mean embedding it starts from, e.g. pink=red,purple")
     w.set_defaults(func=_run_tiny_add_words)
+    _add_tiny_i2v(tiny_sub)
 
 
 def _run_tiny_grow_transformer(args: argparse.Namespace) -> int:
@@ -937,6 +939,44 @@ def _run_tiny_add_words(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         raise SystemExit(f"hunyuan-video tiny add-words: {e}") from None
     print(f"wrote {args.dst} (new ids: {', '.join(f'{w}={i}' for w, i in ids.items())})")
+    return 0
+
+
+def _add_tiny_i2v(tiny_sub: argparse._SubParsersAction) -> None:
+    """`tiny make-llava` and `tiny to-i2v`: the tiny image-to-video model's text encoder and transformer."""
+    m = tiny_sub.add_parser("make-llava", help="a LLaVA text encoder (text_encoder_i2v/) around the tiny Llama")
+    m.add_argument("src", metavar="LLAMA_DIR", help="the tiny Llama's folder (text_encoder/)")
+    m.add_argument("dst", metavar="OUT_DIR", help="the folder to write (model, tokenizer, image processor)")
+    m.add_argument("--image-size", type=int, default=64, help="pixels of the vision tower's square input")
+    m.add_argument("--patch-size", type=int, default=8, help="pixels of its patches ((size / patch)^2 image states)")
+    m.add_argument("--seed", type=int, default=0, help="initialisation of the vision tower and projector")
+    m.set_defaults(func=_run_tiny_make_llava)
+    i = tiny_sub.add_parser("to-i2v", help="a text-to-video transformer as a token-replace image-to-video one")
+    i.add_argument("src", metavar="SRC", help="text-to-video transformer weights (.safetensors, official .pt...)")
+    i.add_argument("dst", metavar="DST", help="the .safetensors file to write (a config.json is written beside it)")
+    i.set_defaults(func=_run_tiny_to_i2v)
+
+
+def _run_tiny_make_llava(args: argparse.Namespace) -> int:
+    from hunyuan_video.tiny.i2v import make_tiny_llava
+
+    try:
+        llava = make_tiny_llava(args.src, args.dst, args.image_size, args.patch_size, args.seed)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"hunyuan-video tiny make-llava: {e}") from None
+    images = (args.image_size // args.patch_size) ** 2
+    print(f"wrote {args.dst} (vocabulary {llava.config.text_config.vocab_size}, {images} image states)")
+    return 0
+
+
+def _run_tiny_to_i2v(args: argparse.Namespace) -> int:
+    from hunyuan_video.tiny.i2v import token_replace_transformer
+
+    try:
+        token_replace_transformer(args.src, args.dst)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"hunyuan-video tiny to-i2v: {e}") from None
+    print(f"wrote {args.dst} (token_replace, guidance_embed)")
     return 0
 
 

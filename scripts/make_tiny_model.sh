@@ -141,3 +141,25 @@ for e in text_encoder text_encoder_2; do
   hunyuan-video tiny add-words "$TINY/$e" "runs/words/$e" "pink=$COLOURS" "heart=$SHAPES"
   cp runs/words/$e/* "$TINY/$e/"
 done
+
+# 12. The image-to-video model (token replace) beside the text-to-video one: hunyuan-video-i2v-720p/ and
+#     text_encoder_i2v/ (seconds). The LLaVA is the tiny Llama, weight for weight, with `<image>` and the I2V
+#     template's missing words appended and a seeded 2-layer CLIP vision tower at 64 px in 8 px patches (64 image
+#     states, 16 after the interleave of 4), its projector scaled to a word's norm. The transformer is the
+#     text-to-video one with a guidance embedding that adds nothing (the same function, the first latent frame
+#     modulated from t = 0). The VAE is the text-to-video model's, through a relative link. Run it after any step that
+#     changes text_encoder/ or the text-to-video transformer.
+I2V=$TINY/hunyuan-video-i2v-720p
+hunyuan-video tiny make-llava "$TINY/text_encoder" "$TINY/text_encoder_i2v" --image-size 64 --patch-size 8 --seed 0
+hunyuan-video tiny to-i2v "$MODEL/transformers/mp_rank_00_model_states.safetensors" \
+    "$I2V/transformers/mp_rank_00_model_states.safetensors"
+ln -sfn ../hunyuan-video-t2v-720p/vae "$I2V/vae"
+printf '{\n  "guidance": 6.0,\n  "cfg_scale": 3.0\n}\n' > "$I2V/generate.json"  # guidance: the training's embedded_guidance
+
+# 13. The token-replace fine-tune with the first frame given (configs/dit_tiny_i2v.json: 1500 steps of batch 8, ~0.8 s
+#     a step on one thread), copied in, then measured on 100 held-out clips' first frames and captions.
+hunyuan-video data synth data_cache/tiny_i2v --clips 4000 --seed 0 --size 64 --frames 17
+hunyuan-video cache configs/dit_tiny_i2v.json
+hunyuan-video train configs/dit_tiny_i2v.json
+cp runs/dit_tiny_i2v/export/mp_rank_00_model_states.safetensors "$I2V/transformers/"
+python bench/tiny_i2v.py --out outputs/tiny_i2v --videos 100

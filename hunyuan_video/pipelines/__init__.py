@@ -8,6 +8,7 @@ from hunyuan_video.pipelines.layouts import (
     describe_model_folder,
     find_model_folder,
     folder_transformer_config,
+    model_choices,
     weight_summary,
 )
 from hunyuan_video.pipelines.offload import ModelOffload
@@ -25,5 +26,6 @@ __all__ = [
     "describe_model_folder",
     "find_model_folder",
     "folder_transformer_config",
+    "model_choices",
     "weight_summary",
 ]

@@ -1,5 +1,5 @@
-"""The settings a pipeline call uses for what it is not given: the official ones, or a model folder's
-`generate.json` over them."""
+"""The settings a pipeline call uses for what it is not given: the official ones, with a model folder's
+`generate.json` files over them (`ModelFolder.settings_folders`: an official `ckpts/` root's, then the model's own)."""
 
 from __future__ import annotations
 
@@ -32,11 +32,19 @@ class GenerationDefaults:
     dtype: str = "bfloat16"  # the weights' dtype when `from_pretrained` is given none
 
     @classmethod
-    def read(cls, folder: str | Path) -> GenerationDefaults:
-        """The official settings with `folder/generate.json` over them, when the folder has one."""
-        path = Path(folder) / GENERATION_DEFAULTS_FILE
+    def read(cls, *folders: str | Path) -> GenerationDefaults:
+        """The official settings with each folder's `generate.json` over them, in order (a later folder's values
+        over an earlier one's), for the folders that have one."""
+        values: dict = {}
+        for folder in folders:
+            values.update(cls._read_file(Path(folder) / GENERATION_DEFAULTS_FILE))
+        return cls(**values)
+
+    @classmethod
+    def _read_file(cls, path: Path) -> dict:
+        """The settings in the `generate.json` at `path` (none when there is no such file), checked by name."""
         if not path.is_file():
-            return cls()
+            return {}
         try:
             values = json.loads(path.read_text())
         except json.JSONDecodeError as error:
@@ -46,4 +54,4 @@ class GenerationDefaults:
             raise ValueError(f"{path}: unknown settings {', '.join(unknown)} (known: {', '.join(known)})")
         if values.get("dtype", cls.dtype) not in DTYPES:
             raise ValueError(f"{path}: dtype must be one of {', '.join(DTYPES)}, got {values['dtype']!r}")
-        return cls(**values)
+        return values

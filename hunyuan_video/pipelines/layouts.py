@@ -55,21 +55,19 @@ class ModelFolder:
         """Whether the folder holds an image-to-video model."""
         return self.image_processor is not None
 
+    @property
+    def settings_folders(self) -> tuple[Path, ...]:
+        """The folders whose `generate.json` set this model's sampling defaults, a later one's values over an earlier
+        one's: the root, then in the official layout the model's own folder (`hunyuan-video-*-720p/`), which holds
+        what differs between the two models one `ckpts/` may hold."""
+        return (self.root, self.vae.parent) if self.layout == "official" else (self.root,)  # official: model/vae/
+
 
 def find_model_folder(path: str | Path, image: bool | None = None) -> ModelFolder:
     """Detect the layout of a model folder: the official `ckpts/` (or its parent, or its hunyuan-video-t2v-720p/ or
     hunyuan-video-i2v-720p/), or diffusers'. An official `ckpts/` holding both models gives the image-to-video one
     for `image=True`, the text-to-video one for `image=False`, and is a ValueError for `image=None`."""
-    root = Path(path)
-    if not root.exists():
-        raise ValueError(f"model folder {root} does not exist")
-    if not root.is_dir():
-        raise ValueError(f"{root} is a file, not a model folder (expected layouts: {EXPECTED_LAYOUTS})")
-    if root.name in (OFFICIAL_T2V, OFFICIAL_I2V):  # the model folder inside ckpts/: its text encoders sit beside it
-        root, names = root.parent, [root.name]
-    else:
-        root = root / "ckpts" if any((root / "ckpts" / n).is_dir() for n in (OFFICIAL_T2V, OFFICIAL_I2V)) else root
-        names = [n for n in (OFFICIAL_T2V, OFFICIAL_I2V) if (root / n).is_dir()]
+    root, names = _official_models(path)
     if len(names) == 2:
         if image is None:
             raise ValueError(f"{root} holds both {OFFICIAL_T2V}/ and {OFFICIAL_I2V}/: name the one to use")
@@ -88,6 +86,26 @@ def find_model_folder(path: str | Path, image: bool | None = None) -> ModelFolde
                            root / "vae", root / "text_encoder", root / "tokenizer", root / "text_encoder_2",
                            root / "tokenizer_2", root / "image_processor" if i2v else None)
     raise ValueError(f"{root} is not a HunyuanVideo model folder; expected one of these layouts: {EXPECTED_LAYOUTS}")
+
+
+def model_choices(path: str | Path) -> list[bool | None]:
+    """The `image` values of `find_model_folder` that pick each model a folder holds: `[False, True]` for an
+    official `ckpts/` holding both models (text-to-video first), else `[None]` (its one model)."""
+    return [False, True] if len(_official_models(path)[1]) == 2 else [None]
+
+
+def _official_models(path: str | Path) -> tuple[Path, list[str]]:
+    """The `ckpts/` folder that `path` names (itself, its parent holding it, or the one holding the model folder it
+    is) and the official model folders in it (OFFICIAL_T2V and/or OFFICIAL_I2V; none for another layout)."""
+    root = Path(path)
+    if not root.exists():
+        raise ValueError(f"model folder {root} does not exist")
+    if not root.is_dir():
+        raise ValueError(f"{root} is a file, not a model folder (expected layouts: {EXPECTED_LAYOUTS})")
+    if root.name in (OFFICIAL_T2V, OFFICIAL_I2V):  # the model folder inside ckpts/: its text encoders sit beside it
+        return root.parent, [root.name]
+    root = root / "ckpts" if any((root / "ckpts" / n).is_dir() for n in (OFFICIAL_T2V, OFFICIAL_I2V)) else root
+    return root, [n for n in (OFFICIAL_T2V, OFFICIAL_I2V) if (root / n).is_dir()]
 
 
 def _official_folder(root: Path, name: str) -> ModelFolder:
@@ -148,10 +166,10 @@ def weight_summary(path: Path) -> dict[str, int]:
     return counts
 
 
-def describe_model_folder(path: str | Path) -> dict:
+def describe_model_folder(path: str | Path, image: bool | None = None) -> dict:
     """What a model folder holds: its layout, its kind (`model_kind`), and per part the path, the config and the
-    parameters per dtype."""
-    folder = find_model_folder(path)
+    parameters per dtype. `image` picks the model of an official `ckpts/` holding both (see `find_model_folder`)."""
+    folder = find_model_folder(path, image)
     transformer_config = folder_transformer_config(folder)
     parts = {}
     for name in PARTS:

@@ -142,20 +142,20 @@ class HunyuanVideoPipeline:
         fp8_matmul: bool = False,
     ) -> HunyuanVideoPipeline:
         """Load a model folder in the official `ckpts/` or the diffusers layout (detected) with its `generate.json`
-        as the defaults (its `teacache.json` as the TeaCache polynomial, its `sliding_tile.json` as the sliding
-        tile plan), in `dtype` (default: the folder's, else bfloat16) onto `device` (default: CUDA when
-        present). `attention_backend` names the attention kernel (see `set_attention_backend`; checked before
-        anything loads). `quantize="fp8"` keeps the transformer's block linears in float8 (an official fp8
-        checkpoint loads so by itself; see `hunyuan_video.quant`). `offload` loads onto the CPU and brings each
-        part to `device` only while it works (`enable_model_cpu_offload`), to run a big model on a small GPU:
-        "model" (each part whole), "blocks" (the transformer's blocks streamed; True means "blocks") or "auto"
-        (whole when it fits the free memory). `vae_dtype` loads the VAE in another dtype than `dtype` (e.g.
-        float32 for the decode). `fp8_matmul=True` runs the float8 linears as fp8 matmuls
-        (`quant.enable_fp8_matmul`; GPUs of compute capability 8.9 and up, checked before anything loads)."""
+        files as the defaults (`ModelFolder.settings_folders`; its `teacache.json` as the TeaCache polynomial, its
+        `sliding_tile.json` as the sliding tile plan), in `dtype` (default: the folder's, else bfloat16) onto `device`
+        (default: CUDA when present). `attention_backend` names the attention kernel (see `set_attention_backend`;
+        checked before anything loads). `quantize="fp8"` keeps the transformer's block linears in float8 (an official
+        fp8 checkpoint loads so by itself; see `hunyuan_video.quant`). `offload` loads onto the CPU and brings each part
+        to `device` only while it works (`enable_model_cpu_offload`), to run a big model on a small GPU: "model" (each
+        part whole), "blocks" (the transformer's blocks streamed; True means "blocks") or "auto" (whole when it fits the
+        free memory). `vae_dtype` loads the VAE in another dtype than `dtype` (e.g. float32 for the decode).
+        `fp8_matmul=True` runs the float8 linears as fp8 matmuls (`quant.enable_fp8_matmul`; GPUs of compute capability
+        8.9 and up, checked before anything loads)."""
         folder = find_model_folder(path, image=cls.image_to_video)
         config = folder_transformer_config(folder)
         cls.check_model_kind(config)
-        defaults = GenerationDefaults.read(folder.root)
+        defaults = GenerationDefaults.read(*folder.settings_folders)
         dtype = dtype or getattr(torch, defaults.dtype)
         device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         check_attention_backend(attention_backend, device, dtype)

@@ -126,7 +126,7 @@ class DiTTrainConfig:
     # What `--resume` lets differ from the run's config.json: bookkeeping, samples and the export, which leave the
     # training numbers as they are. Any other field is the run's own and must stay.
     RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = (
-        "out_dir", "device", "gradient_checkpointing", "log_every", "checkpoint_every", "sample_every",
+        "note", "out_dir", "device", "gradient_checkpointing", "log_every", "checkpoint_every", "sample_every",
         "sample_prompts", "sample_steps", "sample_guidance", "sample_size", "sample_shift", "export", "export_dtype",
         "fsdp", "grad_accum_steps")
 
@@ -138,6 +138,7 @@ class DiTTrainConfig:
     out_dir: str
     stages: list[Stage]
     extra_data: list[ExtraData] = field(default_factory=list)  # more datasets, each with its own cache
+    note: str = ""  # free text kept with the run (what it trains, why the recipe is what it is)
     transformer: dict[str, Any] = field(default_factory=dict)  # TransformerConfig fields of a fresh model
     init_from: str | None = None  # a transformer checkpoint to fine-tune instead of a fresh model
     lr: float = 1e-4
