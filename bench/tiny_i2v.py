@@ -26,12 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tiny_quality import TINY, caption_rows, contact_sheet
+from tiny_quality import TINY, caption_rows, contact_sheet, row_frames
 
 from hunyuan_video.data.dataset import frames_to_tensor
 from hunyuan_video.pipelines import HunyuanVideoImageToVideoPipeline
 from hunyuan_video.tiny.evaluate import evaluate_folder
-from hunyuan_video.tiny.synth import render_clip, sample_clip
 from hunyuan_video.video_io import to_uint8, write_video
 
 TARGETS = {"first_frame_gap_db": 1.5, "motion": 0.75, "colour": 0.90}
@@ -57,6 +56,7 @@ def main() -> None:
     parser.add_argument("--out", default="outputs/tiny_i2v")
     parser.add_argument("--videos", type=int, default=100, help="held-out clips (the first N of the test split)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--light-prob", type=float, default=0.0, help="share of held-out clips on light backgrounds")
     args = parser.parse_args()
     if args.videos < 1:
         parser.error(f"--videos must be at least 1, got {args.videos}")
@@ -67,11 +67,11 @@ def main() -> None:
     pipe = HunyuanVideoImageToVideoPipeline.from_pretrained(args.model, dtype=torch.float32, device="cpu")
     pipe.progress = False
     d = pipe.defaults
-    rows = caption_rows(args.videos)
+    rows = caption_rows(args.videos, light_prob=args.light_prob)
     first_frame, vae = [], []
     start = time.perf_counter()
     for row in rows:
-        image = render_clip(sample_clip(row["index"], 0, row["split"]))[0]
+        image = row_frames(row)[0]
         video = pipe(image, row["caption"], height=d.height, width=d.width, seed=row["index"]).frames[0]
         first_frame.append(psnr(video[0], image))
         vae.append(psnr(round_trip(pipe, image), image))

@@ -31,21 +31,30 @@ from hunyuan_video.data.dataset import frames_to_tensor
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.pipelines import HunyuanVideoPipeline
 from hunyuan_video.tiny.evaluate import evaluate_folder, summarize
-from hunyuan_video.tiny.synth import COLOURS, sample_clip
+from hunyuan_video.tiny.synth import COLOURS, SynthConfig, render_clip, sample_clip
 from hunyuan_video.video_io import to_uint8, write_video
 
 TINY = Path(__file__).resolve().parent.parent / "hunyuan_video" / "assets" / "tiny"
 
 
-def caption_rows(n: int, split: str = "test", first: int = 0, world_seed: int = 0) -> list[dict]:
-    """Caption and objects of clips `first` .. `first + n - 1` of the world's `split` (the test split: held out)."""
+def caption_rows(n: int, split: str = "test", first: int = 0, world_seed: int = 0, light_prob: float = 0.0
+                 ) -> list[dict]:
+    """Caption and objects of clips `first` .. `first + n - 1` of the world's `split` (the test split: held out),
+    a `light_prob` share of them on light backgrounds."""
     rows = []
     for i in range(first, first + n):
-        clip = sample_clip(i, world_seed, split)
+        clip = sample_clip(i, world_seed, split, SynthConfig(light_prob=light_prob))
         objects = [{"colour": o.colour, "shape": o.shape, "size": o.size, "motion": o.motion, "speed": o.speed}
                    for o in clip.objects]
-        rows.append({"file": f"{i:03d}.mp4", "caption": clip.caption, "objects": objects, "split": split, "index": i})
+        rows.append({"file": f"{i:03d}.mp4", "caption": clip.caption, "objects": objects, "split": split, "index": i,
+                     "world_seed": world_seed, "light_prob": light_prob, "background": clip.background})
     return rows
+
+
+def row_frames(row: dict, new_concepts: bool = False) -> np.ndarray:
+    """The real clip of a `caption_rows` row (of the new-concept world with `new_concepts`): uint8 (T, H, W, 3)."""
+    config = SynthConfig(light_prob=row.get("light_prob", 0.0))
+    return render_clip(sample_clip(row["index"], row.get("world_seed", 0), row["split"], config, new_concepts), config)
 
 
 def load_pipeline(model: str) -> tuple[HunyuanVideoPipeline, dict]:
@@ -83,12 +92,10 @@ def vae_ceiling(pipe: HunyuanVideoPipeline, rows: list[dict], out: Path, new_con
                 palette: Mapping[str, tuple[int, int, int]] = COLOURS) -> dict:
     """The evaluator (with `palette`) on the VAE's reconstructions of the real held-out clips (of the new-concept
     world with `new_concepts`): the best any transformer can reach through this decoder."""
-    from hunyuan_video.tiny.synth import render_clip
-
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for row in rows:
-        video = frames_to_tensor(render_clip(sample_clip(row["index"], 0, row["split"], new_concepts=new_concepts)))
+        video = frames_to_tensor(row_frames(row, new_concepts))
         with torch.no_grad():
             rec = pipe.vae.decode(pipe.vae.encode(video[None]).mode())[0]
         write_video(out / row["file"], to_uint8(rec.permute(1, 2, 3, 0).numpy()), fps=8)
@@ -161,11 +168,12 @@ def main() -> None:
     parser.add_argument("--random-videos", type=int, default=20, help="videos of the random-transformer floor")
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--light-prob", type=float, default=0.0, help="share of held-out clips on light backgrounds")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    rows = caption_rows(args.videos)
+    rows = caption_rows(args.videos, light_prob=args.light_prob)
     pipe, kwargs = load_pipeline(args.model)
     results = {}
     for name in ("trained", "random"):

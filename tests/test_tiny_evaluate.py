@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from hunyuan_video.cli import main
-from hunyuan_video.tiny.evaluate import detect, evaluate_folder, parse_caption, score, summarize
-from hunyuan_video.tiny.synth import MOTIONS, SynthConfig, caption_vocabulary, render_clip, sample_clip
+from hunyuan_video.tiny.evaluate import NEW_CONCEPT_PALETTE, detect, evaluate_folder, parse_caption, score, summarize
+from hunyuan_video.tiny.synth import MOTIONS, SHAPES, SynthConfig, caption_vocabulary, render_clip, sample_clip
 from hunyuan_video.video_io import read_video, write_video
 
 
@@ -95,10 +95,31 @@ def test_two_objects_track_the_named_colour():
     assert set(detect(frames, 2, first["colour"]).colours[:2]) == {first["colour"], second["colour"]}
 
 
+def test_shapes_read_right_including_the_new_heart():
+    """Every shape (the heart too) at every size and rotation: all right on clean clips, nearly all when degraded;
+    a caption naming the wrong shape fails."""
+    rng = np.random.default_rng(1)
+    clips = [sample_clip(i, 0, "train") for i in range(30)] + [sample_clip(i, 0, "test", new_concepts=True)
+                                                                for i in range(30)]
+    assert {c.objects[0].shape for c in clips} == {*SHAPES, "heart"}
+    clean, degraded = [], []
+    for clip in clips:
+        frames, objects = render_clip(clip), _objects(clip)
+        clean.append(score(frames, objects, NEW_CONCEPT_PALETTE)["shape_ok"])
+        degraded.append(score(_degrade(frames, rng), objects, NEW_CONCEPT_PALETTE)["shape_ok"])
+    assert all(clean) and np.mean(degraded) >= 0.9
+    heart = next(c for c in clips if c.objects[0].shape == "heart" and c.objects[0].size != "small")
+    wrong = [{**_objects(heart)[0], "shape": "square"}, *_objects(heart)[1:]]
+    assert score(render_clip(heart), wrong, NEW_CONCEPT_PALETTE)["detected_shape"] == "heart"
+    assert not score(render_clip(heart), wrong, NEW_CONCEPT_PALETTE)["shape_ok"]
+    results = [score(render_clip(c), _objects(c), NEW_CONCEPT_PALETTE) for c in clips[:4]]
+    assert summarize(results)["shape_accuracy"] == 1.0
+
+
 def test_empty_video_finds_nothing():
     frames = np.full((9, 32, 32, 3), 40, dtype=np.uint8)
     det = detect(frames)
-    assert det.motion is None and det.colours == []
+    assert det.motion is None and det.shape is None and det.colours == []
     assert not score(frames, [{"colour": "red", "motion": "still"}])["motion_ok"]
     with pytest.raises(ValueError, match="uint8"):
         detect(frames.astype(np.float32))

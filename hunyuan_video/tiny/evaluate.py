@@ -16,12 +16,15 @@ How it looks at a video (uint8 frames, T H W 3):
    little net travel), a straight direction (net travel >= 12% of the frame, 8 sectors of 45 degrees; speed
    slow/fast split at the midpoint of the world's two speeds), rotate (same place and area, but the mask turns:
    its soft IoU with the first frame's mask, both centred and 3x3-smoothed, drops below 0.85), else still.
+5. Shape: in three frames spread over the clip, the object's soft mask is matched against every shape of the world
+   (the new-concept heart included) drawn with the mask's area and centroid at every distinct rotation (6-degree
+   steps); the shape of the best soft IoU in most of the frames wins.
 
 Reliable (100% on the world's own clips, also through H.264 and after blur and noise, see tests/test_tiny_evaluate.py):
 the colours, the eight directions, still, grow, shrink, bounce, and speed. Rotation is the weakest: a square at
 45 degrees still overlaps itself by ~0.7-0.8, and on blurred, noisy clips still objects score 0.87-0.97, rotating
 ones 0.53-0.82, a narrow margin; a generator's wobbly still object can read as "rotate", and a blurred rotating
-square as "still". The evaluator judges colour and motion only, not shape, size or background.
+square as "still". The evaluator does not judge size or background.
 
 The palette is the default world's colours; videos of the new-concept world are scored with `NEW_CONCEPT_PALETTE`,
 which adds its new colours (pink), so that a pink object counts as pink, not as the nearest old colour.
@@ -29,6 +32,7 @@ which adds its new colours (pink), so that a pink object counts as pink, not as 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -49,6 +53,7 @@ from hunyuan_video.tiny.synth import (
     SIZES,
     SPEED_WORDS,
     SPEEDS,
+    shape_points,
 )
 
 FOREGROUND_DISTANCE = 60.0
@@ -57,6 +62,10 @@ GROW_RATIO = 2.0
 BOUNCE_RANGE = 0.15
 ROTATE_IOU = 0.85
 NEW_CONCEPT_PALETTE: dict[str, tuple[int, int, int]] = {**COLOURS, **NEW_COLOURS}
+# Every shape the evaluator tells apart, and the turn after which each looks the same again (degrees).
+SHAPE_PERIODS: dict[str, int] = {"circle": 6, "square": 90, "triangle": 120, "star": 72, "heart": 360}
+SHAPE_ANGLE_STEP = 6
+SHAPE_FRAMES = 3  # frames, spread over the clip, whose masks vote on the shape
 
 
 @dataclass
@@ -66,6 +75,7 @@ class Detection:
     colours: list[str]
     motion: str | None  # None: no object found in enough frames
     speed: str | None  # for straight motions only
+    shape: str | None  # None: no object found in enough frames
     x: np.ndarray  # (T,) centroid in pixels, nan where the object was not found
     y: np.ndarray
     area: np.ndarray  # (T,) pixels
@@ -167,6 +177,68 @@ def _min_centred_iou(masks: list[np.ndarray]) -> float:
     return min((iou(first, _centred(m)) for m in masks[1:]), default=1.0)
 
 
+@functools.cache
+def _unit_shape(shape: str) -> tuple[float, float, float]:
+    """Area and centroid (x, y) of `shape` with circumradius 1, unrotated, drawn around (0, 0)."""
+    if shape == "circle":
+        return math.pi, 0.0, 0.0
+    x, y = np.array(shape_points(shape, 0.0, 0.0, 1.0, 0.0)).T
+    cross = x * np.roll(y, -1) - np.roll(x, -1) * y
+    area = cross.sum() / 2
+    return abs(area), float(((x + np.roll(x, -1)) * cross).sum() / (6 * area)), \
+        float(((y + np.roll(y, -1)) * cross).sum() / (6 * area))
+
+
+def shape_mask(shape: str, cx: float, cy: float, area: float, angle: float, height: int, width: int,
+               supersample: int = 4) -> np.ndarray:
+    """A soft mask (H, W) in [0, 1] of `shape` covering `area` pixels with its centroid at (cx, cy), turned by
+    `angle` degrees (clockwise on screen), antialiased by supersampling."""
+    from PIL import Image, ImageDraw
+
+    unit_area, gx, gy = _unit_shape(shape)
+    r = math.sqrt(area / unit_area)
+    turn = math.radians(angle)
+    ox, oy = r * (gx * math.cos(turn) - gy * math.sin(turn)), r * (gx * math.sin(turn) + gy * math.cos(turn))
+    s = supersample
+    image = Image.new("L", (width * s, height * s), 0)
+    draw = ImageDraw.Draw(image)
+    x, y, rs = (cx - ox + 0.5) * s, (cy - oy + 0.5) * s, r * s  # pixel centres sit at +0.5
+    if shape == "circle":
+        draw.ellipse([x - rs, y - rs, x + rs, y + rs], fill=255)
+    else:
+        draw.polygon(shape_points(shape, x, y, rs, angle), fill=255)
+    return np.asarray(image.resize((width, height), Image.Resampling.BOX), dtype=np.float32) / 255.0
+
+
+def classify_shape(mask: np.ndarray) -> tuple[str | None, float]:
+    """The shape of `SHAPE_PERIODS` (and its soft IoU) that best matches a soft mask (H, W): each drawn with the
+    mask's area and centroid at every rotation of its period; (None, 0) for a mask of under 4 pixels."""
+    area = float(mask.sum())
+    if area < 4:
+        return None, 0.0
+    ys, xs = np.indices(mask.shape)
+    cx, cy = float((xs * mask).sum() / area), float((ys * mask).sum() / area)
+    best: tuple[str | None, float] = (None, 0.0)
+    for shape, period in SHAPE_PERIODS.items():
+        for angle in range(0, period, SHAPE_ANGLE_STEP):
+            template = shape_mask(shape, cx, cy, area, angle, *mask.shape)
+            iou = float(np.minimum(template, mask).sum() / max(np.maximum(template, mask).sum(), 1e-6))
+            if iou > best[1]:
+                best = (shape, iou)
+    return best
+
+
+def _vote_shape(masks: list[np.ndarray]) -> str | None:
+    """The shape most of `SHAPE_FRAMES` masks spread over the clip show (a tie: the higher summed IoU)."""
+    picks = [classify_shape(masks[i]) for i in np.linspace(0, len(masks) - 1, SHAPE_FRAMES).round().astype(int)]
+    votes: dict[str, tuple[int, float]] = {}
+    for shape, iou in picks:
+        if shape is not None:
+            count, total = votes.get(shape, (0, 0.0))
+            votes[shape] = (count + 1, total + iou)
+    return max(votes, key=lambda k: votes[k]) if votes else None
+
+
 def detect(
     frames: np.ndarray, n_objects: int = 1, colour: str | None = None,
     palette: Mapping[str, tuple[int, int, int]] = COLOURS,
@@ -192,9 +264,10 @@ def detect(
     x[present] = (track[present] * xs).sum((1, 2)) / area[present]
     y[present] = (track[present] * ys).sum((1, 2)) / area[present]
     if present.sum() < max(3, t_len // 2):
-        return Detection(colours, None, None, x, y, area)
-    motion, speed = _classify_track(x, y, area, list(track[present]), side)
-    return Detection(colours, motion, speed, x, y, area)
+        return Detection(colours, None, None, None, x, y, area)
+    masks = list(track[present])
+    motion, speed = _classify_track(x, y, area, masks, side)
+    return Detection(colours, motion, speed, _vote_shape(masks), x, y, area)
 
 
 def score(
@@ -204,7 +277,8 @@ def score(
     the colours of `palette` apart.
 
     colour_ok: the main colour is among the len(objects) most present colours; motion_ok: the main object's
-    track shows its motion; speed_ok: the same for speed (None when the motion has no speed).
+    track shows its motion; speed_ok: the same for speed (None when the motion has no speed); shape_ok: its mask
+    shows its shape (None when the object names none).
     """
     if not objects:
         raise ValueError("objects is empty: give at least the main object's colour and motion")
@@ -220,6 +294,9 @@ def score(
         "colour_ok": main["colour"] in det.colours[: len(objects)],
         "motion_ok": det.motion == main["motion"],
         "speed_ok": None if expected_speed is None else det.speed == expected_speed,
+        "shape": main.get("shape"),
+        "detected_shape": det.shape,
+        "shape_ok": None if main.get("shape") is None else det.shape == main["shape"],
     }
 
 
@@ -278,6 +355,7 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if not results:
         raise ValueError("no results to summarize")
     speeds = [r["speed_ok"] for r in results if r["speed_ok"] is not None]
+    shapes = [r["shape_ok"] for r in results if r.get("shape_ok") is not None]
     confusion: dict[str, dict[str, int]] = {}
     for r in results:
         row = confusion.setdefault(r["motion"], {})
@@ -287,5 +365,6 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "colour_accuracy": float(np.mean([r["colour_ok"] for r in results])),
         "motion_accuracy": float(np.mean([r["motion_ok"] for r in results])),
         "speed_accuracy": float(np.mean(speeds)) if speeds else None,
+        "shape_accuracy": float(np.mean(shapes)) if shapes else None,
         "motion_confusion": confusion,
     }

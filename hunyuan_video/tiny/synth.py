@@ -357,7 +357,7 @@ def _contrast(colour: str, background: str) -> float:
     return float(np.linalg.norm(np.subtract(rgb, LIGHT_BACKGROUNDS[background], dtype=np.float64)))
 
 
-def _shape_points(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+def shape_points(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
     """Polygon vertices of a shape with circumradius r (angle in degrees, clockwise on screen)."""
     if shape == "square":
         corners = [45 + 90 * k for k in range(4)]
@@ -427,7 +427,7 @@ def draw_objects(background: Callable[[int], Image.Image], objects: Sequence[Syn
             if obj.shape == "circle":
                 draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=tuple(fill))
             else:
-                draw.polygon(_shape_points(obj.shape, cx, cy, r, obj.angle[t]), fill=tuple(fill))
+                draw.polygon(shape_points(obj.shape, cx, cy, r, obj.angle[t]), fill=tuple(fill))
         frames.append(np.asarray(image.resize((config.width, config.height), Image.Resampling.BOX)))
     return np.stack(frames)
 
