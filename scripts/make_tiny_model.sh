@@ -120,6 +120,13 @@ cp runs/vae_tiny_encw3/vae/config.json runs/vae_tiny_encw3/vae/model.safetensors
 # 160 clips, ~34 min on the shared machine); measured in BENCHMARKS.md, not shipped.
 # hunyuan-video data synth data_cache/tiny_dit_160 --clips 160 --seed 0 --size 64 --frames 17
 # hunyuan-video cache configs/dit_tiny_distill.json && hunyuan-video train configs/dit_tiny_distill.json
+# The VAE fine-tuned towards pictures outside the world (light backgrounds, any colour, textures, photographs;
+# configs/vae_tiny_open.json, ~20 min on the idle machine); measured in BENCHMARKS.md, not shipped.
+# hunyuan-video data synth data_cache/vae_wide_train --clips 1600 --seed 0 --size 64 --frames 33 --light-prob 0.3 \
+#     --scenes 0.5
+# hunyuan-video data synth data_cache/vae_wide_val --clips 32 --seed 0 --split test --size 64 --frames 17 --scenes 1
+# hunyuan-video data synth data_cache/vae_light_val --clips 32 --seed 0 --split test --size 64 --frames 17 --light-prob 1
+# hunyuan-video train-vae configs/vae_tiny_open.json
 
 # 9b. The sliding tile plan (sliding_tile.json): the window search on the first 3 train captions, tiles of 1x2x2 tokens
 #     (~25 min on the shared machine).
@@ -141,6 +148,9 @@ for e in text_encoder text_encoder_2; do
   hunyuan-video tiny add-words "$TINY/$e" "runs/words/$e" "pink=$COLOURS" "heart=$SHAPES"
   cp runs/words/$e/* "$TINY/$e/"
 done
+# The light backgrounds' new word for the CLIP (the Llama knows "light" from its prompt template).
+hunyuan-video tiny add-words "$TINY/text_encoder_2" runs/words_light/text_encoder_2 "light=white"
+cp runs/words_light/text_encoder_2/* "$TINY/text_encoder_2/"
 
 # 12. The image-to-video model (token replace) beside the text-to-video one: hunyuan-video-i2v-720p/ and
 #     text_encoder_i2v/ (seconds). The LLaVA is the tiny Llama, weight for weight, with `<image>` and the I2V
@@ -156,9 +166,10 @@ hunyuan-video tiny to-i2v "$MODEL/transformers/mp_rank_00_model_states.safetenso
 ln -sfn ../hunyuan-video-t2v-720p/vae "$I2V/vae"
 printf '{\n  "guidance": 6.0,\n  "cfg_scale": 3.0\n}\n' > "$I2V/generate.json"  # guidance: the training's embedded_guidance
 
-# 13. The token-replace fine-tune with the first frame given (configs/dit_tiny_i2v.json: 1500 steps of batch 8, ~0.8 s
-#     a step on one thread), copied in, then measured on 100 held-out clips' first frames and captions.
-hunyuan-video data synth data_cache/tiny_i2v --clips 4000 --seed 0 --size 64 --frames 17
+# 13. The token-replace fine-tune with the first frame given (configs/dit_tiny_i2v.json: 1500 steps of batch 8, ~1 s
+#     a step on one thread; the cache ~10 min) on the world's first 1000 clips, 30% of them on light backgrounds,
+#     copied in, then measured on 100 held-out clips' first frames and captions.
+hunyuan-video data synth data_cache/tiny_light --clips 1000 --seed 0 --size 64 --frames 17 --light-prob 0.3
 hunyuan-video cache configs/dit_tiny_i2v.json
 hunyuan-video train configs/dit_tiny_i2v.json
 cp runs/dit_tiny_i2v/export/mp_rank_00_model_states.safetensors "$I2V/transformers/"
