@@ -212,17 +212,22 @@ def shape_mask(shape: str, cx: float, cy: float, area: float, angle: float, heig
 
 def classify_shape(mask: np.ndarray) -> tuple[str | None, float]:
     """The shape of `SHAPE_PERIODS` (and its soft IoU) that best matches a soft mask (H, W): each drawn with the
-    mask's area and centroid at every rotation of its period; (None, 0) for a mask of under 4 pixels."""
+    mask's area and centroid at every rotation of its period, compared in a window around the object (which leaves
+    stray pixels farther away out); (None, 0) for a mask of under 4 pixels."""
     area = float(mask.sum())
     if area < 4:
         return None, 0.0
     ys, xs = np.indices(mask.shape)
     cx, cy = float((xs * mask).sum() / area), float((ys * mask).sum() / area)
+    reach = max(math.sqrt(area / _unit_shape(shape)[0]) for shape in SHAPE_PERIODS) + 2  # the widest shape's radius
+    size, x0, y0 = math.ceil(2 * reach), math.floor(cx - reach), math.floor(cy - reach)
+    pad = size
+    window = np.pad(mask, pad)[y0 + pad:y0 + pad + size, x0 + pad:x0 + pad + size]
     best: tuple[str | None, float] = (None, 0.0)
     for shape, period in SHAPE_PERIODS.items():
         for angle in range(0, period, SHAPE_ANGLE_STEP):
-            template = shape_mask(shape, cx, cy, area, angle, *mask.shape)
-            iou = float(np.minimum(template, mask).sum() / max(np.maximum(template, mask).sum(), 1e-6))
+            template = shape_mask(shape, cx - x0, cy - y0, area, angle, size, size)
+            iou = float(np.minimum(template, window).sum() / max(np.maximum(template, window).sum(), 1e-6))
             if iou > best[1]:
                 best = (shape, iou)
     return best
