@@ -53,6 +53,7 @@ from hunyuan_video.tiny.synth import (
     SIZES,
     SPEED_WORDS,
     SPEEDS,
+    draw_shape,
     shape_points,
 )
 
@@ -201,12 +202,8 @@ def shape_mask(shape: str, cx: float, cy: float, area: float, angle: float, heig
     ox, oy = r * (gx * math.cos(turn) - gy * math.sin(turn)), r * (gx * math.sin(turn) + gy * math.cos(turn))
     s = supersample
     image = Image.new("L", (width * s, height * s), 0)
-    draw = ImageDraw.Draw(image)
-    x, y, rs = (cx - ox + 0.5) * s, (cy - oy + 0.5) * s, r * s  # pixel centres sit at +0.5
-    if shape == "circle":
-        draw.ellipse([x - rs, y - rs, x + rs, y + rs], fill=255)
-    else:
-        draw.polygon(shape_points(shape, x, y, rs, angle), fill=255)
+    # pixel centres sit at +0.5
+    draw_shape(ImageDraw.Draw(image), shape, (cx - ox + 0.5) * s, (cy - oy + 0.5) * s, r * s, angle, 255)
     return np.asarray(image.resize((width, height), Image.Resampling.BOX), dtype=np.float32) / 255.0
 
 

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 import warnings
 from dataclasses import replace
@@ -27,7 +26,7 @@ from transformers import (
 )
 
 from hunyuan_video.checkpoint import load_transformer, save_transformer
-from hunyuan_video.config import config_to_dict
+from hunyuan_video.config import save_config
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.text_encoder import I2V_TEMPLATE, IMAGE_TOKEN, LLAMA3_SPECIAL_TOKENS
 from hunyuan_video.tiny.text_encoders import add_words
@@ -145,5 +144,5 @@ def token_replace_transformer(src: str | Path, dst: str | Path) -> HunyuanVideoT
         model.guidance_in.mlp[2].bias.zero_()
     dst.parent.mkdir(parents=True, exist_ok=True)
     save_transformer(model, dst)
-    (dst.parent / "config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
+    save_config(config, dst.parent / "config.json")
     return model

@@ -26,18 +26,15 @@ import numpy as np
 from PIL import Image
 
 from hunyuan_video.tiny.synth import (
-    DIRECTIONS,
     MOTIONS,
     NEW_SHAPES,
     SHAPES,
-    SIZES,
-    SPEEDS,
     SPLITS,
     SynthConfig,
     SynthObject,
-    _path,
     draw_objects,
     manifest_row,
+    random_object,
     render_clip,
     sample_clip,
 )
@@ -138,18 +135,14 @@ def _objects(rng: np.random.Generator, cfg: SynthConfig) -> tuple[list[SynthObje
     objects, fills = [], []
     for _ in range(int(rng.choice([0, 1, 1, 2]))):
         shape = str(rng.choice([*SHAPES, *NEW_SHAPES]))
-        motion = str(rng.choice(MOTIONS))
-        speed = str(rng.choice(list(SPEEDS))) if motion in DIRECTIONS else None
-        obj = SynthObject("any", shape, str(rng.choice(list(SIZES))), motion, speed)
-        _path(obj, cfg, rng)
-        objects.append(obj)
+        objects.append(random_object(("any", shape, str(rng.choice(MOTIONS))), cfg, rng))
         fills.append(_random_rgb(rng))
     return objects, fills
 
 
 def render_scene(index: int, seed: int, split: str = "train", config: SynthConfig | None = None
                  ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Clip `index` of the wide scenes: uint8 frames (T, H, W, 3) and what it shows (kind, photograph, objects)."""
+    """Clip `index` of the scenes: uint8 frames (T, H, W, 3) and what it shows (kind, photograph, objects)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     cfg = config or SynthConfig()

@@ -300,7 +300,8 @@ def _path(obj: SynthObject, cfg: SynthConfig, rng: np.random.Generator) -> None:
     obj.scale, obj.angle = [round(float(v), 4) for v in scale], [round(float(v), 3) for v in angle]
 
 
-def _random_object(combo: tuple[str, str, str], cfg: SynthConfig, rng: np.random.Generator) -> SynthObject:
+def random_object(combo: tuple[str, str, str], cfg: SynthConfig, rng: np.random.Generator) -> SynthObject:
+    """An object of (colour, shape, motion) with a size, a speed (straight motions) and a path drawn by `rng`."""
     colour, shape, motion = combo
     speed = str(rng.choice(list(SPEEDS))) if motion in DIRECTIONS else None
     obj = SynthObject(colour, shape, str(rng.choice(list(SIZES))), motion, speed)
@@ -334,11 +335,11 @@ def sample_clip(
         pool = sorted(new_held if split == "test" else set(valid_combos(new_concepts=True)) - new_held)
     else:
         pool = sorted(held) if split == "test" else train_combos
-    objects = [_random_object(pool[rng.integers(len(pool))], cfg, rng)]
+    objects = [random_object(pool[rng.integers(len(pool))], cfg, rng)]
     if rng.random() < cfg.two_object_prob:
         others = [c for c in train_combos if c[0] != objects[0].colour]
         for _ in range(20):  # a second object that never overlaps the first, when one is found quickly
-            second = _random_object(others[rng.integers(len(others))], cfg, rng)
+            second = random_object(others[rng.integers(len(others))], cfg, rng)
             if _apart(objects[0], second, min(cfg.height, cfg.width)):
                 objects.append(second)
                 break
@@ -412,6 +413,15 @@ def render_clip(clip: SynthClip, config: SynthConfig | None = None) -> np.ndarra
     return draw_objects(lambda t: bg.copy(), clip.objects, fills, cfg)
 
 
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, angle: float,
+               fill: int | tuple[int, ...]) -> None:
+    """Draw `shape` with circumradius `r` around (cx, cy), turned by `angle` degrees, filled with `fill`."""
+    if shape == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    else:
+        draw.polygon(shape_points(shape, cx, cy, r, angle), fill=fill)
+
+
 def draw_objects(background: Callable[[int], Image.Image], objects: Sequence[SynthObject],
                  fills: Sequence[tuple[int, int, int]], config: SynthConfig) -> np.ndarray:
     """Frames (T, H, W, 3) uint8 of `objects` (main first, drawn last, on top) filled with `fills`, over
@@ -423,11 +433,7 @@ def draw_objects(background: Callable[[int], Image.Image], objects: Sequence[Syn
         draw = ImageDraw.Draw(image)
         for obj, fill in zip(reversed(objects), reversed(fills)):
             cx, cy = obj.x[t] * s, obj.y[t] * s
-            r = SIZES[obj.size] * side * obj.scale[t] * s
-            if obj.shape == "circle":
-                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=tuple(fill))
-            else:
-                draw.polygon(shape_points(obj.shape, cx, cy, r, obj.angle[t]), fill=tuple(fill))
+            draw_shape(draw, obj.shape, cx, cy, SIZES[obj.size] * side * obj.scale[t] * s, obj.angle[t], tuple(fill))
         frames.append(np.asarray(image.resize((config.width, config.height), Image.Resampling.BOX)))
     return np.stack(frames)
 
