@@ -7,9 +7,8 @@ default size and CFG and `--steps` steps. Settings: `teacache:X` / `fbcache:X` (
 `sta:plan` (sliding tile attention with the model folder's searched plan, `sliding_tile.json`); `sta:TxHxW` (one
 window for every block and head, in tiles of `--sta-tile`, after `--sta-full-steps` full steps); `distilled` (the
 transformer of `--distilled`, one pass per step with the exact run's CFG scale as its embedded guidance, no true
-CFG). STA runs its masked-SDPA reference path (the same mask as the flex_attention kernel, equal to 1e-5): at the
-tiny model's 80 video tokens its time says nothing of STA's speed, which `bench/sliding_tile.py` measures at >= 8k
-tokens. Per setting: the denoising time as a ratio to the exact runs (summed over the captions; the order of the
+CFG). STA runs the device's kernel (gather on the CPU, flex on CUDA): at the tiny model's 80 video tokens its time
+says little of STA's speed, which `bench/sliding_tile.py` measures at >= 8k tokens. Per setting: the denoising time as a ratio to the exact runs (summed over the captions; the order of the
 settings alternates from caption to caption), the mean full and skipped steps, the PSNR of each decoded video against
 the exact one (mean over videos, uint8 frames), and the evaluator's colour and motion accuracy
 (`hunyuan_video.tiny.evaluate.score` on the frames). Writes OUT/report.json and OUT/contact_sheet.png (per caption
@@ -61,14 +60,14 @@ def sample(pipe: HunyuanVideoPipeline, setting: str, caption: str, latents: torc
     if method == "distilled":
         pipe = distilled
         call.update(cfg_scale=1.0, guidance_scale=args.cfg_scale)
-    elif method == "sta":  # the masked-SDPA path: the same mask as flex_attention's, faster at 80 video tokens
+    elif method == "sta":  # the device's kernel: gather on the CPU, flex on CUDA
         if value == "plan":
             if pipe.sliding_tile_plan is None:
                 raise SystemExit(f"sta:plan: {args.model} has no sliding_tile.json (run hunyuan-video calibrate-sta)")
-            pipe.sliding_tile = SlidingTile.from_plan(pipe.sliding_tile_plan, args.sta_full_steps, reference=True)
+            pipe.sliding_tile = SlidingTile.from_plan(pipe.sliding_tile_plan, args.sta_full_steps)
         else:
             window = tuple(int(n) for n in value.split("x"))
-            pipe.sliding_tile = SlidingTile(window, tuple(args.sta_tile), args.sta_full_steps or 0, reference=True)
+            pipe.sliding_tile = SlidingTile(window, tuple(args.sta_tile), args.sta_full_steps or 0)
     elif method != "exact":
         pipe.enable_step_cache(method, float(value))
     out = pipe(caption, latents=latents.clone(), **call)

@@ -1,8 +1,10 @@
 """Attention speed of sliding tile attention against full attention, on one layer's q, k, v (random), in one process.
 
-Three timings over [video tokens of `--grid` | `--text` text tokens]: PyTorch's SDPA (full attention), compiled
-`flex_attention` without a mask (full attention, the same kernel family as STA), and compiled `flex_attention` with
-the STA block mask of `--tile` and `--window`. Also prints the fraction of blocks the mask skips.
+Four timings over [video tokens of `--grid` | `--text` text tokens]: PyTorch's SDPA (full attention), compiled
+`flex_attention` without a mask (full attention, the same kernel family as STA), and STA with `--tile` and
+`--window` by its two kernels: compiled `flex_attention` with the block mask, and the gather kernel (each query
+tile's window of key tiles gathered for SDPA; `hunyuan_video.models.sliding_tile`). Also prints the fraction of
+blocks the mask skips.
 
     python bench/sliding_tile.py                                   # 8192 video tokens, 2 heads of 64, CPU
     python bench/sliding_tile.py --grid 30 48 80 --tile 6 8 8 --window 3 3 5 --heads 24 --head-dim 128 --device cuda
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-from hunyuan_video.models.sliding_tile import TilePlan
+from hunyuan_video.models.sliding_tile import TilePlan, sliding_tile_attention
 
 
 def seconds(run: Callable[[], object], device: torch.device, repeats: int = 3) -> float:
@@ -35,7 +37,7 @@ def seconds(run: Callable[[], object], device: torch.device, repeats: int = 3) -
 
 
 def main() -> None:
-    """Time the three paths and print one markdown row."""
+    """Time the four paths and print one markdown row."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", type=int, nargs=3, default=[8, 32, 32], metavar=("T", "H", "W"))
     parser.add_argument("--tile", type=int, nargs=3, default=[4, 8, 8], metavar=("T", "H", "W"))
@@ -59,13 +61,16 @@ def main() -> None:
     sdpa_s = seconds(lambda: F.scaled_dot_product_attention(q, k, v), device)
     dense_s = seconds(lambda: flex(q, k, v), device)
     sta_s = seconds(lambda: flex(q, k, v, block_mask=mask), device)
+    qs, ks, vs = (x.transpose(1, 2) for x in (q, k, v))  # (B, S, heads, head_dim), the model's layout
+    gather_s = seconds(lambda: sliding_tile_attention(qs, ks, vs, plan, kernel="gather"), device)
     print(f"{video} video + {args.text} text tokens, tile {args.tile}, window {args.window}, {args.heads} heads of "
           f"{args.head_dim}, {args.dtype} on {device}, {torch.get_num_threads()} thread(s); blocks skipped: "
           f"{mask.sparsity():.1f}%\n")
-    print("| SDPA (full) | flex, no mask (full) | flex, STA mask | STA vs SDPA | STA vs flex full |")
-    print("|---|---|---|---|---|")
-    print(f"| {sdpa_s * 1e3:.0f} ms | {dense_s * 1e3:.0f} ms | {sta_s * 1e3:.0f} ms | {sdpa_s / sta_s:.2f}x | "
-          f"{dense_s / sta_s:.2f}x |")
+    print("| SDPA (full) | flex, no mask (full) | STA flex | STA gather | flex STA vs SDPA | flex STA vs flex full | "
+          "gather STA vs SDPA |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {sdpa_s * 1e3:.0f} ms | {dense_s * 1e3:.0f} ms | {sta_s * 1e3:.0f} ms | {gather_s * 1e3:.0f} ms | "
+          f"{sdpa_s / sta_s:.2f}x | {dense_s / sta_s:.2f}x | {sdpa_s / gather_s:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from hunyuan_video.config import TransformerConfig
 from hunyuan_video.models.attention import Padding
-from hunyuan_video.models.sliding_tile import TilePlan, Window, sliding_tile_attention
+from hunyuan_video.models.sliding_tile import KERNELS, TilePlan, Window, sliding_tile_attention
 from hunyuan_video.models.transformer import StreamState
 
 SLIDING_TILE_FILE = "sliding_tile.json"  # a model folder's searched plan (`hunyuan-video calibrate-sta`)
@@ -42,17 +42,17 @@ def default_tile(grid: tuple[int, int, int]) -> tuple[int, int, int]:
 @dataclass(frozen=True)
 class SlidingTileLayout:
     """A `SequenceLayout` that runs the attention of a [video | text] sequence under `plan`'s sliding tile mask,
-    keeping `padding` (the text padding of the sequence; None: all real). `reference`: the masked-SDPA path.
+    keeping `padding` (the text padding of the sequence; None: all real), with `kernel` (`sliding_tile.KERNELS`).
     `block_masks`: the block masks built so far for this sequence, shared by the blocks of one forward."""
 
     plan: TilePlan
     padding: Padding | None = None
-    reference: bool = False
+    kernel: str = "auto"
     block_masks: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, backend: str) -> Tensor:
-        """Sliding tile attention of (B, S, heads, head_dim) q, k, v; `backend` is unused (flex_attention runs it)."""
-        return sliding_tile_attention(q, k, v, self.plan, self.padding, self.reference, self.block_masks)
+        """Sliding tile attention of (B, S, heads, head_dim) q, k, v; `backend` is unused (`kernel` runs it)."""
+        return sliding_tile_attention(q, k, v, self.plan, self.padding, self.kernel, self.block_masks)
 
 
 @dataclass(frozen=True)
@@ -61,12 +61,12 @@ class SlidingTileBlocks:
 
     plans: tuple[TilePlan, ...]
     padding: Padding | None = None
-    reference: bool = False
+    kernel: str = "auto"
     block_masks: dict = field(default_factory=dict, compare=False, repr=False)
 
     def block(self, index: int) -> SlidingTileLayout:
         """The layout of block `index`."""
-        return SlidingTileLayout(self.plans[index], self.padding, self.reference, self.block_masks)
+        return SlidingTileLayout(self.plans[index], self.padding, self.kernel, self.block_masks)
 
 
 @dataclass(frozen=True)
@@ -97,24 +97,26 @@ def _block_windows(windows: object) -> BlockWindows:
 class SlidingTile:
     """Sliding tile attention after the first `full_steps` steps of each sampling loop, with `window` (tiles per axis,
     T H W) for every block and head, or per block a tuple of per-head windows, of `tile`-sized tiles (None: the
-    `default_tile` of the grid). `reference`: run the masked-SDPA path."""
+    `default_tile` of the grid). `kernel`: one of `sliding_tile.KERNELS` ("auto": flex on CUDA, gather elsewhere)."""
 
     def __init__(self, window: Window | Sequence[Sequence[Window]], tile: tuple[int, int, int] | None = None,
-                 full_steps: int = 0, reference: bool = False):
+                 full_steps: int = 0, kernel: str = "auto"):
         per_block = isinstance(window, Sequence) and len(window) > 0 and not isinstance(window[0], int)
         self.window = _block_windows(window) if per_block else _check_window(window, "the sliding tile window")
         if tile is not None and (len(tile) != 3 or any(t < 1 for t in tile)):
             raise ValueError(f"the tile is three positive numbers of tokens (T H W), got {tile}")
         if full_steps < 0:
             raise ValueError(f"full_steps must be >= 0, got {full_steps}")
-        self.tile, self.full_steps, self.reference = tile, full_steps, reference
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown sliding tile kernel {kernel!r}: use one of {', '.join(KERNELS)}")
+        self.tile, self.full_steps, self.kernel = tile, full_steps, kernel
         self.per_block = per_block
         self.step = 0
 
     @classmethod
-    def from_plan(cls, plan: SlidingTilePlan, full_steps: int | None = None, reference: bool = False) -> SlidingTile:
+    def from_plan(cls, plan: SlidingTilePlan, full_steps: int | None = None, kernel: str = "auto") -> SlidingTile:
         """Sliding tile attention under a searched `plan` (`full_steps`: None, the plan's)."""
-        return cls(plan.windows, plan.tile, plan.full_steps if full_steps is None else full_steps, reference)
+        return cls(plan.windows, plan.tile, plan.full_steps if full_steps is None else full_steps, kernel)
 
     def check_model(self, config: TransformerConfig) -> None:
         """A ValueError when per-block windows do not fit the blocks and heads of a transformer with `config`."""
@@ -160,8 +162,8 @@ class SlidingTile:
                              "one whose attention another layout runs (parallel inference, or sliding tile already)")
         plan = self.plan(state.grid)
         if self.per_block:
-            return replace(state, padding=SlidingTileBlocks(plan, state.padding, self.reference))
-        return replace(state, padding=SlidingTileLayout(plan, state.padding, self.reference))
+            return replace(state, padding=SlidingTileBlocks(plan, state.padding, self.kernel))
+        return replace(state, padding=SlidingTileLayout(plan, state.padding, self.kernel))
 
 
 def read_sliding_tile_plan(folder: str | Path) -> SlidingTilePlan | None:

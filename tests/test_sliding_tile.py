@@ -3,6 +3,7 @@ import itertools
 import pytest
 import torch
 
+from hunyuan_video.models import sliding_tile
 from hunyuan_video.models.attention import attention, make_padding
 from hunyuan_video.models.sliding_tile import TilePlan, sliding_tile_attention
 
@@ -21,25 +22,50 @@ def _padding():
     return make_padding(mask, GRID[0] * GRID[1] * GRID[2])
 
 
-@pytest.mark.parametrize(("reference", "padded"), [(False, False), (True, False), (True, True)])
-def test_a_window_covering_everything_is_full_attention(reference, padded):
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("kernel", ["flex", "gather", "reference"])
+def test_a_window_covering_everything_is_full_attention(kernel, padded):
     q, k, v = _qkv()
     padding = _padding() if padded else None
     plan = TilePlan(GRID, TILE, window=(2, 2, 3))
-    got = sliding_tile_attention(q, k, v, plan, padding, reference=reference)
+    got = sliding_tile_attention(q, k, v, plan, padding, kernel=kernel)
     want = attention(q, k, v, padding, "sdpa")
     real = torch.ones(2, q.shape[1], dtype=torch.bool) if padding is None else padding.key_mask[:, 0, 0, :]
     torch.testing.assert_close(got[real], want[real], atol=1e-5, rtol=1e-5)
 
 
-def test_the_flex_block_mask_equals_the_masked_reference():
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("kernel", ["flex", "gather"])
+@pytest.mark.parametrize("window", [(1, 1, 2), (2, 1, 2), (1, 2, 1)])
+def test_each_kernel_equals_the_masked_reference(kernel, window, padded):
     q, k, v = _qkv(seed=1)
-    padding = _padding()
-    plan = TilePlan(GRID, TILE, window=(1, 1, 2))
-    flex = sliding_tile_attention(q, k, v, plan, padding)
-    dense = sliding_tile_attention(q, k, v, plan, padding, reference=True)
-    torch.testing.assert_close(flex, dense, atol=1e-5, rtol=1e-5)
-    assert (flex - attention(q, k, v, padding, "sdpa")).abs().max() > 1e-2  # the window does cut keys away
+    padding = _padding() if padded else None
+    plan = TilePlan(GRID, TILE, window)
+    got = sliding_tile_attention(q, k, v, plan, padding, kernel=kernel)
+    dense = sliding_tile_attention(q, k, v, plan, padding, kernel="reference")
+    torch.testing.assert_close(got, dense, atol=1e-5, rtol=1e-5)
+    assert (got - attention(q, k, v, padding, "sdpa")).abs().max() > 1e-2  # the window does cut keys away
+
+
+def test_gather_in_batches_of_query_tiles_is_the_same(monkeypatch):
+    """A gather budget of one query tile per batch gives the output of one batch for all tiles."""
+    q, k, v = _qkv(seed=3)
+    plan = TilePlan(GRID, TILE, (1, 2, 2))
+    whole = sliding_tile_attention(q, k, v, plan, _padding(), kernel="gather")
+    monkeypatch.setattr(sliding_tile, "GATHER_BYTES", 1)
+    torch.testing.assert_close(sliding_tile_attention(q, k, v, plan, _padding(), kernel="gather"), whole,
+                               atol=1e-6, rtol=1e-6)
+
+
+def test_the_window_tiles_are_the_masks_key_tiles():
+    plan = TilePlan(GRID, TILE, window=(1, 2, 2))
+    index = torch.arange(96 + TEXT)
+    mask = plan.mask_mod(None)(None, None, index[:, None], index[None, :])[:96, :96]
+    tiles = mask[::8, ::8]  # (query tile, key tile): the mask is constant over a tile's tokens
+    want = [set(torch.nonzero(row).flatten().tolist()) for row in tiles]
+    assert [set(row.tolist()) for row in plan.window_tiles((1, 2, 2))] == want
+    with pytest.raises(ValueError, match="unknown sliding tile kernel 'fast'"):
+        sliding_tile_attention(*_qkv(), plan, kernel="fast")
 
 
 def test_the_mask_is_the_sliding_window_of_tiles():
@@ -75,8 +101,10 @@ def test_per_head_windows_equal_the_masked_reference_and_each_head_its_own_windo
     padding = _padding()
     windows = ((1, 1, 2), (2, 2, 3), (1, 2, 1))
     plan = TilePlan(GRID, TILE, windows)
-    flex = sliding_tile_attention(q, k, v, plan, padding)
-    torch.testing.assert_close(flex, sliding_tile_attention(q, k, v, plan, padding, reference=True),
+    flex = sliding_tile_attention(q, k, v, plan, padding, kernel="flex")
+    dense = sliding_tile_attention(q, k, v, plan, padding, kernel="reference")
+    torch.testing.assert_close(flex, dense, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sliding_tile_attention(q, k, v, plan, padding, kernel="gather"), dense,
                                atol=1e-5, rtol=1e-5)
     for head, window in enumerate(windows):
         alone = sliding_tile_attention(q, k, v, TilePlan(GRID, TILE, window), padding).unflatten(-1, (3, 16))

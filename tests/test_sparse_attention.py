@@ -36,16 +36,18 @@ def test_a_window_covering_everything_is_full_attention_through_the_model(model)
     state = _state(model)
     assert state.grid == (4, 4, 6) and state.padding is not None
     full = _run(model, state)
-    for reference in (False, True):
-        sta = _run(model, state, SlidingTile((2, 2, 3), tile=(2, 2, 2), reference=reference))
+    for kernel in ("flex", "gather", "reference"):
+        sta = _run(model, state, SlidingTile((2, 2, 3), tile=(2, 2, 2), kernel=kernel))
         torch.testing.assert_close(sta, full, atol=1e-5, rtol=1e-5)
 
 
 def test_a_small_window_differs_from_full_attention_and_equals_the_masked_reference(model):
     state = _state(model)
-    flex = _run(model, state, SlidingTile((1, 1, 2), tile=(2, 2, 2)))
-    dense = _run(model, state, SlidingTile((1, 1, 2), tile=(2, 2, 2), reference=True))
+    flex = _run(model, state, SlidingTile((1, 1, 2), tile=(2, 2, 2), kernel="flex"))
+    dense = _run(model, state, SlidingTile((1, 1, 2), tile=(2, 2, 2), kernel="reference"))
     torch.testing.assert_close(flex, dense, atol=1e-5, rtol=1e-5)
+    gather = _run(model, state, SlidingTile((1, 1, 2), tile=(2, 2, 2), kernel="gather"))
+    torch.testing.assert_close(gather, dense, atol=1e-5, rtol=1e-5)
     assert (flex - _run(model, state)).abs().max() > 1e-3
 
 

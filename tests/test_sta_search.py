@@ -29,8 +29,10 @@ def test_windows_per_block_and_head_through_the_model():
                                atol=1e-5, rtol=1e-5)
     mixed = [[(1, 1, 2), (2, 2, 3), (1, 2, 1), (2, 1, 1)], [(1, 1, 1)] * HEADS, [(2, 2, 3)] * HEADS,
              [(1, 2, 2), (1, 1, 3), (2, 1, 2), (1, 1, 1)]]
-    flex = _run(model, state, SlidingTile(mixed, (2, 2, 2)))
-    torch.testing.assert_close(flex, _run(model, state, SlidingTile(mixed, (2, 2, 2), reference=True)),
+    flex = _run(model, state, SlidingTile(mixed, (2, 2, 2), kernel="flex"))
+    dense = _run(model, state, SlidingTile(mixed, (2, 2, 2), kernel="reference"))
+    torch.testing.assert_close(flex, dense, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(_run(model, state, SlidingTile(mixed, (2, 2, 2), kernel="gather")), dense,
                                atol=1e-5, rtol=1e-5)
     assert (flex - _run(model, state)).abs().max() > 1e-3
     torch.testing.assert_close(_run(model, state, SlidingTile([[(1, 1, 2)] * HEADS] * BLOCKS, (2, 2, 2))),
