@@ -17,6 +17,8 @@ the middle frame of the exact video, then of each setting) and OUT/table.md, rew
     python bench/acceleration.py --captions 100 --steps 50        # the full setting
     python bench/acceleration.py --captions 16 --out outputs/accel  # a quick look
     python bench/acceleration.py --settings sta:plan sta:3x1x1 distilled --distilled runs/x/transformer_ema.safetensors
+    python bench/acceleration.py --captions 2 --size 29 512 512 --steps 10 --settings sta:1x3x3 --sta-tile 4 8 8 \
+        --sta-full-steps 2                                        # STA at 8192 video tokens
 
 Prints the markdown table for BENCHMARKS.md.
 """
@@ -27,6 +29,7 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -96,12 +99,16 @@ def main() -> None:
                         help="tokens per tile of the sta:TxHxW settings")
     parser.add_argument("--sta-full-steps", type=int, default=None,
                         help="full-attention steps before STA (default: the plan's; 0 for a fixed window)")
+    parser.add_argument("--size", type=int, nargs=3, metavar=("FRAMES", "HEIGHT", "WIDTH"),
+                        help="video size (default: the model folder's); e.g. 29 512 512 for 8192 video tokens")
     parser.add_argument("--distilled", help="the CFG-distilled transformer of the `distilled` setting")
     parser.add_argument("--out", default="outputs/acceleration", help="folder for report.json and contact_sheet.png")
     args = parser.parse_args()
 
     pipe = HunyuanVideoPipeline.from_pretrained(args.model, dtype=torch.float32, device="cpu")
     pipe.progress = False
+    if args.size:
+        pipe.defaults = replace(pipe.defaults, frames=args.size[0], height=args.size[1], width=args.size[2])
     d = pipe.defaults
     args.steps, args.cfg_scale = args.steps or d.steps, d.cfg_scale
     if "distilled" in args.settings and not args.distilled:

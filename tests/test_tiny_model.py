@@ -56,7 +56,7 @@ def _sample(pipe: HunyuanVideoPipeline, clips: list, defaults: dict, output_type
                 flow_shift=defaults["shift"], output_type=output_type).frames
 
 
-HELD_OUT = [sample_clip(i, 0, "test") for i in range(100)]  # main objects: combinations training never shows
+HELD_OUT = [sample_clip(i, 0, "test") for i in range(40)]  # main objects: combinations training never shows
 
 
 def test_the_trained_transformer_follows_held_out_captions_better_than_a_random_one(pipe):
@@ -80,10 +80,9 @@ def test_the_trained_transformer_follows_held_out_captions_better_than_a_random_
 
 
 def test_held_out_captions_get_their_colour(pipe):
-    """The 100 captions and seeds of BENCHMARKS.md's held-out row (~1.7 s a video on 2 cores, most of it the 2x-wide
-    VAE decoder: the suite's longest test at ~170 s; frames scored before the mp4
-    encoding the benchmark adds). With 8 captions one video was 12.5 points and the bar a coin flip for a model
-    near it; with 100 the test measures the figure the benchmark reports."""
+    """The first 40 captions and seeds of BENCHMARKS.md's held-out row (frames scored before the mp4 encoding the
+    benchmark adds; ~2 s a video on 2 cores, most of it the 2x-wide VAE decoder). One video is 2.5 points: the bar
+    of 80% stands well under the row's 94%, where with 8 captions it was a coin flip for a model near it."""
     defaults = json.loads((TINY / "generate.json").read_text())
     pipe.progress = False
     ok = []
