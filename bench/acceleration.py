@@ -8,7 +8,8 @@ default size and CFG and `--steps` steps. Settings: `teacache:X` / `fbcache:X` (
 window for every block and head, in tiles of `--sta-tile`, after `--sta-full-steps` full steps); `distilled` (the
 transformer of `--distilled`, one pass per step with the exact run's CFG scale as its embedded guidance, no true
 CFG). STA runs the device's kernel (gather on the CPU, flex on CUDA): at the tiny model's 80 video tokens its time
-says little of STA's speed, which `bench/sliding_tile.py` measures at >= 8k tokens. Per setting: the denoising time as a ratio to the exact runs (summed over the captions; the order of the
+says little of STA's speed, which `bench/sliding_tile.py` measures at >= 8k tokens (or this script with `--size`).
+Per setting: the denoising time as a ratio to the exact runs (summed over the captions; the order of the
 settings alternates from caption to caption), the mean full and skipped steps, the PSNR of each decoded video against
 the exact one (mean over videos, uint8 frames), and the evaluator's colour and motion accuracy
 (`hunyuan_video.tiny.evaluate.score` on the frames). Writes OUT/report.json and OUT/contact_sheet.png (per caption

@@ -366,13 +366,16 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_calibration_options(p: argparse.ArgumentParser) -> None:
-    """The options `calibrate-cache` and `calibrate-sta` share: the model, the prompts and how they are sampled."""
+def _add_calibration_options(p: argparse.ArgumentParser, several_steps: bool = False) -> None:
+    """The options `calibrate-cache` and `calibrate-sta` share: the model, the prompts and how they are sampled
+    (`several_steps`: `--steps` takes one or more step counts)."""
     p.add_argument("--model", help="model folder (official ckpts/ or diffusers layout); default: the embedded tiny one")
     p.add_argument("--prompt", action="append", dest="prompts", metavar="PROMPT",
                    help="a calibration prompt (repeat the option for more)")
     p.add_argument("--prompts-file", help="a text file of calibration prompts, one a line")
-    p.add_argument("--steps", type=int, help="sampling steps (default: the folder's generate.json)")
+    p.add_argument("--steps", type=int, nargs="+" if several_steps else None,
+                   help=("sampling step counts, each prompt sampled at each" if several_steps else "sampling steps")
+                   + " (default: the folder's generate.json)")
     p.add_argument("--height", type=int, help="pixels (default: the folder's generate.json)")
     p.add_argument("--width", type=int, help="pixels (default: the folder's generate.json)")
     p.add_argument("--frames", type=int, help="number of frames (default: the folder's generate.json)")
@@ -385,8 +388,10 @@ def _add_calibrate_cache(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate-cache", help="fit the TeaCache polynomial of a model and store it in its folder",
                        description="Sample a few prompts with every step in full, fit the polynomial from the relative "
                                    "change of the first block's modulated input to that of the transformer's output, "
-                                   "and write it to MODEL/teacache.json, which `generate --cache teacache` then uses.")
-    _add_calibration_options(p)
+                                   "and write it to MODEL/teacache.json, which `generate --cache teacache` then uses. "
+                                   "Fit it on every step count you sample at (e.g. --steps 20 50): outside the "
+                                   "changes it was fitted on the polynomial can fall to 0 and skip nearly every step.")
+    _add_calibration_options(p, several_steps=True)
     p.add_argument("--degree", type=int, default=4, help="degree of the polynomial")
     p.set_defaults(func=_run_calibrate_cache)
 
@@ -420,10 +425,9 @@ def _run_calibrate_cache(args: argparse.Namespace) -> int:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         pipe = HunyuanVideoPipeline.from_pretrained(model, dtype=getattr(torch, args.dtype) if args.dtype else None,
                                                     device=device)
-        call = {"num_inference_steps": args.steps, "height": args.height, "width": args.width,
-                "num_frames": args.frames}
-        coefficients, pairs = calibrate_teacache(pipe, prompts, args.seed, args.degree, **call)
-        steps = pipe.defaults.steps if args.steps is None else args.steps
+        call = {"height": args.height, "width": args.width, "num_frames": args.frames}
+        steps = args.steps or [pipe.defaults.steps]
+        coefficients, pairs = calibrate_teacache(pipe, prompts, args.seed, args.degree, steps, **call)
         path = write_teacache_coefficients(folder.root, coefficients,
                                            {"prompts": len(prompts), "steps": steps, "pairs": pairs})
     except (OSError, ValueError) as error:

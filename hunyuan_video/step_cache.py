@@ -212,18 +212,21 @@ class TeaCacheRecorder(StepCache):
 
 
 def calibrate_teacache(pipe: HunyuanVideoPipeline, prompts: Sequence[str], seed: int = 0, degree: int = 4,
-                       **call: object) -> tuple[tuple[float, ...], int]:
-    """Fit TeaCache's polynomial for `pipe`'s transformer: sample each prompt (seed `seed + i`, the other arguments
-    of the call from `call` or the pipeline's defaults) with every step in full, then least-squares fit of degree
-    `degree` from the input changes to the output changes. Returns the coefficients (highest power first) and the
-    number of (input, output) pairs they were fitted on."""
+                       steps: Sequence[int | None] = (None,), **call: object) -> tuple[tuple[float, ...], int]:
+    """Fit TeaCache's polynomial for `pipe`'s transformer: sample each prompt (seed `seed + i`) at each count of
+    `steps` (None: the pipeline's default; the other arguments of the call from `call` or the pipeline's defaults)
+    with every step in full, then least-squares fit of degree `degree` from the input changes to the output changes.
+    The changes per step shrink as the steps grow, and outside the distances it was fitted on the polynomial may
+    fall to 0 (then nearly every step is skipped): fit on every step count the model samples at. Returns the
+    coefficients (highest power first) and the number of (input, output) pairs they were fitted on."""
     if not prompts:
         raise ValueError("no calibration prompt given")
     recorder, kept = TeaCacheRecorder(), pipe.step_cache
     pipe.step_cache = recorder
     try:
-        for i, prompt in enumerate(prompts):
-            pipe(prompt, seed=seed + i, output_type="latent", **call)
+        for count in steps:
+            for i, prompt in enumerate(prompts):
+                pipe(prompt, seed=seed + i, output_type="latent", num_inference_steps=count, **call)
     finally:
         pipe.step_cache = kept
     if len(recorder.inputs) <= degree:

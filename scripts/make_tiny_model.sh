@@ -116,8 +116,8 @@ cp runs/vae_tiny_encw3/vae/config.json runs/vae_tiny_encw3/vae/model.safetensors
 # hunyuan-video cache configs/dit_tiny_two.json && hunyuan-video train configs/dit_tiny_two.json
 # hunyuan-video tiny grow-transformer runs/dit_tiny_deep_more/transformer_ema.safetensors \
 #     runs/grown/dit_tiny_wide.safetensors --width 192 3 --seed 3 && hunyuan-video train configs/dit_tiny_wide.json
-# Guidance distillation of the shipped transformer (configs/dit_tiny_distill.json: 360 steps of batch 8 on the first
-# 160 clips, ~34 min on the shared machine); measured in BENCHMARKS.md, not shipped.
+# Guidance distillation of the shipped transformer (configs/dit_tiny_distill.json: 2000 steps of batch 8 on the first
+# 160 clips, ~38 min on one core); measured in BENCHMARKS.md, not shipped.
 # hunyuan-video data synth data_cache/tiny_dit_160 --clips 160 --seed 0 --size 64 --frames 17
 # hunyuan-video cache configs/dit_tiny_distill.json && hunyuan-video train configs/dit_tiny_distill.json
 # The VAE fine-tuned towards pictures outside the world (light backgrounds, any colour, textures, photographs;
@@ -127,6 +127,11 @@ cp runs/vae_tiny_encw3/vae/config.json runs/vae_tiny_encw3/vae/model.safetensors
 # hunyuan-video data synth data_cache/vae_wide_val --clips 32 --seed 0 --split test --size 64 --frames 17 --scenes 1
 # hunyuan-video data synth data_cache/vae_light_val --clips 32 --seed 0 --split test --size 64 --frames 17 --light-prob 1
 # hunyuan-video train-vae configs/vae_tiny_open.json
+
+# 9a. The TeaCache polynomial (teacache.json): the first 8 train captions sampled at 20 and 50 steps (~2 min).
+head -8 data_cache/tiny_dit_4000/metadata.jsonl | python -c "import json, sys; [print(json.loads(l)['caption']) for l in sys.stdin]" \
+    > runs/teacache_prompts.txt
+hunyuan-video calibrate-cache --prompts-file runs/teacache_prompts.txt --steps 20 50
 
 # 9b. The sliding tile plan (sliding_tile.json): the window search on the first 3 train captions, tiles of 1x2x2 tokens
 #     (~25 min on the shared machine).

@@ -146,20 +146,22 @@ def test_generate_prints_the_full_and_skipped_steps(folder, tmp_path, capsys):
 
 
 def test_calibration_fits_the_polynomial_and_the_folder_uses_it(pipe, folder, tmp_path, capsys):
-    coefficients, pairs = calibrate_teacache(pipe, [PROMPT, "a blue cube spins"], num_inference_steps=4, cfg_scale=3.0,
+    coefficients, pairs = calibrate_teacache(pipe, [PROMPT, "a blue cube spins"], steps=(4,), cfg_scale=3.0,
                                              negative_prompt=NEGATIVE, **SIZE)
     assert len(coefficients) == 5 and pairs == 2 * 2 * 3  # prompts x CFG halves x consecutive step pairs
     assert pipe.step_cache is None
+    pooled, pairs = calibrate_teacache(pipe, [PROMPT], steps=(4, 8), cfg_scale=1.0, **SIZE)
+    assert pairs == 3 + 7 and len(pooled) == 5  # each step count's consecutive pairs, pooled
     assert HunyuanVideoPipeline.from_pretrained(folder, dtype=torch.float32).teacache_coefficients \
         == HUNYUAN_VIDEO_TEACACHE
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(f"{PROMPT}\n\na blue cube spins\n")
     try:
         assert cli.main(["calibrate-cache", "--model", str(folder), "--prompts-file", str(prompts), "--steps", "4",
-                         "--height", "32", "--width", "48", "--frames", "9", "--dtype", "float32", "--device",
+                         "5", "--height", "32", "--width", "48", "--frames", "9", "--dtype", "float32", "--device",
                          "cpu"]) == 0
         written = json.loads((folder / "teacache.json").read_text())
-        assert written["prompts"] == 2 and written["steps"] == 4 and len(written["coefficients"]) == 5
+        assert written["prompts"] == 2 and written["steps"] == [4, 5] and len(written["coefficients"]) == 5
         loaded = HunyuanVideoPipeline.from_pretrained(folder, dtype=torch.float32)
         assert loaded.teacache_coefficients == tuple(written["coefficients"])
         assert loaded.enable_step_cache("teacache").step_cache.coefficients == tuple(written["coefficients"])
