@@ -7,8 +7,9 @@ default size and CFG and `--steps` steps. Settings: `teacache:X` / `fbcache:X` (
 `sta:plan` (sliding tile attention with the model folder's searched plan, `sliding_tile.json`); `sta:TxHxW` (one
 window for every block and head, in tiles of `--sta-tile`, after `--sta-full-steps` full steps); `distilled` (the
 transformer of `--distilled`, one pass per step with the exact run's CFG scale as its embedded guidance, no true
-CFG). STA runs the device's kernel (gather on the CPU, flex on CUDA): at the tiny model's 80 video tokens its time
-says little of STA's speed, which `bench/sliding_tile.py` measures at >= 8k tokens (or this script with `--size`).
+CFG; `distilled:G` with embedded guidance G). STA runs the device's kernel (gather on the CPU, flex on CUDA): at
+the tiny model's 80 video tokens its time says little of STA's speed, which `bench/sliding_tile.py` measures at >= 8k
+tokens (or this script with `--size`).
 Per setting: the denoising time as a ratio to the exact runs (summed over the captions; the order of the
 settings alternates from caption to caption), the mean full and skipped steps, the PSNR of each decoded video against
 the exact one (mean over videos, uint8 frames), and the evaluator's colour and motion accuracy
@@ -56,14 +57,14 @@ def psnr(video: np.ndarray, reference: np.ndarray) -> float:
 
 def sample(pipe: HunyuanVideoPipeline, setting: str, caption: str, latents: torch.Tensor, args: argparse.Namespace,
            distilled: HunyuanVideoPipeline | None) -> tuple:
-    """One video under `setting` ("exact", "teacache:X", "fbcache:X", "sta:plan", "sta:TxHxW" or "distilled"):
-    frames, denoise seconds, cache steps."""
+    """One video under `setting` ("exact", "teacache:X", "fbcache:X", "sta:plan", "sta:TxHxW", "distilled" or
+    "distilled:G"): frames, denoise seconds, cache steps."""
     pipe.disable_step_cache().disable_sliding_tile_attention()
     method, _, value = setting.partition(":")
     call = {"num_inference_steps": args.steps}
     if method == "distilled":
         pipe = distilled
-        call.update(cfg_scale=1.0, guidance_scale=args.cfg_scale)
+        call.update(cfg_scale=1.0, guidance_scale=float(value) if value else args.cfg_scale)
     elif method == "sta":  # the device's kernel: gather on the CPU, flex on CUDA
         if value == "plan":
             if pipe.sliding_tile_plan is None:
@@ -94,7 +95,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(TINY), help="model folder (default: the embedded tiny model)")
     parser.add_argument("--captions", type=int, default=100, help="held-out captions (test split, seed 0)")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS),
-                        help="teacache:X, fbcache:X, sta:plan, sta:TxHxW or distilled")
+                        help="teacache:X, fbcache:X, sta:plan, sta:TxHxW, distilled or distilled:G")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model folder's)")
     parser.add_argument("--sta-tile", type=int, nargs=3, default=[1, 2, 2], metavar=("T", "H", "W"),
                         help="tokens per tile of the sta:TxHxW settings")
@@ -112,9 +113,10 @@ def main() -> None:
         pipe.defaults = replace(pipe.defaults, frames=args.size[0], height=args.size[1], width=args.size[2])
     d = pipe.defaults
     args.steps, args.cfg_scale = args.steps or d.steps, d.cfg_scale
-    if "distilled" in args.settings and not args.distilled:
+    wants_distilled = any(s.partition(":")[0] == "distilled" for s in args.settings)
+    if wants_distilled and not args.distilled:
         raise SystemExit("the distilled setting needs --distilled PATH")
-    distilled = distilled_pipeline(pipe, args.distilled) if "distilled" in args.settings else None
+    distilled = distilled_pipeline(pipe, args.distilled) if wants_distilled else None
     settings = ["exact", *args.settings]
     rows = {s: {"seconds": 0.0, "full": 0, "skipped": 0, "psnr": [], "scores": [], "frames": []} for s in settings}
     start = time.perf_counter()
