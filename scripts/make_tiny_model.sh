@@ -117,8 +117,8 @@ cp runs/vae_tiny_encw3/vae/config.json runs/vae_tiny_encw3/vae/model.safetensors
 # hunyuan-video tiny grow-transformer runs/dit_tiny_deep_more/transformer_ema.safetensors \
 #     runs/grown/dit_tiny_wide.safetensors --width 192 3 --seed 3 && hunyuan-video train configs/dit_tiny_wide.json
 # Guidance distillation of the shipped transformer (configs/dit_tiny_distill.json: 2000 steps of batch 8 on the first
-# 160 clips, ~38 min on one core); measured in BENCHMARKS.md, not shipped.
-# hunyuan-video data synth data_cache/tiny_dit_160 --clips 160 --seed 0 --size 64 --frames 17
+# 1200 clips, ~13 min to cache and ~35 min to train on one core); measured in BENCHMARKS.md, not shipped.
+# hunyuan-video data synth data_cache/tiny_dit_1200 --clips 1200 --seed 0 --size 64 --frames 17
 # hunyuan-video cache configs/dit_tiny_distill.json && hunyuan-video train configs/dit_tiny_distill.json
 # The VAE fine-tuned towards pictures outside the world (light backgrounds, any colour, textures, photographs;
 # configs/vae_tiny_open.json, ~20 min on the idle machine); measured in BENCHMARKS.md, not shipped.
