@@ -128,15 +128,15 @@ cp runs/vae_tiny_encw3/vae/config.json runs/vae_tiny_encw3/vae/model.safetensors
 # hunyuan-video data synth data_cache/vae_light_val --clips 32 --seed 0 --split test --size 64 --frames 17 --light-prob 1
 # hunyuan-video train-vae configs/vae_tiny_open.json
 
-# 9a. The TeaCache polynomial (teacache.json): the first 8 train captions sampled at 20 and 50 steps (~2 min).
+# 9a. The TeaCache polynomial (teacache.json): the calibration prompts (the first 8 train captions) sampled at 20 and
+#     50 steps (~2 min).
 head -8 data_cache/tiny_dit_4000/metadata.jsonl | python -c "import json, sys; [print(json.loads(l)['caption']) for l in sys.stdin]" \
-    > runs/teacache_prompts.txt
-hunyuan-video calibrate-cache --prompts-file runs/teacache_prompts.txt --steps 20 50
+    > runs/calibration_prompts.txt
+hunyuan-video calibrate-cache --prompts-file runs/calibration_prompts.txt --steps 20 50
 
-# 9b. The sliding tile plan (sliding_tile.json): the window search on the first 3 train captions, tiles of 1x2x2 tokens
+# 9b. The sliding tile plan (sliding_tile.json): the window search on the first 3 calibration prompts, tiles of 1x2x2 tokens
 #     (~25 min on the shared machine).
-head -3 data_cache/tiny_dit_4000/metadata.jsonl | python -c "import json, sys; [print(json.loads(l)['caption']) for l in sys.stdin]" \
-    > runs/sta_prompts.txt
+head -3 runs/calibration_prompts.txt > runs/sta_prompts.txt
 hunyuan-video calibrate-sta --prompts-file runs/sta_prompts.txt --tile 1 2 2 --full-steps 4 --tolerance 0.1
 
 # 10. The sampling settings of generate.json, chosen on train-split captions; then the VAE on the held-out clips,
