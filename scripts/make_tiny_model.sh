@@ -134,8 +134,8 @@ head -8 data_cache/tiny_dit_4000/metadata.jsonl | python -c "import json, sys; [
     > runs/calibration_prompts.txt
 hunyuan-video calibrate-cache --prompts-file runs/calibration_prompts.txt --steps 20 50
 
-# 9b. The sliding tile plan (sliding_tile.json): the window search on the first 3 calibration prompts, tiles of 1x2x2 tokens
-#     (~25 min on the shared machine).
+# 9b. The sliding tile plan (sliding_tile.json): the window search on the first 3 calibration prompts, tiles of 1x2x2
+#     tokens (~25 min on the shared machine).
 head -3 runs/calibration_prompts.txt > runs/sta_prompts.txt
 hunyuan-video calibrate-sta --prompts-file runs/sta_prompts.txt --tile 1 2 2 --full-steps 4 --tolerance 0.1
 
