@@ -1,19 +1,20 @@
 """What a LoRA taught the embedded tiny model: the evaluator's scores before and after it, on captions of the
-new-concept world (pink, heart: words the model never saw) and on the default world's held-out captions.
+new-concept world (pink, heart: words the model never saw; moving in a circle: a motion it never saw, in words it
+knows) and on the default world's held-out captions.
 
 The new captions are the first `--new-videos` clips of the new-concept world's test split (seed 0: colour x shape x
-motion combinations the LoRA's training clips never show, every main object pink or a heart); the old ones the first
-`--old-videos` of the default world's test split, as `bench/tiny_quality.py` samples them. Each video is sampled from
-the noise of seed = its index, as `generate` samples it, once by the embedded model and once with the LoRA loaded,
-and scored by `hunyuan_video.tiny.evaluate` with `NEW_CONCEPT_PALETTE` (the old colours and pink), so that a pink
-object counts as pink and not as the nearest old colour, and with its shape reader (the heart among the shapes); the
-table also scores the pink main objects and the hearts apart. The VAE's reconstructions of the same real clips,
-scored the same way, are the ceiling any transformer (or LoRA on it) can reach through this decoder. Writes
+motion combinations the LoRA's training clips never show, every main object pink, a heart or moving in a circle);
+the old ones the first `--old-videos` of the default world's test split, as `bench/tiny_quality.py` samples them.
+Each video is sampled from the noise of seed = its index, as `generate` samples it, once by the embedded model and
+once with the LoRA loaded, and scored by `hunyuan_video.tiny.evaluate` with `NEW_CONCEPT_PALETTE` (the old colours
+and pink), so that a pink object counts as pink and not as the nearest old colour, and with its shape reader (the
+heart among the shapes); the table also scores each new concept apart. The VAE's reconstructions of the same real
+clips, scored the same way, are the ceiling any transformer (or LoRA on it) can reach through this decoder. Writes
 OUT/{base,lora,vae}/{new,old}/*.mp4 and their eval.json; `--models` and `--kinds` pick a part to run now (parts may
 run apart, e.g. the base while the LoRA trains), the table reads all six eval.json.
 
-    python bench/lora_concept.py --lora runs/lora_tiny_pink_heart/lora_ema.safetensors     # 40 new + 100 old
-    python bench/lora_concept.py --lora LORA --models base --new-videos 20 --old-videos 40  # one part of it
+    python bench/lora_concept.py --lora runs/lora_tiny_new_concepts/new_concepts.safetensors  # 40 new + 100 old
+    python bench/lora_concept.py --lora LORA --models base --new-videos 20 --old-videos 40      # one part of it
 
 Prints a markdown table for BENCHMARKS.md.
 """
@@ -28,7 +29,7 @@ import torch
 from tiny_quality import TINY, caption_rows, load_pipeline, sample_folder, vae_ceiling
 
 from hunyuan_video.tiny.evaluate import NEW_CONCEPT_PALETTE, evaluate_folder, summarize
-from hunyuan_video.tiny.synth import NEW_COLOURS, NEW_SHAPES, sample_clip
+from hunyuan_video.tiny.synth import NEW_COLOURS, NEW_MOTIONS, NEW_SHAPES, sample_clip
 
 
 def new_concept_rows(n: int, world_seed: int = 0) -> list[dict]:
@@ -44,7 +45,8 @@ def new_concept_rows(n: int, world_seed: int = 0) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lora", required=True, help="the LoRA file (runs/lora_tiny_pink_heart/lora_ema.safetensors)")
+    parser.add_argument("--lora", required=True,
+                        help="the LoRA file (runs/lora_tiny_new_concepts/new_concepts.safetensors)")
     parser.add_argument("--scale", type=float, default=1.0, help="the LoRA's scale")
     parser.add_argument("--out", default="outputs/lora_concept")
     parser.add_argument("--new-videos", type=int, default=40)
@@ -80,9 +82,10 @@ def main() -> None:
     print("| captions | videos | colour: base -> LoRA (VAE ceiling) | motion: base -> LoRA (VAE ceiling) | "
           "shape: base -> LoRA (VAE ceiling) |")
     print("| --- | --- | --- | --- | --- |")
-    groups = {"new concepts (pink, heart), held out": ("new", lambda c: True),
+    groups = {"new concepts (pink, heart, in a circle), held out": ("new", lambda c: True),
               "... of them: pink main objects": ("new", lambda c: c["colour"] in NEW_COLOURS),
               "... of them: hearts": ("new", lambda c: c["shape"] in NEW_SHAPES),
+              "... of them: moving in a circle": ("new", lambda c: c["motion"] in NEW_MOTIONS),
               "default world, held out": ("old", lambda c: True)}
     for name, (kind, keep) in groups.items():
         b, a, v = (summarize([c for c in scores[m, kind]["clips"] if keep(c)]) for m in ("base", "lora", "vae"))

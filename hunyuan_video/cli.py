@@ -544,8 +544,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--two-object-prob", type=float, default=0.25,
                    help="chance that a clip gets a second object (clip i's first object does not depend on it)")
     s.add_argument("--new-concepts", action="store_true",
-                   help="the new-concept world: every main object has a colour (pink) or shape (heart) the default "
-                        "world never shows")
+                   help="the new-concept world: every main object has a colour (pink), shape (heart) or motion "
+                        "(moves in a circle) the default world never shows")
     s.add_argument("--light-prob", type=float, default=0.0,
                    help="share of clips on a light background (white, light gray, light blue; default 0)")
     s.add_argument("--scenes", type=float, default=0.0, metavar="SHARE",

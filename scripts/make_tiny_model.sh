@@ -146,8 +146,8 @@ python bench/tiny_vae.py --val data_cache/vae_val
 python bench/tiny_quality.py --out outputs/tiny_quality --videos 100
 
 # 11. Two words for a new colour and shape (pink, heart), appended to both text encoders: each starts from the mean
-#     embedding of the old colours or shapes; old ids and outputs stay as they are. (configs/lora_tiny_pink_heart.json
-#     trains a LoRA on the new-concept world, `hunyuan-video data synth ... --new-concepts`; it does not yet draw pink.)
+#     embedding of the old colours or shapes; old ids and outputs stay as they are. (configs/lora_tiny_new_concepts.json
+#     trains a LoRA on the new-concept world, `hunyuan-video data synth ... --new-concepts`; none ships.)
 COLOURS=red,green,blue,yellow,white,orange,purple,cyan SHAPES=circle,square,triangle,star
 for e in text_encoder text_encoder_2; do
   hunyuan-video tiny add-words "$TINY/$e" "runs/words/$e" "pink=$COLOURS" "heart=$SHAPES"

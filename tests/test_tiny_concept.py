@@ -1,5 +1,6 @@
-"""What teaching the embedded tiny model a new concept builds on: the new-concept world (pink, heart), the evaluator's
-palette with pink, and new words in the tiny text encoders (old captions encode bit for bit as before)."""
+"""What teaching the embedded tiny model a new concept builds on: the new-concept world (pink, heart, moving in a
+circle), the evaluator's palette with pink, and new words in the tiny text encoders (old captions encode bit for bit
+as before)."""
 
 import json
 from dataclasses import asdict
@@ -17,6 +18,7 @@ from hunyuan_video.tiny.evaluate import NEW_CONCEPT_PALETTE, detect, parse_capti
 from hunyuan_video.tiny.synth import (
     COLOURS,
     NEW_COLOURS,
+    NEW_MOTIONS,
     NEW_SHAPES,
     caption_vocabulary,
     generate,
@@ -42,21 +44,27 @@ def test_the_default_world_is_unchanged():
     assert not {w for c in OLD_CAPTIONS for w in c.split()} & set(new_concept_words())
 
 
-def test_new_concept_clips_show_a_new_colour_or_shape_and_keep_their_held_out_split():
+def test_new_concept_clips_show_a_new_colour_shape_or_motion_and_keep_their_held_out_split():
     held = held_out_combos(0, new_concepts=True)
     train = [sample_clip(i, 0, "train", new_concepts=True) for i in range(80)]
     test = [sample_clip(i, 0, "test", new_concepts=True) for i in range(30)]
     for clip in train + test:
         main = clip.objects[0]
-        assert main.colour in NEW_COLOURS or main.shape in NEW_SHAPES, clip.caption
-        assert all(o.colour in COLOURS and o.shape not in NEW_SHAPES for o in clip.objects[1:]), clip.caption
+        assert main.colour in NEW_COLOURS or main.shape in NEW_SHAPES or main.motion in NEW_MOTIONS, clip.caption
+        assert all(o.colour in COLOURS and o.shape not in NEW_SHAPES and o.motion not in NEW_MOTIONS
+                   for o in clip.objects[1:]), clip.caption
         assert set(clip.caption.split()) <= set(caption_vocabulary()) | set(new_concept_words())
         assert parse_caption(clip.caption)[0] == {k: v for k, v in asdict(main).items()
                                                   if k in ("size", "colour", "shape", "motion", "speed")}
     assert not {(c.objects[0].colour, c.objects[0].shape, c.objects[0].motion) for c in train} & held
     assert {(c.objects[0].colour, c.objects[0].shape, c.objects[0].motion) for c in test} <= held
     assert {c.objects[0].colour for c in train} >= {"pink", "red"} and {c.objects[0].shape for c in train} >= {
-        "heart", "circle"}
+        "heart", "circle"} and {c.objects[0].motion for c in train} >= {"orbit", "left"}
+    # each new concept in about a third of the clips, and at least three held-out combinations of each
+    shares = [sum(c.objects[0].colour in NEW_COLOURS for c in train), sum(c.objects[0].motion in NEW_MOTIONS for c in
+                                                                          train)]
+    assert all(15 <= n <= 40 for n in shares), shares
+    assert sum(m in NEW_MOTIONS for _, _, m in held) >= 3
 
 
 def test_the_evaluator_tells_pink_apart_with_the_new_palette():

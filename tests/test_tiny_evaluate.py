@@ -85,6 +85,24 @@ def test_wrong_captions_score_wrong():
     assert detect(np.repeat(frames[:1], len(frames), 0)).motion == "still"
 
 
+def test_moving_in_a_circle_reads_as_orbit_and_nothing_else_does():
+    """The new-concept world's "moves in a circle": right on clean and degraded clips; half the circle, or the
+    default world's bounces and straight tracks, are not an orbit."""
+    rng = np.random.default_rng(3)
+    orbits = [c for c in (sample_clip(i, 0, "train", new_concepts=True) for i in range(120))
+              if c.objects[0].motion == "orbit"][:12]
+    assert len(orbits) == 12
+    for clip in orbits:
+        frames = render_clip(clip)
+        assert score(frames, _objects(clip), NEW_CONCEPT_PALETTE)["motion_ok"], clip.caption
+        assert detect(frames[: len(frames) // 2]).motion != "orbit"  # half a turn
+    degraded = [score(_degrade(render_clip(c), rng), _objects(c), NEW_CONCEPT_PALETTE)["motion_ok"] for c in orbits]
+    assert np.mean(degraded) >= 0.9
+    others = _clips_covering_every_motion("train", per_motion=3, seed=4)
+    assert all(detect(_degrade(render_clip(c), rng)).motion != "orbit" for c in others)
+    assert parse_caption("a small red square moves in a circle on a black background")[0]["motion"] == "orbit"
+
+
 def test_two_objects_track_the_named_colour():
     clip = next(c for c in (sample_clip(i, 0) for i in range(300))
                 if len(c.objects) == 2 and c.objects[0].motion != c.objects[1].motion)

@@ -12,7 +12,9 @@ How it looks at a video (uint8 frames, T H W 3):
    Votes are weighted by the distance from the background; the colours with the most votes are the detection.
 4. Motion: the object's soft mask per frame (the coverage alpha of all foreground for a one-object caption, else
    of the pixels of the named colour) gives a centroid track and an area track, classified in this order:
-   grow / shrink (area x2 or /2 over the clip), bounce (vertical swing >= 15% of the frame with >= 2 turns and
+   grow / shrink (area x2 or /2 over the clip), orbit (the new-concept world's "moves in a circle": the centroid
+   stays >= 8% of the frame from the track's centre and turns one way round it by >= 270 degrees in steps of
+   <= 100, where a straight or bouncing track jumps 180), bounce (vertical swing >= 15% of the frame with >= 2 turns and
    little net travel), a straight direction (net travel >= 12% of the frame, 8 sectors of 45 degrees; speed
    slow/fast split at the midpoint of the world's two speeds), rotate (same place and area, but the mask turns:
    its soft IoU with the first frame's mask, both centred and 3x3-smoothed, drops below 0.85), else still.
@@ -21,7 +23,7 @@ How it looks at a video (uint8 frames, T H W 3):
    steps); the shape of the best soft IoU in most of the frames wins.
 
 Reliable (100% on the world's own clips, also through H.264 and after blur and noise, see tests/test_tiny_evaluate.py):
-the colours, the eight directions, still, grow, shrink, bounce, and speed. Rotation is the weakest: a square at
+the colours, the eight directions, still, grow, shrink, bounce, orbit, and speed. Rotation is the weakest: a square at
 45 degrees still overlaps itself by ~0.7-0.8, and on blurred, noisy clips still objects score 0.87-0.97, rotating
 ones 0.53-0.82, a narrow margin; a generator's wobbly still object can read as "rotate", and a blurred rotating
 square as "still". The evaluator does not judge size or background.
@@ -62,6 +64,9 @@ MIN_TRAVEL = 0.12  # net travel (fraction of the shorter side) that counts as mo
 GROW_RATIO = 2.0
 BOUNCE_RANGE = 0.15
 ROTATE_IOU = 0.85
+ORBIT_SWEEP = 270.0  # degrees the centroid turns round the track's centre for "moves in a circle"
+ORBIT_STEP = 100.0  # the most it may turn between two found frames (a straight or bouncing track jumps 180)
+ORBIT_MIN_RADIUS = 0.08  # of the shorter side: the least distance from the centre at any frame
 NEW_CONCEPT_PALETTE: dict[str, tuple[int, int, int]] = {**COLOURS, **NEW_COLOURS}
 # Every shape the evaluator tells apart, and the turn after which each looks the same again (degrees).
 SHAPE_PERIODS: dict[str, int] = {"circle": 6, "square": 90, "triangle": 120, "star": 72, "heart": 360}
@@ -125,6 +130,8 @@ def _classify_track(x: np.ndarray, y: np.ndarray, area: np.ndarray, masks: list[
         return "grow", None
     if ratio <= 1 / GROW_RATIO:
         return "shrink", None
+    if _orbits(xs, ys):
+        return "orbit", None
     travel = math.hypot(vx, vy)
     if ys.max() - ys.min() >= BOUNCE_RANGE and travel < MIN_TRAVEL and _turns(ys, 0.03) >= 2:
         return "bounce", None
@@ -136,6 +143,16 @@ def _classify_track(x: np.ndarray, y: np.ndarray, area: np.ndarray, masks: list[
     if _min_centred_iou(masks) < ROTATE_IOU:
         return "rotate", None
     return "still", None
+
+
+def _orbits(xs: np.ndarray, ys: np.ndarray) -> bool:
+    """Whether a track (in units of the shorter side) goes round its centre: far from it at every frame, turning
+    one way by small steps through at least ORBIT_SWEEP degrees."""
+    dx, dy = xs - xs.mean(), ys - ys.mean()
+    if np.hypot(dx, dy).min() < ORBIT_MIN_RADIUS:
+        return False
+    steps = (np.diff(np.degrees(np.arctan2(dy, dx))) + 180) % 360 - 180
+    return bool(np.abs(steps).max() <= ORBIT_STEP and abs(steps.sum()) >= ORBIT_SWEEP)
 
 
 def _angle_gap(a: float, b: float) -> float:

@@ -8,9 +8,10 @@ The held-out split: a seed picks a set of (colour, shape, motion) combinations t
 (not even on a second object); the test split's main object always uses one of them. Every single attribute and
 every pair of attributes still appears in training, so the test split measures composition, not new words.
 
-New concepts: `new_concepts=True` draws a second world whose main objects always show a colour (`NEW_COLOURS`) or a
-shape (`NEW_SHAPES`) the default world never does, with its own held-out split; it is for teaching a model trained on
-the default world something new (a LoRA). The default world's clips, captions and vocabulary do not depend on it.
+New concepts: `new_concepts=True` draws a second world whose main objects always show a colour (`NEW_COLOURS`), a
+shape (`NEW_SHAPES`) or a motion (`NEW_MOTIONS`: "moves in a circle", in words the default world already uses) the
+default world never does, with its own held-out split; it is for teaching a model trained on the default world
+something new (a LoRA). The default world's clips, captions and vocabulary do not depend on it.
 
 Light backgrounds: with `SynthConfig.light_prob` > 0, that share of clips is drawn on a light background
 (`LIGHT_BACKGROUNDS`, "on a white background"), one far from every object's colour; the objects, paths and the rest
@@ -66,6 +67,7 @@ SHAPES = ("circle", "square", "triangle", "star")
 # background) from every object colour, more than orange from yellow (16), so the evaluator can tell it apart.
 NEW_COLOURS: dict[str, tuple[int, int, int]] = {"pink": (255, 60, 160)}
 NEW_SHAPES = ("heart",)
+NEW_MOTIONS = ("orbit",)
 # Circumradius of each size, as a fraction of the shorter frame side.
 SIZES: dict[str, float] = {"small": 0.09, "medium": 0.13, "large": 0.18}
 # Unit direction (x right, y down) of each straight motion.
@@ -86,6 +88,7 @@ GROW_SCALE = (0.55, 1.45)  # scale at the first and last frame of "grow" ("shrin
 BOUNCE_HEIGHT = 0.35  # of the frame height
 BOUNCES = 2  # floor-to-floor hops in a clip
 ROTATE_TURNS = 0.5  # turns over the clip
+ORBIT_RADIUS = 0.2  # of the shorter frame side: "moves in a circle" goes once round a circle this wide
 
 # How captions say each motion; `{speed}` is filled by SPEED_WORDS for straight motions.
 MOTION_PHRASES: dict[str, tuple[str, ...]] = {
@@ -102,6 +105,7 @@ MOTION_PHRASES: dict[str, tuple[str, ...]] = {
     "shrink": ("shrinks", "gets smaller"),
     "rotate": ("rotates", "spins in place"),
     "still": ("stays still", "does not move"),
+    "orbit": ("moves in a circle", "drifts in a circle"),
 }
 SPEED_WORDS: dict[str, tuple[str, ...]] = {"slow": (" slowly",), "fast": (" quickly", " fast")}
 # Whole-caption templates: {objects} is one or two object phrases joined by "and".
@@ -171,15 +175,16 @@ class SynthClip:
 
 def valid_combos(new_concepts: bool = False) -> list[tuple[str, str, str]]:
     """Every (colour, shape, motion) a main object can show: a rotating circle looks still, so it is left out. With
-    `new_concepts`, those of the new-concept world instead: every one with a new colour or a new shape."""
+    `new_concepts`, those of the new-concept world instead: every one with a new colour, shape or motion."""
     if not new_concepts:
         return [
             (c, s, m) for c, s, m in itertools.product(COLOURS, SHAPES, MOTIONS)
             if not (s == "circle" and m == "rotate")
         ]
     return [
-        (c, s, m) for c, s, m in itertools.product([*COLOURS, *NEW_COLOURS], [*SHAPES, *NEW_SHAPES], MOTIONS)
-        if (c in NEW_COLOURS or s in NEW_SHAPES) and not (s == "circle" and m == "rotate")
+        (c, s, m)
+        for c, s, m in itertools.product([*COLOURS, *NEW_COLOURS], [*SHAPES, *NEW_SHAPES], [*MOTIONS, *NEW_MOTIONS])
+        if (c in NEW_COLOURS or s in NEW_SHAPES or m in NEW_MOTIONS) and not (s == "circle" and m == "rotate")
     ]
 
 
@@ -202,8 +207,16 @@ def _held_out_combos(seed: int, new_concepts: bool) -> frozenset[tuple[str, str,
     while True:
         picked = {combos[i] for i in rng.choice(len(combos), size=n, replace=False)}
         train = [c for c in combos if c not in picked] + default_train
-        if all(_pairs(picked, k) <= _pairs(train, k) for k in ((0, 1), (0, 2), (1, 2))):
+        every_concept = not new_concepts or all(sum(_new_concept(c) == k for c in picked) >= 3 for k in range(3))
+        if every_concept and all(_pairs(picked, k) <= _pairs(train, k) for k in ((0, 1), (0, 2), (1, 2))):
             return frozenset(picked)
+
+
+def _new_concept(combo: tuple[str, str, str]) -> int:
+    """Which new concept a combo of the new-concept world shows: 0 its colour, 1 its shape, 2 its motion (the first
+    of them, when it shows several)."""
+    colour, shape, motion = combo
+    return 0 if colour in NEW_COLOURS else 1 if shape in NEW_SHAPES else 2
 
 
 def _pairs(combos: Any, keep: tuple[int, int]) -> set[tuple[str, str]]:
@@ -287,6 +300,11 @@ def _path(obj: SynthObject, cfg: SynthConfig, rng: np.random.Generator) -> None:
         x0 = rng.uniform(reach - min(dx, 0) * dist, cfg.width - reach - max(dx, 0) * dist)
         y0 = rng.uniform(reach - min(dy, 0) * dist, cfg.height - reach - max(dy, 0) * dist)
         x, y = x0 + dx * dist * t, y0 + dy * dist * t
+    elif obj.motion == "orbit":
+        radius, turn = ORBIT_RADIUS * side, rng.uniform(0, 2 * math.pi) + rng.choice([-1, 1]) * 2 * math.pi * t
+        cx = rng.uniform(reach + radius, cfg.width - reach - radius)
+        cy = rng.uniform(reach + radius, cfg.height - reach - radius)
+        x, y = cx + radius * np.cos(turn), cy + radius * np.sin(turn)
     elif obj.motion == "bounce":
         floor = cfg.height - reach
         x = np.full_like(t, rng.uniform(reach, cfg.width - reach))
@@ -322,8 +340,8 @@ def sample_clip(
     index: int, seed: int, split: str = "train", config: SynthConfig | None = None, new_concepts: bool = False
 ) -> SynthClip:
     """The attributes, paths and caption of clip `index` of `split` for `seed` (no pixels yet). With
-    `new_concepts`, a clip of the new-concept world: its main object has a new colour or shape (a second object is
-    one of the default world's train split)."""
+    `new_concepts`, a clip of the new-concept world: its main object has a new colour, shape or motion (a second
+    object is one of the default world's train split)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     cfg = config or SynthConfig()
@@ -333,6 +351,8 @@ def sample_clip(
     if new_concepts:
         new_held = held_out_combos(seed, new_concepts=True)
         pool = sorted(new_held if split == "test" else set(valid_combos(new_concepts=True)) - new_held)
+        concept = rng.integers(3)  # each new concept in a third of the clips
+        pool = [c for c in pool if _new_concept(c) == concept]
     else:
         pool = sorted(held) if split == "test" else train_combos
     objects = [random_object(pool[rng.integers(len(pool))], cfg, rng)]
