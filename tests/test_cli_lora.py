@@ -115,3 +115,25 @@ def test_merge_command_writes_the_merged_transformer(loras, tmp_path):
     _fails(["lora", "convert", str(base), str(tmp_path / "bad.safetensors"), "--to", "kohya"], "not a LoRA file")
     _fails(["lora", "convert", str(a), str(tmp_path / "bad.pt"), "--to", "kohya"], "must end in .safetensors")
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_the_shipped_concept_lora_reads_and_changes_the_embedded_model(tmp_path):
+    """The example LoRA of `configs/lora_tiny_new_concepts.json` (BENCHMARKS: the heart it teaches): every pair fits
+    the embedded transformer, and `generate --lora` on the embedded model draws a different video."""
+    from pathlib import Path
+
+    from hunyuan_video.pipelines import HunyuanVideoPipeline
+
+    tiny = Path(cli.__file__).parent / cli.TINY_MODEL
+    shipped = tiny / "lora" / "new_concepts.safetensors"
+    transformer = HunyuanVideoPipeline.from_pretrained(tiny, dtype=torch.float32, device="cpu").transformer
+    weights = read_lora(shipped, linear_shapes(transformer))
+    assert len(weights) == 44 and {w.down.shape[0] for w in weights.values()} == {8}  # every block's default targets
+    prompt = "a large white heart moves to the right on a black background"
+    run = ["--frames", "5", "--steps", "4", "--seed", "0"]
+    assert cli.main(["generate", prompt, "-o", str(tmp_path / "lora.mp4"), *run, "--lora", str(shipped)]) == 0
+    assert cli.main(["generate", prompt, "-o", str(tmp_path / "plain.mp4"), *run]) == 0
+    from hunyuan_video.video_io import read_video
+
+    lora, plain = (read_video(tmp_path / f"{n}.mp4").astype(int) for n in ("lora", "plain"))
+    assert lora.shape == plain.shape and np.abs(lora - plain).max() > 10
