@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,8 @@ from hunyuan_video import cli
 from hunyuan_video.checkpoint import load_transformer, save_transformer
 from hunyuan_video.lora import LoraWeight, linear_shapes
 from hunyuan_video.lora_formats import read_lora, save_lora
+from hunyuan_video.pipelines import HunyuanVideoPipeline
+from hunyuan_video.video_io import read_video
 
 ARGS = ["--height", "32", "--width", "32", "--frames", "5", "--steps", "2", "--dtype", "float32", "--device", "cpu",
         "--seed", "4"]
@@ -46,8 +50,6 @@ def frames_of(folder) -> np.ndarray:
 
 
 def test_generate_with_loras_matches_the_pipeline_api(model, loras, tmp_path):
-    from hunyuan_video.pipelines import HunyuanVideoPipeline
-
     a, b = loras
     assert cli.main(["generate", PROMPT, "-o", str(tmp_path / "lora"), "--model", str(model), *ARGS,
                      "--lora", f"{a}:0.5", "--lora", str(b)]) == 0
@@ -120,10 +122,6 @@ def test_merge_command_writes_the_merged_transformer(loras, tmp_path):
 def test_the_shipped_concept_lora_reads_and_changes_the_embedded_model(tmp_path):
     """The example LoRA of `configs/lora_tiny_new_concepts.json` (BENCHMARKS: the heart it teaches): every pair fits
     the embedded transformer, and `generate --lora` on the embedded model draws a different video."""
-    from pathlib import Path
-
-    from hunyuan_video.pipelines import HunyuanVideoPipeline
-
     tiny = Path(cli.__file__).parent / cli.TINY_MODEL
     shipped = tiny / "lora" / "new_concepts.safetensors"
     transformer = HunyuanVideoPipeline.from_pretrained(tiny, dtype=torch.float32, device="cpu").transformer
@@ -133,7 +131,5 @@ def test_the_shipped_concept_lora_reads_and_changes_the_embedded_model(tmp_path)
     run = ["--frames", "5", "--steps", "4", "--seed", "0"]
     assert cli.main(["generate", prompt, "-o", str(tmp_path / "lora.mp4"), *run, "--lora", str(shipped)]) == 0
     assert cli.main(["generate", prompt, "-o", str(tmp_path / "plain.mp4"), *run]) == 0
-    from hunyuan_video.video_io import read_video
-
     lora, plain = (read_video(tmp_path / f"{n}.mp4").astype(int) for n in ("lora", "plain"))
     assert lora.shape == plain.shape and np.abs(lora - plain).max() > 10

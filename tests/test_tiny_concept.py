@@ -61,8 +61,8 @@ def test_new_concept_clips_show_a_new_colour_shape_or_motion_and_keep_their_held
     assert {c.objects[0].colour for c in train} >= {"pink", "red"} and {c.objects[0].shape for c in train} >= {
         "heart", "circle"} and {c.objects[0].motion for c in train} >= {"orbit", "left"}
     # each new concept in about a third of the clips, and at least three held-out combinations of each
-    shares = [sum(c.objects[0].colour in NEW_COLOURS for c in train), sum(c.objects[0].motion in NEW_MOTIONS for c in
-                                                                          train)]
+    shares = [sum(c.objects[0].colour in NEW_COLOURS for c in train),
+              sum(c.objects[0].motion in NEW_MOTIONS for c in train)]
     assert all(15 <= n <= 40 for n in shares), shares
     assert sum(m in NEW_MOTIONS for _, _, m in held) >= 3
 

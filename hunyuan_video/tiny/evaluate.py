@@ -151,12 +151,17 @@ def _orbits(xs: np.ndarray, ys: np.ndarray) -> bool:
     dx, dy = xs - xs.mean(), ys - ys.mean()
     if np.hypot(dx, dy).min() < ORBIT_MIN_RADIUS:
         return False
-    steps = (np.diff(np.degrees(np.arctan2(dy, dx))) + 180) % 360 - 180
+    steps = _wrap_degrees(np.diff(np.degrees(np.arctan2(dy, dx))))
     return bool(np.abs(steps).max() <= ORBIT_STEP and abs(steps.sum()) >= ORBIT_SWEEP)
 
 
+def _wrap_degrees(d: float | np.ndarray) -> float | np.ndarray:
+    """An angle difference (degrees) brought into [-180, 180)."""
+    return (d + 180) % 360 - 180
+
+
 def _angle_gap(a: float, b: float) -> float:
-    return abs((a - b + 180) % 360 - 180)
+    return abs(_wrap_degrees(a - b))
 
 
 def _turns(values: np.ndarray, tolerance: float) -> int:
