@@ -10,7 +10,8 @@ File formats (diffusers, original-key PEFT, kohya) live in `lora_formats.py`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,6 +256,17 @@ def set_lora_scale(model: nn.Module, name: str, scale: float) -> None:
         layer.adapters[name].scale = float(scale)
         if fused:
             layer.fuse()
+
+
+@contextmanager
+def adapter_off(model: nn.Module, name: str) -> Iterator[None]:
+    """Adapter `name` switched off (scale 0) inside the `with` block; its scale is put back after."""
+    scale = next((layer.adapters[name].scale for layer in lora_layers(model).values() if name in layer.adapters), 0.0)
+    set_lora_scale(model, name, 0.0)  # a ValueError for a name the model does not have
+    try:
+        yield
+    finally:
+        set_lora_scale(model, name, scale)
 
 
 def fuse_lora(model: nn.Module) -> None:

@@ -157,6 +157,7 @@ def test_extra_data_has_its_own_cache_and_merges_with_offset_clips_and_weights(s
     assert sorted(video.clip.tolist()) == list(range(7))
     torch.testing.assert_close(video.mean[4:], own.buckets[VIDEO].mean)
     assert torch.equal(merged.weights[VIDEO], torch.tensor([1.0] * 4 + [3.0] * 3))
+    assert torch.equal(merged.source, torch.tensor([0] * 4 + [1] * 3))  # which dataset each text row came from
     for row in range(7):  # each row's clip index finds its own caption's states, padded with masked zeros
         source, clip = (base, int(video.clip[row])) if row < 4 else (own, int(own.buckets[VIDEO].clip[row - 4]))
         n = source.text.states.shape[1]

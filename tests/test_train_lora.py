@@ -8,11 +8,21 @@ from test_train_dit import assert_same_run
 
 import hunyuan_video.train.dit as dit
 from hunyuan_video import load_lora
-from hunyuan_video.lora import linear_shapes, target_modules
+from hunyuan_video.lora import linear_shapes, set_lora_scale, target_modules
 from hunyuan_video.lora_formats import read_lora
-from hunyuan_video.train.cache import build_cache, cache_fingerprint, read_cache
+from hunyuan_video.train.cache import LatentCache, TextStates, build_cache, cache_fingerprint, merge_caches, read_cache
 from hunyuan_video.train.common import load_checkpoint, read_jsonl
-from hunyuan_video.train.dit import DiTTrainConfig, build_transformer, draw_batch, flow_matching_loss, train
+from hunyuan_video.train.dit import (
+    LORA_NAME,
+    DiTTrainConfig,
+    build_transformer,
+    draw_batch,
+    draw_noise,
+    flow_matching_loss,
+    train,
+    trained_part,
+    velocity_loss,
+)
 
 LORA = {"rank": 4, "alpha": 8, "targets": ["img_attn_qkv", "img_mlp.fc1", "linear1", "linear2"]}
 
@@ -83,6 +93,55 @@ def test_lora_resume_is_exact(base, tmp_path):
     train(resumed, max_steps=3, progress=False)
     train(resumed, resume=True, progress=False)
     assert_same_run(tmp_path / "straight", tmp_path / "resumed", 4)
+
+
+def test_preserved_rows_learn_the_frozen_base_prediction(base, tmp_path):
+    """`extra_data` with `preserve`: its rows are flagged by source, and their target is the model's own prediction
+    with the adapter off, the other rows' the clip's velocity."""
+    config = DiTTrainConfig(**{**base, "out_dir": str(tmp_path), "lora": LORA})
+    cache = read_cache(config.cache_dir, cache_fingerprint(config), config.buckets)
+    marked = LatentCache(cache.buckets, TextStates(**{**vars(cache.text), "pooled": cache.text.pooled + 100}),
+                         cache.meta)  # the second source's rows are told apart by their pooled vector
+    merged = merge_caches([cache, marked], [1.0, 1.0])
+    stage = config.stages[1].__class__(name="video", steps=1, batch_size=8, buckets=[VIDEO])
+    gen = torch.Generator().manual_seed(0)
+    batch = draw_batch(merged, stage, 0.0, gen, preserve=torch.tensor([False, True]))
+    assert torch.equal(batch["preserve"], batch["text_states_2"][:, 0] > 50)
+    assert 0 < int(batch["preserve"].sum()) < 8
+    batch.update(draw_noise(batch["x0"].shape, config, gen))
+
+    model = build_transformer(config)
+    trained_part(model, config)
+    with torch.no_grad():  # a fresh adapter leaves the model as it is: preserved rows have nothing to learn
+        assert float(velocity_loss(model, {**batch, "preserve": torch.ones(8, dtype=torch.bool)}, config)) == 0.0
+        for name, param in model.named_parameters():
+            if name.endswith(".up"):
+                param.normal_(0, 0.05, generator=gen)
+
+        def predict(scale: float) -> torch.Tensor:
+            set_lora_scale(model, LORA_NAME, scale)
+            x_t = (1 - batch["t"][:, None, None, None, None]) * batch["x0"] + batch["t"][:, None, None, None, None] * \
+                batch["noise"]
+            return model(x_t, batch["t"] * 1000.0, batch["text_states"], batch["text_mask"], batch["text_states_2"])
+
+        adapted, frozen = predict(1.0), predict(0.0)
+        set_lora_scale(model, LORA_NAME, 1.0)
+        rows = batch["preserve"][:, None, None, None, None]
+        expected = torch.nn.functional.mse_loss(adapted, torch.where(rows, frozen, batch["noise"] - batch["x0"]))
+        torch.testing.assert_close(velocity_loss(model, batch, config), expected, rtol=1e-5, atol=0)
+        assert abs(float(velocity_loss(model, {k: v for k, v in batch.items() if k != "preserve"}, config)) -
+                   float(expected)) > 1e-3  # the flags change the loss
+    assert model.double_blocks[0].img_attn_qkv.adapters[LORA_NAME].scale == 1.0  # put back after the base's pass
+
+    # A run with a preserved extra dataset trains; preserve without LoRA is refused.
+    extra = {"data": base["data"], "cache_dir": str(tmp_path / "extra_cache"), "preserve": True}
+    build_cache(DiTTrainConfig(**{**base, "lora": LORA, "extra_data": [extra]}), progress=False)
+    run = DiTTrainConfig(**{**base, "out_dir": str(tmp_path / "run"), "lora": LORA, "extra_data": [extra],
+                            "log_every": 1})
+    train(run, progress=False)
+    assert len(read_jsonl(tmp_path / "run" / "log.jsonl")) == 4
+    with pytest.raises(ValueError, match="preserve .*needs a LoRA run"):
+        DiTTrainConfig(**{**base, "extra_data": [extra]})
 
 
 def test_lora_config_errors_are_clear(base, tmp_path):

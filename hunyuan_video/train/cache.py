@@ -125,12 +125,14 @@ class TextStates:
 @dataclass
 class LatentCache:
     """A loaded cache: latents by bucket and text states by clip; `weights` (per bucket, one per row) say how often
-    each row is drawn relative to the others, uniform when None."""
+    each row is drawn relative to the others, uniform when None; `source` (one per text row) says which of the
+    merged caches a text row came from, all 0 when None."""
 
     buckets: dict[tuple[int, int, int], BucketLatents]
     text: TextStates
     meta: dict[str, Any]
     weights: dict[tuple[int, int, int], torch.Tensor] | None = None
+    source: torch.Tensor | None = None
 
 
 def write_cache(
@@ -227,7 +229,8 @@ def _pad_text(tensor: torch.Tensor, length: int) -> torch.Tensor:
 
 def merge_caches(caches: list[LatentCache], repeats: list[float]) -> LatentCache:
     """One cache over several built with the same encoders: clip indices offset, text states padded to the longest
-    caption (masked), and each row of cache `i` drawn `repeats[i]` times as often as a row of a cache with 1."""
+    caption (masked), each row of cache `i` drawn `repeats[i]` times as often as a row of a cache with 1 and its text
+    rows marked as of source `i`."""
     if len(caches) != len(repeats) or not caches:
         raise ValueError(f"give one repeats value per cache, got {len(repeats)} for {len(caches)}")
     if len(caches) == 1 and repeats[0] == 1:
@@ -252,7 +255,8 @@ def merge_caches(caches: list[LatentCache], repeats: list[float]) -> LatentCache
                                         torch.cat([p.clip + o for p, o in zip(parts, offsets)]))
         weights[bucket] = torch.cat([torch.full((len(p),), float(r)) for p, r in zip(parts, repeats)])
     meta = {"clips": int(text.states.shape[0]), "sources": [c.meta for c in caches]}
-    return LatentCache(buckets=buckets, text=text, meta=meta, weights=weights)
+    source = torch.cat([torch.full((c.text.states.shape[0],), i) for i, c in enumerate(caches)])
+    return LatentCache(buckets=buckets, text=text, meta=meta, weights=weights, source=source)
 
 
 def read_sources(config: CacheSpec) -> LatentCache:

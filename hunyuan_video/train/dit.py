@@ -33,6 +33,7 @@ from hunyuan_video.lora import (
     AdapterState,
     LoraWeight,
     adapter_names,
+    adapter_off,
     new_adapter,
     target_modules,
 )
@@ -87,11 +88,16 @@ class Stage:
 @dataclass
 class ExtraData:
     """A further dataset trained beside the config's `data`, cached in its own `cache_dir` with the same encoders;
-    each of its clips is drawn `repeats` times as often as one of `data`'s (e.g. to oversample a kind of clip)."""
+    each of its clips is drawn `repeats` times as often as one of `data`'s (e.g. to oversample a kind of clip).
+
+    `preserve` (LoRA runs): the target of its clips is the frozen base model's velocity (the adapter off) instead of
+    the clip's own, so that the adapter learns to leave what the base does on such clips as it is (prior
+    preservation by self-distillation), rather than to fit them anew."""
 
     data: str
     cache_dir: str
     repeats: float = 1.0
+    preserve: bool = False
 
     def __post_init__(self) -> None:
         self.repeats = float(self.repeats)
@@ -211,6 +217,8 @@ class DiTTrainConfig:
             raise ValueError(f"lr_schedule {self.lr_schedule!r} is not one of {LR_SCHEDULES}")
         if self.grad_accum_steps < 1:
             raise ValueError(f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
+        if self.lora is None and any(e.preserve for e in self.extra_data):
+            raise ValueError("extra_data preserve keeps the frozen base's predictions: it needs a LoRA run (set lora)")
         if self.fsdp and self.lora is not None:
             raise ValueError("fsdp shards a transformer that trains whole; a LoRA run keeps its frozen base on every "
                              "rank: set fsdp to false")
@@ -260,8 +268,9 @@ class DiTTrainConfig:
 
 
 def draw_batch(cache: LatentCache, stage: Stage, caption_dropout: float, generator: torch.Generator,
-               pooled_dropout: float = 0.0) -> dict:
-    """A batch of one bucket of `stage`: `x0` sampled from the cached posterior and the clips' text states.
+               pooled_dropout: float = 0.0, preserve: torch.Tensor | None = None) -> dict:
+    """A batch of one bucket of `stage`: `x0` sampled from the cached posterior and the clips' text states, and with
+    `preserve` (a flag per source of the cache, see `LatentCache.source`) the `preserve` flag of each row.
 
     A caption is replaced by the empty caption with probability `caption_dropout` (for classifier-free guidance; in
     a LLaVA cache, the empty caption with the row's image);
@@ -283,12 +292,15 @@ def draw_batch(cache: LatentCache, stage: Stage, caption_dropout: float, generat
     drop_pooled = drop
     if pooled_dropout > 0:  # drawn only when asked for, so that other runs keep their exact batches
         drop_pooled = drop | (torch.rand(stage.batch_size, generator=generator) < pooled_dropout)
-    return {
+    batch = {
         "x0": x0,
         "text_states": torch.where(drop[:, None, None], text.null_states[null], text.states[clip]).float(),
         "text_mask": torch.where(drop[:, None], text.null_mask[null], text.mask[clip]),
         "text_states_2": torch.where(drop_pooled[:, None], text.null_pooled, text.pooled[clip]).float(),
     }
+    if preserve is not None:
+        batch["preserve"] = preserve[cache.source[clip]] if cache.source is not None else preserve[0].expand(len(clip))
+    return batch
 
 
 def empty_captions(cache: LatentCache, batch: dict) -> dict:
@@ -384,8 +396,10 @@ def velocity_loss(model: HunyuanVideoTransformer, batch: dict, config: DiTTrainC
                   groups: ParallelGroups | None = None) -> torch.Tensor:
     """MSE between the predicted and the true velocity `noise - x0` at `x_t = (1 - t) x0 + t noise`, for a batch
     that carries its `t` and `noise` (see `draw_noise`) and, for an image-to-video model, whether it is an `image`
-    batch (see `image_condition`), on the model's device. With `groups` (see `sequence_parallel_groups`), the forward
-    is shared by the ranks of this rank's sequence group, each of which gets the whole loss."""
+    batch (see `image_condition`), on the model's device. The rows flagged in `batch["preserve"]` (if any) take the
+    model's own prediction with its LoRA adapter off as their target instead. With `groups` (see
+    `sequence_parallel_groups`), the forward is shared by the ranks of this rank's sequence group, each of which gets
+    the whole loss."""
     device = next(model.parameters()).device
     x0, noise, t = batch["x0"].to(device), batch["noise"].to(device), batch["t"].to(device)
     x_t, target = add_noise(x0, noise, t), velocity_target(x0, noise)
@@ -394,10 +408,19 @@ def velocity_loss(model: HunyuanVideoTransformer, batch: dict, config: DiTTrainC
     if model.config.guidance_embed:
         guidance = torch.full((x0.shape[0],), config.embedded_guidance * 1000.0, device=device)
     forward = model if groups is None else ParallelTransformer(model, groups)
-    with autocast_context(device):
-        pred = forward(x_in, t * 1000.0, batch["text_states"].to(device), batch["text_mask"],
-                       batch["text_states_2"].to(device), guidance)
-    return F.mse_loss(pred.float()[:, :, frames], target[:, :, frames])
+
+    def predict(rows: torch.Tensor | slice) -> torch.Tensor:
+        with autocast_context(device):
+            return forward(x_in[rows], t[rows] * 1000.0, batch["text_states"][rows].to(device),
+                           batch["text_mask"][rows], batch["text_states_2"][rows].to(device),
+                           None if guidance is None else guidance[rows]).float()
+
+    pred = predict(slice(None))
+    if "preserve" in batch and bool(batch["preserve"].any()):
+        rows = batch["preserve"].to(device)
+        with torch.no_grad(), adapter_off(model, LORA_NAME):
+            target[rows] = predict(rows)
+    return F.mse_loss(pred[:, :, frames], target[:, :, frames])
 
 
 def flow_matching_loss(
@@ -459,6 +482,9 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
         check_divisible(stage.batch_size, f"stage {stage.name!r}: batch_size", config.grad_accum_steps,
                         config.ulysses_degree)
     cache = read_sources(config)
+    preserve = None  # a flag per source: its clips' targets are the frozen base's (`ExtraData.preserve`)
+    if any(e.preserve for e in config.extra_data):
+        preserve = torch.tensor([False] + [e.preserve for e in config.extra_data])
     model = build_transformer(config).to(device).train()
     share = i2v_share(config, model.config)
     if groups is not None:
@@ -482,7 +508,8 @@ def train(config: DiTTrainConfig, resume: bool = False, max_steps: int | None = 
         # Every draw of the step, for the whole batch, comes from its own generator: the same on every rank and
         # after a resume; each rank then trains its rows, one micro-batch at a time.
         generator = _step_generator(config.seed, index)
-        batch = draw_batch(cache, config.stage_at(index), config.caption_dropout, generator, config.pooled_dropout)
+        batch = draw_batch(cache, config.stage_at(index), config.caption_dropout, generator, config.pooled_dropout,
+                           preserve)
         batch.update(draw_noise(batch["x0"].shape, config, generator))
         if share > 0:
             batch["image"] = draw_image(share, batch["x0"].shape[2], generator)
