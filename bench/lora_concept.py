@@ -16,7 +16,8 @@ run apart, e.g. the base while the LoRA trains), the table reads all six eval.js
     python bench/lora_concept.py --lora runs/lora_tiny_new_concepts/new_concepts.safetensors  # 40 new + 100 old
     python bench/lora_concept.py --lora LORA --models base --new-videos 20 --old-videos 40      # one part of it
 
-Prints a markdown table for BENCHMARKS.md.
+Prints a markdown table for BENCHMARKS.md, and the old captions' paired comparison: the videos whose motion the LoRA
+loses and gains against the base's video of the same seed, and the mean PSNR between them.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from tiny_quality import TINY, caption_rows, load_pipeline, sample_folder, vae_ceiling
 
 from hunyuan_video.tiny.evaluate import NEW_CONCEPT_PALETTE, evaluate_folder, summarize
 from hunyuan_video.tiny.synth import NEW_COLOURS, NEW_MOTIONS, NEW_SHAPES, sample_clip
+from hunyuan_video.video_io import read_video
 
 
 def new_concept_rows(n: int, world_seed: int = 0) -> list[dict]:
@@ -94,6 +97,20 @@ def main() -> None:
         cells = [f"{b[k]:.0%} -> {a[k]:.0%} ({v[k]:.0%})" for k in ("colour_accuracy", "motion_accuracy",
                                                                         "shape_accuracy")]
         print(f"| {name} | {b['n']} | {' | '.join(cells)} |")
+    print(paired_line(out, scores["base", "old"]["clips"], scores["lora", "old"]["clips"]))
+
+
+def paired_line(out: Path, base: list[dict], lora: list[dict]) -> str:
+    """The old captions' videos with the LoRA against the base's of the same seed: videos whose motion it loses and
+    gains, and their mean PSNR (how far the LoRA moves what the base draws)."""
+    lost = sum(b["motion_ok"] and not a["motion_ok"] for b, a in zip(base, lora))
+    gained = sum(a["motion_ok"] and not b["motion_ok"] for b, a in zip(base, lora))
+    psnr = []
+    for clip in base:
+        x, y = (read_video(out / model / "old" / clip["file"]).astype(np.float64) for model in ("base", "lora"))
+        psnr.append(10 * np.log10(255.0**2 / max(float(((x - y) ** 2).mean()), 1e-10)))
+    return (f"old captions, the LoRA's videos against the base's of the same seed: motion lost in {lost}, gained in "
+            f"{gained} of {len(base)}; mean PSNR {np.mean(psnr):.1f} dB")
 
 if __name__ == "__main__":
     main()
