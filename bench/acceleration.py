@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from tiny_quality import psnr
 
 from hunyuan_video.checkpoint import load_transformer
 from hunyuan_video.pipelines import HunyuanVideoPipeline
@@ -47,12 +48,6 @@ from hunyuan_video.tiny.synth import sample_clip
 
 TINY = Path(__file__).resolve().parent.parent / "hunyuan_video" / "assets" / "tiny"
 SETTINGS = ("teacache:0.05", "teacache:0.1", "fbcache:0.2", "fbcache:0.3")
-
-
-def psnr(video: np.ndarray, reference: np.ndarray) -> float:
-    """PSNR in dB of uint8 `video` against `reference` (inf when equal)."""
-    mse = float(np.mean((video.astype(np.float64) - reference.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def sample(pipe: HunyuanVideoPipeline, setting: str, caption: str, latents: torch.Tensor, args: argparse.Namespace,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tiny_quality import TINY, caption_rows, load_pipeline, sample_folder, vae_ceiling
+from tiny_quality import TINY, caption_rows, load_pipeline, psnr, sample_folder, vae_ceiling
 
 from hunyuan_video.tiny.evaluate import NEW_CONCEPT_PALETTE, evaluate_folder, summarize
 from hunyuan_video.tiny.synth import NEW_COLOURS, NEW_MOTIONS, NEW_SHAPES, sample_clip
@@ -105,12 +105,11 @@ def paired_line(out: Path, base: list[dict], lora: list[dict]) -> str:
     gains, and their mean PSNR (how far the LoRA moves what the base draws)."""
     lost = sum(b["motion_ok"] and not a["motion_ok"] for b, a in zip(base, lora))
     gained = sum(a["motion_ok"] and not b["motion_ok"] for b, a in zip(base, lora))
-    psnr = []
-    for clip in base:
-        x, y = (read_video(out / model / "old" / clip["file"]).astype(np.float64) for model in ("base", "lora"))
-        psnr.append(10 * np.log10(255.0**2 / max(float(((x - y) ** 2).mean()), 1e-10)))
+    distances = [psnr(*(read_video(out / model / "old" / clip["file"]) for model in ("lora", "base")))
+                 for clip in base]
+    finite = [d for d in distances if np.isfinite(d)]
     return (f"old captions, the LoRA's videos against the base's of the same seed: motion lost in {lost}, gained in "
-            f"{gained} of {len(base)}; mean PSNR {np.mean(psnr):.1f} dB")
+            f"{gained} of {len(base)}; mean PSNR {np.mean(finite):.1f} dB ({len(base) - len(finite)} identical)")
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tiny_quality import TINY, caption_rows, contact_sheet, row_frames
+from tiny_quality import TINY, caption_rows, contact_sheet, psnr, row_frames
 
 from hunyuan_video.data.dataset import frames_to_tensor
 from hunyuan_video.pipelines import HunyuanVideoImageToVideoPipeline
@@ -34,12 +34,6 @@ from hunyuan_video.tiny.evaluate import evaluate_folder
 from hunyuan_video.video_io import to_uint8, write_video
 
 TARGETS = {"first_frame_gap_db": 1.5, "motion": 0.75, "colour": 0.90}
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images (inf when equal)."""
-    error = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if error == 0 else float(10 * np.log10(255.0**2 / error))
 
 
 @torch.no_grad()

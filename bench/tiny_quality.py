@@ -51,6 +51,12 @@ def caption_rows(n: int, split: str = "test", first: int = 0, world_seed: int = 
     return rows
 
 
+def psnr(video: np.ndarray, reference: np.ndarray) -> float:
+    """PSNR in dB of uint8 `video` (or image) against `reference` (inf when equal)."""
+    mse = float(np.mean((video.astype(np.float64) - reference.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
 def row_frames(row: dict, new_concepts: bool = False) -> np.ndarray:
     """The real clip of a `caption_rows` row (of the new-concept world with `new_concepts`): uint8 (T, H, W, 3)."""
     config = SynthConfig(light_prob=row.get("light_prob", 0.0))

@@ -15,6 +15,7 @@ from hunyuan_video.train.common import load_checkpoint, read_jsonl
 from hunyuan_video.train.dit import (
     LORA_NAME,
     DiTTrainConfig,
+    Stage,
     build_transformer,
     draw_batch,
     draw_noise,
@@ -103,7 +104,7 @@ def test_preserved_rows_learn_the_frozen_base_prediction(base, tmp_path):
     marked = LatentCache(cache.buckets, TextStates(**{**vars(cache.text), "pooled": cache.text.pooled + 100}),
                          cache.meta)  # the second source's rows are told apart by their pooled vector
     merged = merge_caches([cache, marked], [1.0, 1.0])
-    stage = config.stages[1].__class__(name="video", steps=1, batch_size=8, buckets=[VIDEO])
+    stage = Stage(name="video", steps=1, batch_size=8, buckets=[VIDEO])
     gen = torch.Generator().manual_seed(0)
     batch = draw_batch(merged, stage, 0.0, gen, preserve=torch.tensor([False, True]))
     assert torch.equal(batch["preserve"], batch["text_states_2"][:, 0] > 50)
