@@ -3,7 +3,10 @@
 A targeted `nn.Linear` is swapped for a `LoraLinear` holding the same weight and bias parameters (so the model's own
 keys stay as they are) and named adapters: `y = W x + b + sum_i s_i (alpha_i / r_i) B_i A_i x`. A fused layer (QKV,
 single blocks' `linear1`) takes one low-rank pair over its whole output. `fuse_lora` writes the adapters into the
-weights and keeps the original weight tensor, which `unfuse_lora` puts back: the round trip is bit-exact.
+weights and keeps the original weight tensor, which `unfuse_lora` puts back: the round trip is bit-exact. On a float8
+linear (`quant.FP8Linear`: `--fp8`, an fp8 checkpoint, an fp8 base for LoRA training) the `LoraLinear` keeps the
+float8 weight and its `fp8_scale`, de-quantises it per call as the `FP8Linear` does, and runs its adapters beside it
+in the compute dtype; such adapters stay unfused (fusing them would round the update to float8).
 File formats (diffusers, original-key PEFT, kohya) live in `lora_formats.py`.
 """
 
@@ -18,6 +21,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from hunyuan_video.quant import SCALE, FP8Linear, fp8_matmul
 
 
 @dataclass
@@ -62,19 +67,42 @@ class LoraAdapter(nn.Module):
         return F.linear(F.linear(x, self.down), self.up) * (self.scale * self.alpha / self.rank)
 
 
-class LoraLinear(nn.Linear):
-    """An `nn.Linear` sharing another's weight and bias parameters, plus named adapters (unfused by default)."""
+FP8_UNFUSED = ("LoRA adapters on float8 weights stay unfused (fusing would round them to float8): load the transformer "
+               "without fp8 to fuse, or merge the LoRA into the full-precision checkpoint (`hunyuan-video lora merge`)")
 
-    def __init__(self, base: nn.Linear) -> None:
+
+class LoraLinear(nn.Linear):
+    """An `nn.Linear` (or `FP8Linear`) sharing another's weight and bias parameters (and `fp8_scale`), plus named
+    adapters (unfused by default)."""
+
+    def __init__(self, base: nn.Linear | FP8Linear) -> None:
         nn.Module.__init__(self)
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight = base.weight
         self.bias = base.bias
+        self.quantized = isinstance(base, FP8Linear)
+        if self.quantized:
+            self.register_buffer(SCALE, base.fp8_scale)
+        self.fp8_matmul_device = getattr(base, "fp8_matmul_device", None)  # see `quant.enable_fp8_matmul`
         self.adapters = nn.ModuleDict()
         self.fused: Tensor | None = None  # the original weight tensor while the adapters are fused in
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype of the adapters: the weight's, or for a float8 weight that of the bias (else of the scale)."""
+        if not self.quantized:
+            return self.weight.dtype
+        return (self.bias if self.bias is not None else self.fp8_scale).dtype
+
+    def base_weight(self, dtype: torch.dtype) -> Tensor:
+        """The layer's own weight for inputs of `dtype`: a float8 weight de-quantised, else the weight as it is."""
+        return self.weight.to(dtype) * self.fp8_scale.to(dtype) if self.quantized else self.weight
+
     def forward(self, x: Tensor) -> Tensor:
-        out = F.linear(x, self.weight, self.bias)
+        if self.quantized and x.device == self.fp8_matmul_device:
+            out = fp8_matmul(x, self.weight, self.fp8_scale, self.bias)
+        else:
+            out = F.linear(x, self.base_weight(x.dtype), self.bias)
         if self.fused is None:
             for adapter in self.adapters.values():
                 if adapter.scale != 0:
@@ -84,7 +112,7 @@ class LoraLinear(nn.Linear):
     def dequantized_weight(self, dtype: torch.dtype) -> Tensor:
         """The weight this layer computes with: its own, plus its unfused adapters at their scales (for a caller
         that multiplies by the weight itself, as the chunked MLP of `set_ffn_chunk` does)."""
-        weight = self.weight
+        weight = self.base_weight(dtype)
         if self.fused is None:
             for a in self.adapters.values():
                 if a.scale != 0:
@@ -95,6 +123,8 @@ class LoraLinear(nn.Linear):
         """Write the scaled adapters into the weight, keeping the original tensor (on the CPU)."""
         if self.fused is not None:
             return
+        if self.quantized:
+            raise ValueError(FP8_UNFUSED)
         delta = sum((a.scale * a.weight().delta() for a in self.adapters.values()), torch.zeros(()))
         original = self.weight.data
         self.fused = original.to("cpu")
@@ -106,9 +136,15 @@ class LoraLinear(nn.Linear):
             self.weight.data = self.fused.to(self.weight.device, self.weight.dtype)
             self.fused = None
 
-    def plain(self) -> nn.Linear:
-        """An `nn.Linear` with this layer's current weight and bias (fused adapters stay in it)."""
-        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
+    def plain(self) -> nn.Linear | FP8Linear:
+        """An `nn.Linear` (an `FP8Linear` for a float8 weight) with this layer's current weight and bias (fused
+        adapters stay in it)."""
+        if self.quantized:
+            linear = FP8Linear(self.in_features, self.out_features, self.bias is not None, device="meta")
+            linear.register_buffer(SCALE, self.fp8_scale)
+            linear.fp8_matmul_device = self.fp8_matmul_device
+        else:
+            linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
         linear.weight, linear.bias = self.weight, self.bias
         return linear
 
@@ -119,15 +155,17 @@ def lora_layers(model: nn.Module) -> dict[str, LoraLinear]:
 
 
 def linear_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
-    """(out_features, in_features) of every linear of the model, by module name: the layers LoRA can target."""
-    return {name: (m.out_features, m.in_features) for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    """(out_features, in_features) of every linear (float8 ones included) of the model, by module name: the layers
+    LoRA can target."""
+    return {name: (m.out_features, m.in_features) for name, m in model.named_modules()
+            if isinstance(m, nn.Linear | FP8Linear)}
 
 
 def _wrap(model: nn.Module, name: str) -> LoraLinear:
     module = model.get_submodule(name)
     if isinstance(module, LoraLinear):
         return module
-    if not isinstance(module, nn.Linear):
+    if not isinstance(module, nn.Linear | FP8Linear):
         raise ValueError(f"{name} is a {type(module).__name__}, not a linear layer: LoRA cannot target it")
     parent_name, _, child = name.rpartition(".")
     wrapped = LoraLinear(module)
@@ -163,7 +201,7 @@ def add_adapter(model: nn.Module, weights: dict[str, LoraWeight], name: str, sca
         layer = _wrap(model, module)
         if layer.fused is not None:
             raise ValueError(f"{module} has fused adapters: unfuse before adding {name!r}")
-        like = dict(device=layer.weight.device, dtype=layer.weight.dtype)
+        like = dict(device=layer.weight.device, dtype=layer.compute_dtype)
         adapter = LoraAdapter(pair.down.to(**like), pair.up.to(**like), pair.alpha, scale)
         layer.adapters[name] = adapter.requires_grad_(trainable)
     return name
@@ -270,8 +308,12 @@ def adapter_off(model: nn.Module, name: str) -> Iterator[None]:
 
 
 def fuse_lora(model: nn.Module) -> None:
-    """Write every adapter, at its scale, into the weights (faster inference; `unfuse_lora` undoes it exactly)."""
-    for layer in lora_layers(model).values():
+    """Write every adapter, at its scale, into the weights (faster inference; `unfuse_lora` undoes it exactly); a
+    ValueError, before anything changes, when a layer holds float8 weights."""
+    layers = lora_layers(model).values()
+    if any(layer.quantized for layer in layers):
+        raise ValueError(FP8_UNFUSED)
+    for layer in layers:
         layer.fuse()
 
 
@@ -312,9 +354,5 @@ def load_lora(model: nn.Module, path: str | Path, scale: float = 1.0, name: str 
     file's stem) at `scale`; returns the adapter's name."""
     from hunyuan_video.lora_formats import read_lora
 
-    if any(hasattr(m, "fp8_scale") for m in model.modules()):
-        raise ValueError("LoRA adapters need the transformer's full-precision linears, and this one holds float8 "
-                         "weights (--fp8, or an fp8 checkpoint): load it without fp8, or merge the LoRA into the "
-                         "full-precision weights first (`hunyuan-video lora merge`)")
     weights = read_lora(path, linear_shapes(model), ignore_unknown=ignore_unknown)
     return add_adapter(model, weights, name or Path(path).stem.replace(".", "_"), scale)

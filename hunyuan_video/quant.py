@@ -93,7 +93,7 @@ def enable_fp8_matmul(model: nn.Module, device: torch.device | str) -> int:
     many switched. A ValueError when `device` has no fp8 tensor cores (`check_fp8_matmul`) or `model` no float8
     weights."""
     device = check_fp8_matmul(device)
-    linears = [m for m in model.modules() if isinstance(m, FP8Linear)]
+    linears = [m for m in model.modules() if is_fp8_linear(m)]
     if not linears:
         raise ValueError("fp8_matmul needs float8 weights: quantise the transformer (--fp8, quantize='fp8') "
                          "or load an fp8 checkpoint")
@@ -122,9 +122,15 @@ def to_fp8_linears(model: nn.Module) -> nn.Module:
     return model
 
 
+def is_fp8_linear(module: nn.Module) -> bool:
+    """Whether `module` computes with a float8 `weight` and its `fp8_scale`: an `FP8Linear`, or a LoRA layer on one."""
+    weight = getattr(module, "weight", None)
+    return hasattr(module, SCALE) and isinstance(weight, Tensor) and weight.dtype == FP8_DTYPE
+
+
 def has_fp8_linears(model: nn.Module) -> bool:
-    """Whether any module of `model` is an `FP8Linear`."""
-    return any(isinstance(module, FP8Linear) for module in model.modules())
+    """Whether any module of `model` computes with float8 weights (`is_fp8_linear`)."""
+    return any(is_fp8_linear(module) for module in model.modules())
 
 
 def quantize_weight(weight: Tensor) -> tuple[Tensor, Tensor]:

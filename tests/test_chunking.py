@@ -51,11 +51,46 @@ def test_chunked_mlps_keep_unfused_lora_adapters():
         torch.testing.assert_close(model(**inputs), whole, rtol=1e-5, atol=1e-5)
 
 
-def test_lora_on_a_float8_transformer_is_a_clear_error(tmp_path):
-    from hunyuan_video.lora import load_lora
+def test_lora_on_a_float8_transformer_adds_to_the_dequantised_weights():
+    """Adapters on float8 linears (fused QKV and linear1 among them) give what the same adapters give on the
+    de-quantised weights in float32; the weights stay float8, the adapters float32; chunked MLPs keep them; fusing is
+    refused before anything changes; removing them gives back the plain float8 model bit for bit."""
+    from hunyuan_video.lora import LoraWeight, add_adapter, fuse_lora, lora_layers, remove_lora
+    from hunyuan_video.quant import FP8_DTYPE, FP8Linear, has_fp8_linears
 
-    with pytest.raises(ValueError, match="holds float8 weights"):
-        load_lora(fp8_copy(randomize_(HunyuanVideoTransformer(TINY), seed=4)), tmp_path / "any.safetensors")
+    fp8 = fp8_copy(randomize_(HunyuanVideoTransformer(TINY), seed=4))
+    state = {k: v for k, v in fp8.state_dict().items() if not k.endswith("fp8_scale")}
+    for name in fp8_linear_names(fp8):
+        state[f"{name}.weight"] = fp8.get_submodule(name).dequantized_weight(torch.float32)
+    dequantised = HunyuanVideoTransformer(TINY).eval()
+    dequantised.load_state_dict(state)
+    gen = torch.Generator().manual_seed(5)
+    modules = ["double_blocks.0.img_attn_qkv", "double_blocks.0.txt_mlp.fc2", "single_blocks.0.linear1",
+               "single_blocks.0.linear2"]
+    shapes = {m: fp8.get_submodule(m).weight.shape for m in modules}
+    pairs = {m: LoraWeight(torch.randn(3, shapes[m][1], generator=gen) * 0.3,
+                           torch.randn(shapes[m][0], 3, generator=gen) * 0.3, 6.0) for m in modules}
+    inputs = make_inputs(TINY)
+    with torch.no_grad():
+        plain = fp8(**inputs)
+        for model in (fp8, dequantised):
+            add_adapter(model, pairs, "a", scale=0.7)
+        torch.testing.assert_close(fp8(**inputs), dequantised(**inputs), rtol=1e-5, atol=1e-5)
+        layer = lora_layers(fp8)["single_blocks.0.linear1"]
+        assert layer.weight.dtype == FP8_DTYPE and layer.adapters["a"].up.dtype == torch.float32
+        assert has_fp8_linears(fp8)
+        with_lora = fp8(**inputs)
+        assert (with_lora - plain).abs().max() > 1e-3
+        fp8.set_ffn_chunk(5)
+        torch.testing.assert_close(fp8(**inputs), with_lora, rtol=1e-6, atol=1e-6)
+        fp8.set_ffn_chunk(None)
+        with pytest.raises(ValueError, match="float8 weights stay unfused"):
+            fuse_lora(fp8)
+        assert all(layer.fused is None for layer in lora_layers(fp8).values())
+        assert torch.equal(fp8(**inputs), with_lora)
+        remove_lora(fp8)
+        assert isinstance(fp8.get_submodule("single_blocks.0.linear1"), FP8Linear)
+        assert torch.equal(fp8(**inputs), plain)
 
 
 def test_automatic_mlp_chunk_fits_its_budget_and_is_kept_per_size(monkeypatch):

@@ -8,8 +8,10 @@ from test_train_dit import assert_same_run
 
 import hunyuan_video.train.dit as dit
 from hunyuan_video import load_lora
+from hunyuan_video.checkpoint import save_transformer
 from hunyuan_video.lora import linear_shapes, set_lora_scale, target_modules
 from hunyuan_video.lora_formats import read_lora
+from hunyuan_video.quant import FP8_DTYPE
 from hunyuan_video.train.cache import LatentCache, TextStates, build_cache, cache_fingerprint, merge_caches, read_cache
 from hunyuan_video.train.common import load_checkpoint, read_jsonl
 from hunyuan_video.train.dit import (
@@ -49,20 +51,26 @@ def trained_models(monkeypatch):
     return models
 
 
-def test_lora_training_lowers_the_loss_and_leaves_the_base_alone(base, tmp_path, trained_models):
-    stages = [{"name": "video", "steps": 25, "batch_size": 4, "buckets": [VIDEO]}]
-    config = DiTTrainConfig(**{**base, "out_dir": str(tmp_path), "stages": stages, "lora": LORA}, lr=1e-2,
-                            warmup_steps=5, caption_dropout=0.0, ema_decay=0.0, log_every=1, checkpoint_every=1000)
+def held_out_loss(model, config: DiTTrainConfig) -> float:
+    """The mean flow-matching loss of `model` on 8 batches of the first stage, the same draws every call."""
     cache = read_cache(config.cache_dir, cache_fingerprint(config), config.buckets)
+    gen = torch.Generator().manual_seed(123)
+    with torch.no_grad():
+        return sum(float(flow_matching_loss(model, draw_batch(cache, config.stages[0], 0.0, gen), config, gen))
+                   for _ in range(8)) / 8
 
-    def held_out_loss(model) -> float:
-        gen = torch.Generator().manual_seed(123)
-        with torch.no_grad():
-            return sum(float(flow_matching_loss(model, draw_batch(cache, config.stages[0], 0.0, gen), config, gen))
-                       for _ in range(8)) / 8
 
+def fast_lora_run(fields: dict, out_dir, lora: dict) -> DiTTrainConfig:
+    """25 steps of 4 videos at lr 1e-2, the last weights exported (EMA decay 0)."""
+    stages = [{"name": "video", "steps": 25, "batch_size": 4, "buckets": [VIDEO]}]
+    return DiTTrainConfig(**{**fields, "out_dir": str(out_dir), "stages": stages, "lora": lora}, lr=1e-2,
+                          warmup_steps=5, caption_dropout=0.0, ema_decay=0.0, log_every=1, checkpoint_every=1000)
+
+
+def test_lora_training_lowers_the_loss_and_leaves_the_base_alone(base, tmp_path, trained_models):
+    config = fast_lora_run(base, tmp_path, LORA)
     fresh = build_transformer(config)
-    before = held_out_loss(fresh)
+    before = held_out_loss(fresh, config)
     train(config, progress=False)
     model = trained_models[0].eval()
     # The base weights are those of the fresh model, bit for bit; only the adapter was trained.
@@ -81,10 +89,34 @@ def test_lora_training_lowers_the_loss_and_leaves_the_base_alone(base, tmp_path,
     pairs = read_lora(saved, linear_shapes(fresh))
     assert sorted(pairs) == sorted(modules) and {(p.rank, p.alpha) for p in pairs.values()} == {(4, 8.0)}
     load_lora(fresh, saved)
-    after = held_out_loss(fresh)
+    after = held_out_loss(fresh, config)
     assert after < 0.9 * before, (before, after)  # a rank-4 adapter on a frozen random model
-    assert abs(after - held_out_loss(model)) < 1e-6 * before
+    assert abs(after - held_out_loss(model, config)) < 1e-6 * before
     assert len(read_jsonl(tmp_path / "log.jsonl")) == 25
+
+
+def test_lora_trains_on_a_float8_base(base, tmp_path, trained_models):
+    """`lora.fp8_base`: the frozen base's block linears stay float8 and untouched while the float32 adapter learns;
+    the saved adapter reloads onto the float8 base to the trained output."""
+    weights = tmp_path / "base.safetensors"
+    save_transformer(build_transformer(DiTTrainConfig(**base)), weights)
+    fields = {**{k: v for k, v in base.items() if k != "transformer"}, "init_from": str(weights)}
+    config = fast_lora_run(fields, tmp_path / "run", {**LORA, "fp8_base": True})
+    fresh = build_transformer(config)
+    assert fresh.single_blocks[0].linear1.weight.dtype == FP8_DTYPE
+    before = held_out_loss(fresh, config)
+    train(config, progress=False)
+    model = trained_models[0].eval()
+    fresh_state = fresh.state_dict()
+    for key, value in model.state_dict().items():
+        if ".adapters." not in key:
+            assert value.dtype == fresh_state[key].dtype and torch.equal(value, fresh_state[key]), key
+    layer = model.single_blocks[0].linear1
+    assert layer.weight.dtype == FP8_DTYPE and layer.adapters[LORA_NAME].down.dtype == torch.float32
+    load_lora(fresh, tmp_path / "run" / "lora_ema.safetensors")
+    after = held_out_loss(fresh, config)
+    assert after < 0.9 * before, (before, after)
+    assert abs(after - held_out_loss(model, config)) < 1e-6 * before
 
 
 def test_lora_resume_is_exact(base, tmp_path):
@@ -155,6 +187,8 @@ def test_lora_config_errors_are_clear(base, tmp_path):
         train(DiTTrainConfig(**fields, lora={"targets": ["img_attn_qvk"]}), progress=False)
     with pytest.raises(ValueError, match="the model has 1 double_blocks"):
         train(DiTTrainConfig(**fields, lora={"blocks": ["double_blocks.1"]}), progress=False)
+    with pytest.raises(ValueError, match="fp8_base quantises the frozen base of init_from"):
+        DiTTrainConfig(**fields, lora={"fp8_base": True})
 
 
 def test_training_reports_trainable_parameters_and_memory(base, tmp_path, capsys):

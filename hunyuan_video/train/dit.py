@@ -109,12 +109,14 @@ class ExtraData:
 class LoraTrain:
     """Train a LoRA adapter instead of the whole transformer: rank `rank` and `alpha` (default: the rank) on the
     linears `targets` (names inside a block) of `blocks` ("double_blocks", "single_blocks", or one by index,
-    "double_blocks.3"); the base weights stay frozen."""
+    "double_blocks.3"); the base weights stay frozen. `fp8_base`: the frozen base (`init_from`) holds its blocks'
+    linears in float8, quantised at load as `--fp8` does (about half the bytes of bf16; the adapters stay float32)."""
 
     rank: int = 16
     alpha: float | None = None
     targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
     blocks: list[str] = field(default_factory=lambda: list(DEFAULT_BLOCKS))
+    fp8_base: bool = False
 
     def __post_init__(self) -> None:
         if self.rank < 1:
@@ -217,6 +219,8 @@ class DiTTrainConfig:
             raise ValueError(f"lr_schedule {self.lr_schedule!r} is not one of {LR_SCHEDULES}")
         if self.grad_accum_steps < 1:
             raise ValueError(f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
+        if self.lora is not None and self.lora.fp8_base and (self.init_from is None or self.distill is not None):
+            raise ValueError("lora.fp8_base quantises the frozen base of init_from: it needs init_from and no distill")
         if self.lora is None and any(e.preserve for e in self.extra_data):
             raise ValueError("extra_data preserve keeps the frozen base's predictions: it needs a LoRA run (set lora)")
         if self.fsdp and self.lora is not None:
@@ -322,7 +326,8 @@ def build_transformer(config: DiTTrainConfig) -> HunyuanVideoTransformer:
         check_student(start, teacher)
         return start
     if config.init_from:
-        return load_transformer(config.init_from, dtype=torch.float32)
+        fp8 = config.lora is not None and config.lora.fp8_base
+        return load_transformer(config.init_from, dtype=torch.float32, quantize="fp8" if fp8 else None)
     torch.manual_seed(config.seed)
     return HunyuanVideoTransformer(config_from_dict(TransformerConfig, config.transformer))
 
