@@ -67,31 +67,42 @@ def fast_lora_run(fields: dict, out_dir, lora: dict) -> DiTTrainConfig:
                           warmup_steps=5, caption_dropout=0.0, ema_decay=0.0, log_every=1, checkpoint_every=1000)
 
 
-def test_lora_training_lowers_the_loss_and_leaves_the_base_alone(base, tmp_path, trained_models):
-    config = fast_lora_run(base, tmp_path, LORA)
+def train_frozen(config: DiTTrainConfig, trained_models: list) -> tuple:
+    """Train `config`'s LoRA: the model as built before training, the trained one and the held-out loss before. The
+    trained model's base weights are the fresh model's, bit for bit and dtype for dtype; only the adapter trained."""
     fresh = build_transformer(config)
     before = held_out_loss(fresh, config)
     train(config, progress=False)
-    model = trained_models[0].eval()
-    # The base weights are those of the fresh model, bit for bit; only the adapter was trained.
+    model = trained_models[-1].eval()
     fresh_state = fresh.state_dict()
     for key, value in model.state_dict().items():
         if ".adapters." not in key:
-            assert torch.equal(value, fresh_state[key]), key
+            assert value.dtype == fresh_state[key].dtype and torch.equal(value, fresh_state[key]), key
+    return fresh, model, before
+
+
+def assert_reloads_learnt(fresh, model, saved, before: float, config: DiTTrainConfig) -> None:
+    """The saved adapter (EMA decay 0: the last weights) loads onto the fresh model to the trained model's loss,
+    well below the loss before training."""
+    load_lora(fresh, saved)
+    after = held_out_loss(fresh, config)
+    assert after < 0.9 * before, (before, after)  # a rank-4 adapter on a frozen random model
+    assert abs(after - held_out_loss(model, config)) < 1e-6 * before
+
+
+def test_lora_training_lowers_the_loss_and_leaves_the_base_alone(base, tmp_path, trained_models):
+    config = fast_lora_run(base, tmp_path, LORA)
+    fresh, model, before = train_frozen(config, trained_models)
     checkpoint = load_checkpoint(tmp_path / "checkpoint.pt")
     modules = target_modules(fresh, LORA["targets"])
     assert sorted(checkpoint["model"]) == sorted(f"{m}.{p}" for m in modules for p in ("down", "up"))
     assert checkpoint["ema"]["shadow"].keys() == checkpoint["model"].keys()
     assert sum(p.numel() for group in checkpoint["optimizer"]["state"].values() for p in [group["exp_avg"]]) == \
         sum(t.numel() for t in checkpoint["model"].values())
-    # The saved adapter (EMA decay 0: the last weights) loads back onto the fresh model to the trained output.
     saved = tmp_path / "lora_ema.safetensors"
     pairs = read_lora(saved, linear_shapes(fresh))
     assert sorted(pairs) == sorted(modules) and {(p.rank, p.alpha) for p in pairs.values()} == {(4, 8.0)}
-    load_lora(fresh, saved)
-    after = held_out_loss(fresh, config)
-    assert after < 0.9 * before, (before, after)  # a rank-4 adapter on a frozen random model
-    assert abs(after - held_out_loss(model, config)) < 1e-6 * before
+    assert_reloads_learnt(fresh, model, saved, before, config)
     assert len(read_jsonl(tmp_path / "log.jsonl")) == 25
 
 
@@ -102,21 +113,10 @@ def test_lora_trains_on_a_float8_base(base, tmp_path, trained_models):
     save_transformer(build_transformer(DiTTrainConfig(**base)), weights)
     fields = {**{k: v for k, v in base.items() if k != "transformer"}, "init_from": str(weights)}
     config = fast_lora_run(fields, tmp_path / "run", {**LORA, "fp8_base": True})
-    fresh = build_transformer(config)
-    assert fresh.single_blocks[0].linear1.weight.dtype == FP8_DTYPE
-    before = held_out_loss(fresh, config)
-    train(config, progress=False)
-    model = trained_models[0].eval()
-    fresh_state = fresh.state_dict()
-    for key, value in model.state_dict().items():
-        if ".adapters." not in key:
-            assert value.dtype == fresh_state[key].dtype and torch.equal(value, fresh_state[key]), key
+    fresh, model, before = train_frozen(config, trained_models)
     layer = model.single_blocks[0].linear1
     assert layer.weight.dtype == FP8_DTYPE and layer.adapters[LORA_NAME].down.dtype == torch.float32
-    load_lora(fresh, tmp_path / "run" / "lora_ema.safetensors")
-    after = held_out_loss(fresh, config)
-    assert after < 0.9 * before, (before, after)
-    assert abs(after - held_out_loss(model, config)) < 1e-6 * before
+    assert_reloads_learnt(fresh, model, tmp_path / "run" / "lora_ema.safetensors", before, config)
 
 
 def test_lora_resume_is_exact(base, tmp_path):
