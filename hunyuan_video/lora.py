@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hunyuan_video.quant import SCALE, FP8Linear, fp8_matmul
+from hunyuan_video.quant import SCALE, FP8Linear, dequantize, fp8_linear
 
 
 @dataclass
@@ -96,13 +96,13 @@ class LoraLinear(nn.Linear):
 
     def base_weight(self, dtype: torch.dtype) -> Tensor:
         """The layer's own weight for inputs of `dtype`: a float8 weight de-quantised, else the weight as it is."""
-        return self.weight.to(dtype) * self.fp8_scale.to(dtype) if self.quantized else self.weight
+        return dequantize(self.weight, self.fp8_scale, dtype) if self.quantized else self.weight
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.quantized and x.device == self.fp8_matmul_device:
-            out = fp8_matmul(x, self.weight, self.fp8_scale, self.bias)
+        if self.quantized:
+            out = fp8_linear(x, self.weight, self.fp8_scale, self.bias, self.fp8_matmul_device)
         else:
-            out = F.linear(x, self.base_weight(x.dtype), self.bias)
+            out = F.linear(x, self.weight, self.bias)
         if self.fused is None:
             for adapter in self.adapters.values():
                 if adapter.scale != 0:

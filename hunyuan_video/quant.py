@@ -44,16 +44,28 @@ class FP8Linear(nn.Module):
         self.register_buffer(SCALE, torch.empty((), device=device))
 
     def dequantized_weight(self, dtype: torch.dtype) -> Tensor:
-        """`weight.to(dtype) * fp8_scale.to(dtype)`: the weight this layer computes with for inputs of `dtype`."""
-        return self.weight.to(dtype) * self.fp8_scale.to(dtype)
+        """The weight this layer computes with for inputs of `dtype` (`dequantize`)."""
+        return dequantize(self.weight, self.fp8_scale, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.device == self.fp8_matmul_device:
-            return fp8_matmul(x, self.weight, self.fp8_scale, self.bias)
-        return F.linear(x, self.dequantized_weight(x.dtype), self.bias)
+        return fp8_linear(x, self.weight, self.fp8_scale, self.bias, self.fp8_matmul_device)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def dequantize(weight: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
+    """`weight.to(dtype) * scale.to(dtype)`: a float8 weight in `dtype`, as the official code de-quantises it."""
+    return weight.to(dtype) * scale.to(dtype)
+
+
+def fp8_linear(x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor | None,
+               fp8_matmul_device: torch.device | None) -> Tensor:
+    """`x` through a linear with float8 `weight` and its `scale`: `fp8_matmul` for inputs on `fp8_matmul_device`,
+    else the weight de-quantised to `x`'s dtype."""
+    if x.device == fp8_matmul_device:
+        return fp8_matmul(x, weight, scale, bias)
+    return F.linear(x, dequantize(weight, scale, x.dtype), bias)
 
 
 def fp8_matmul(x: Tensor, weight: Tensor, weight_scale: Tensor, bias: Tensor | None) -> Tensor:
