@@ -110,6 +110,18 @@ def test_short_run_lowers_the_loss_and_validates(clips, tmp_path):
     assert json.loads((out / "config.json").read_text())["lr"] == 3e-3
 
 
+def test_cpu_bf16_runs_the_math_in_bf16_and_keeps_float32_weights(clips, tmp_path):
+    stages = [VAEStage(steps=8, size=16, frames=5, batch_size=2)]
+    runs = {bf16: train_vae(_config(clips, tmp_path / str(bf16), stages=stages, disc_weight=0.0, lr=3e-3,
+                                    cpu_bf16=bf16)) for bf16 in (False, True)}
+    logs = {bf16: [r["rec"] for r in read_jsonl(out / "log.jsonl")] for bf16, out in runs.items()}
+    first = logs[False][0]
+    assert logs[True][0] != first and logs[True][0] == pytest.approx(first, rel=0.05)  # same start, bf16 rounding
+    assert logs[True][-1] < 0.8 * logs[True][0]  # and it trains
+    state = load_checkpoint(runs[True] / "checkpoint.pt")
+    assert {t.dtype for t in state["model"].values() if t.is_floating_point()} == {torch.float32}
+
+
 def test_decoder_only_fine_tune_keeps_the_encoder(clips, tmp_path):
     cfg = _config(clips, tmp_path / "base", stages=[VAEStage(steps=1, size=16, frames=5)], disc_weight=0.0)
     train_vae(cfg)

@@ -332,9 +332,9 @@ def schedule_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Calla
     return warmup_lambda(warmup_steps, total_steps if schedule == "cosine" else 0)
 
 
-def autocast_context(device: torch.device | str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; a no-op elsewhere (CPU training runs in float32)."""
+def autocast_context(device: torch.device | str, cpu_bf16: bool = False) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA, and on the CPU when `cpu_bf16`; a no-op otherwise (CPU training runs in float32)."""
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cuda" or (device.type == "cpu" and cpu_bf16):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

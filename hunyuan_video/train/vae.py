@@ -119,6 +119,9 @@ class VAETrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     gradient_checkpointing: bool = False
+    # bf16 autocast on the CPU as well as on CUDA (weights, optimiser and losses stay float32): ~1.8x faster steps of
+    # the tiny VAE on a CPU with AVX-512 BF16
+    cpu_bf16: bool = False
     # under torchrun: shard the VAE (one unit per down/up block), the discriminator, their optimiser states and the
     # EMA over the ranks with FSDP2; False keeps a whole copy on every rank. No effect on one process
     fsdp: bool = False
@@ -462,7 +465,7 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
                        ) -> tuple[Tensor, Tensor, dict]:
         """The VAE's loss on the micro-batch `x` (its posterior's noise is `noise(mean)`), its reconstruction and the
         scalars to log."""
-        with autocast_context(device):
+        with autocast_context(device, cfg.cpu_bf16):
             posterior = vae.encode(x, tiling=tiling)
             y = vae.decode(posterior.sample(noise=noise(posterior.mean)), tiling=tiling)
             error = y.float() - x
@@ -513,7 +516,7 @@ def train_vae(cfg: VAETrainConfig, resume: bool = False, max_steps: int | None =
         if use_gan:
             def disc_losses() -> Iterator[Tensor]:
                 for x, y in zip(micro, outputs):
-                    with autocast_context(device):
+                    with autocast_context(device, cfg.cpu_bf16):
                         d_loss = hinge_d_loss(disc(x).float(), disc(y).float())
                     records.append({"d": d_loss.detach()})
                     yield d_loss
