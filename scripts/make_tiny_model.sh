@@ -127,6 +127,10 @@ cp runs/vae_tiny_encw3/vae/config.json runs/vae_tiny_encw3/vae/model.safetensors
 # hunyuan-video data synth data_cache/vae_wide_val --clips 32 --seed 0 --split test --size 64 --frames 17 --scenes 1
 # hunyuan-video data synth data_cache/vae_light_val --clips 32 --seed 0 --split test --size 64 --frames 17 --light-prob 1
 # hunyuan-video train-vae configs/vae_tiny_open.json
+# The same on the world alone, half its clips on light backgrounds (configs/vae_tiny_light.json, ~36 min on the idle
+# machine); measured in BENCHMARKS.md, not shipped (the transformers would need fine-tuning on its latents).
+# hunyuan-video data synth data_cache/vae_light_train --clips 1600 --seed 0 --size 64 --frames 33 --light-prob 0.5
+# hunyuan-video train-vae configs/vae_tiny_light.json
 
 # 9a. The TeaCache polynomial (teacache.json): the calibration prompts (the first 8 train captions) sampled at 20 and
 #     50 steps (~2 min).

@@ -119,7 +119,7 @@ class VAETrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     gradient_checkpointing: bool = False
-    # bf16 autocast on the CPU as well as on CUDA (weights, optimiser and losses stay float32): ~1.8x faster steps of
+    # bf16 autocast on the CPU as well as on CUDA (weights, optimiser and losses stay float32): ~1.5x faster steps of
     # the tiny VAE on a CPU with AVX-512 BF16
     cpu_bf16: bool = False
     # under torchrun: shard the VAE (one unit per down/up block), the discriminator, their optimiser states and the
