@@ -16,12 +16,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+from tiny_vae import TINY_VAE
 
-import hunyuan_video
 from hunyuan_video.train.common import read_jsonl
 from hunyuan_video.train.vae import VAEStage, VAETrainConfig, train_vae
-
-TINY_VAE = Path(hunyuan_video.__file__).parent / "assets" / "tiny" / "hunyuan-video-t2v-720p" / "vae"
 
 
 def run(data: str, steps: int, cpu_bf16: bool, out: Path) -> tuple[float, float]:
