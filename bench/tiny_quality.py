@@ -4,9 +4,10 @@ The captions are the first `--videos` clips of the world's test split (seed 0): 
 shape, motion) combination the training clips never show. Each video is sampled with its own seed, written as
 mp4 with a metadata.jsonl holding the caption's objects, and scored by `hunyuan_video.tiny.evaluate`; the same is done
 with a randomly initialised transformer of the same shape (everything else trained) as the floor, and with the
-VAE's own reconstructions of the real clips as the ceiling that decoder allows. Both the trained row and the
-ceiling are also broken down by the main object's motion (straight motions split by speed) and size, and by the
-number of objects in the caption.
+VAE's own reconstructions of the real clips as the ceiling that decoder allows. Each row also says how many videos
+show the caption's background (the named dark or light background nearest the video's top rows). Both the trained
+row and the ceiling are also broken down by the main object's motion (straight motions split by speed) and size,
+and by the number of objects in the caption.
 Writes OUT/trained/*.mp4, OUT/random/*.mp4, OUT/vae_ceiling/*.mp4, OUT/report.json and OUT/contact_sheet.png.
 
     python bench/tiny_quality.py --out outputs/tiny_quality            # 100 videos
@@ -30,9 +31,9 @@ from PIL import Image, ImageDraw
 from hunyuan_video.data.dataset import frames_to_tensor
 from hunyuan_video.models.transformer import HunyuanVideoTransformer
 from hunyuan_video.pipelines import HunyuanVideoPipeline
-from hunyuan_video.tiny.evaluate import evaluate_folder, summarize
+from hunyuan_video.tiny.evaluate import background_name, evaluate_folder, summarize
 from hunyuan_video.tiny.synth import COLOURS, SynthConfig, render_clip, sample_clip
-from hunyuan_video.video_io import to_uint8, write_video
+from hunyuan_video.video_io import read_video, to_uint8, write_video
 
 TINY = Path(__file__).resolve().parent.parent / "hunyuan_video" / "assets" / "tiny"
 
@@ -107,7 +108,7 @@ def vae_ceiling(pipe: HunyuanVideoPipeline, rows: list[dict], out: Path, new_con
         write_video(out / row["file"], to_uint8(rec.permute(1, 2, 3, 0).numpy()), fps=8)
     (out / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     seconds = (time.perf_counter() - start) / len(rows)
-    return summary(rows, evaluate_folder(out, out=out / "eval.json", palette=palette), seconds)
+    return summary(rows, evaluate_folder(out, out=out / "eval.json", palette=palette), seconds, out)
 
 
 def motion_group(obj: dict) -> str:
@@ -133,17 +134,17 @@ def group_accuracy(results: list[dict]) -> dict:
     return {"videos": len(results), "colour": report["colour_accuracy"], "motion": report["motion_accuracy"]}
 
 
-def summary(rows: list[dict], report: dict, seconds: float) -> dict:
-    """A row of the table from `evaluate_folder`'s report on `rows`' videos, with its breakdown."""
+def summary(rows: list[dict], report: dict, seconds: float, folder: Path) -> dict:
+    """A row of the table from `evaluate_folder`'s report on the videos of `rows` in `folder`, with the share whose
+    background is the caption's, and the breakdown."""
+    backgrounds = [background_name(read_video(folder / row["file"])) == row["background"] for row in rows]
     return {"videos": len(rows), "colour": report["colour_accuracy"], "motion": report["motion_accuracy"],
-            "speed": report["speed_accuracy"], "seconds_per_video": seconds,
+            "speed": report["speed_accuracy"], "background": float(np.mean(backgrounds)), "seconds_per_video": seconds,
             "motion_confusion": report["motion_confusion"], "breakdown": breakdown(rows, report)}
 
 
 def contact_sheet(folder: Path, rows: list[dict], report: dict, path: Path, count: int = 24) -> Path:
     """A grid: per video its first, middle and last frame, with a green (right) or red (wrong) colour/motion tag."""
-    from hunyuan_video.video_io import read_video
-
     cols, pad, label = 4, 4, 26
     tiles = []
     for row, result in list(zip(rows, report["clips"]))[:count]:
@@ -189,16 +190,17 @@ def main() -> None:
         rows_used = rows if name == "trained" else rows[: args.random_videos]
         seconds = sample_folder(pipe, rows_used, out / name, args.batch, **kwargs)
         report = evaluate_folder(out / name, out=out / name / "eval.json")
-        results[name] = summary(rows_used, report, seconds)
+        results[name] = summary(rows_used, report, seconds, out / name)
         if name == "trained":
             contact_sheet(out / name, rows, report, out / "contact_sheet.png")
     results["vae ceiling"] = vae_ceiling(pipe, rows, out / "vae_ceiling")  # the trained model's clips, all of them
     (out / "report.json").write_text(json.dumps({"videos": args.videos, "sampling": kwargs, **results}, indent=1))
-    print(f"| transformer | videos | colour | motion | speed (straight motions) | s/video (batch {args.batch}) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"| transformer | videos | colour | motion | speed (straight motions) | background | "
+          f"s/video (batch {args.batch}) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, r in results.items():
         speed = "-" if r["speed"] is None else f"{r['speed']:.0%}"
-        print(f"| {name} | {r['videos']} | {r['colour']:.0%} | {r['motion']:.0%} | {speed} | "
+        print(f"| {name} | {r['videos']} | {r['colour']:.0%} | {r['motion']:.0%} | {speed} | {r['background']:.0%} | "
               f"{r['seconds_per_video']:.2f} |")
     trained, ceiling = results["trained"]["breakdown"], results["vae ceiling"]["breakdown"]
     print("\n| main object | videos | colour (trained / VAE ceiling) | motion (trained / VAE ceiling) |")

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from hunyuan_video.cli import main
-from hunyuan_video.tiny.evaluate import NEW_CONCEPT_PALETTE, detect, evaluate_folder, parse_caption, score, summarize
+from hunyuan_video.tiny.evaluate import (
+    NEW_CONCEPT_PALETTE,
+    background_name,
+    detect,
+    evaluate_folder,
+    parse_caption,
+    score,
+    summarize,
+)
 from hunyuan_video.tiny.synth import MOTIONS, SHAPES, SynthConfig, caption_vocabulary, render_clip, sample_clip
 from hunyuan_video.video_io import read_video, write_video
 
@@ -57,6 +65,15 @@ def test_near_perfect_on_blurred_noisy_held_out_clips():
     summary = summarize(results)
     assert summary["colour_accuracy"] == 1.0
     assert summary["motion_accuracy"] >= 0.95, summary["motion_confusion"]
+
+
+def test_background_names_dark_light_and_gradient_backgrounds_through_blur_and_noise():
+    rng, config = np.random.default_rng(0), SynthConfig(light_prob=0.5)
+    clips = [sample_clip(i, 0, "test", config) for i in range(40)]
+    assert {c.gradient for c in clips} == {True, False} and len({c.background for c in clips}) == 7  # every kind
+    assert [background_name(_degrade(render_clip(c, config), rng)) for c in clips] == [c.background for c in clips]
+    uniform = np.full((3, 16, 16, 3), 245, np.uint8)
+    assert background_name(uniform) == "white" and background_name(uniform // 20) == "black"
 
 
 def test_robust_to_faded_colours_and_border_artefacts():

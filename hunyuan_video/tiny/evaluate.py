@@ -26,7 +26,8 @@ Reliable (100% on the world's own clips, also through H.264 and after blur and n
 the colours, the eight directions, still, grow, shrink, bounce, orbit, and speed. Rotation is the weakest: a square at
 45 degrees still overlaps itself by ~0.7-0.8, and on blurred, noisy clips still objects score 0.87-0.97, rotating
 ones 0.53-0.82, a narrow margin; a generator's wobbly still object can read as "rotate", and a blurred rotating
-square as "still". The evaluator does not judge size or background.
+square as "still". The evaluator does not judge size; `background_name` names the world's background (dark or
+light) nearest a video's, for a caption's background words.
 
 The palette is the default world's colours; videos of the new-concept world are scored with `NEW_CONCEPT_PALETTE`,
 which adds its new colours (pink), so that a pink object counts as pink, not as the nearest old colour.
@@ -46,8 +47,10 @@ from typing import Any
 import numpy as np
 
 from hunyuan_video.tiny.synth import (
+    BACKGROUNDS,
     COLOURS,
     DIRECTIONS,
+    LIGHT_BACKGROUNDS,
     MOTION_PHRASES,
     NEW_COLOURS,
     NEW_SHAPES,
@@ -92,6 +95,14 @@ def estimate_background(frames: np.ndarray, band: int = 3) -> np.ndarray:
     (a band, not one column, so that a decoder's artefact on the outermost pixels does not shift it)."""
     edges = np.concatenate([frames[:, :, :band], frames[:, :, -band:]], axis=2).astype(np.float32)  # T H 2b 3
     return np.median(edges.transpose(1, 0, 2, 3).reshape(frames.shape[1], -1, 3), axis=1)
+
+
+def background_name(frames: np.ndarray) -> str:
+    """The world's background, dark or light, nearest a video's own: `estimate_background` over the top eighth of
+    the frame, where a gradient still shows its named colour."""
+    top = estimate_background(frames)[: max(1, frames.shape[1] // 8)].mean(0)
+    named = {**BACKGROUNDS, **LIGHT_BACKGROUNDS}
+    return min(named, key=lambda name: float(np.linalg.norm(top - np.asarray(named[name], dtype=np.float32))))
 
 
 def label_pixels(
