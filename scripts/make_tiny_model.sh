@@ -124,13 +124,7 @@ cp runs/vae_tiny_encw3/vae/config.json runs/vae_tiny_encw3/vae/model.safetensors
 # configs/vae_tiny_open.json, ~20 min on the idle machine); measured in BENCHMARKS.md, not shipped.
 # hunyuan-video data synth data_cache/vae_wide_train --clips 1600 --seed 0 --size 64 --frames 33 --light-prob 0.3 \
 #     --scenes 0.5
-# hunyuan-video data synth data_cache/vae_wide_val --clips 32 --seed 0 --split test --size 64 --frames 17 --scenes 1
-# hunyuan-video data synth data_cache/vae_light_val --clips 32 --seed 0 --split test --size 64 --frames 17 --light-prob 1
 # hunyuan-video train-vae configs/vae_tiny_open.json
-# The same on the world alone, half its clips on light backgrounds (configs/vae_tiny_light.json, ~36 min on the idle
-# machine); measured in BENCHMARKS.md, not shipped (the transformers would need fine-tuning on its latents).
-# hunyuan-video data synth data_cache/vae_light_train --clips 1600 --seed 0 --size 64 --frames 33 --light-prob 0.5
-# hunyuan-video train-vae configs/vae_tiny_light.json
 
 # 9a. The TeaCache polynomial (teacache.json): the calibration prompts (the first 8 train captions) sampled at 20 and
 #     50 steps (~2 min).
@@ -151,7 +145,7 @@ python bench/tiny_quality.py --out outputs/tiny_quality --videos 100
 
 # 11. Two words for a new colour and shape (pink, heart), appended to both text encoders: each starts from the mean
 #     embedding of the old colours or shapes; old ids and outputs stay as they are. (The example LoRA on
-#     the new-concept world is step 14.)
+#     the new-concept world is step 15.)
 COLOURS=red,green,blue,yellow,white,orange,purple,cyan SHAPES=circle,square,triangle,star
 for e in text_encoder text_encoder_2; do
   hunyuan-video tiny add-words "$TINY/$e" "runs/words/$e" "pink=$COLOURS" "heart=$SHAPES"
@@ -166,7 +160,8 @@ cp runs/words_light/text_encoder_2/* "$TINY/text_encoder_2/"
 #     template's missing words appended and a seeded 2-layer CLIP vision tower at 64 px in 8 px patches (64 image
 #     states, 16 after the interleave of 4), its projector scaled to a word's norm. The transformer is the
 #     text-to-video one with a guidance embedding that adds nothing (the same function, the first latent frame
-#     modulated from t = 0). The VAE is the text-to-video model's, through a relative link. Run it after any step that
+#     modulated from t = 0). The VAE is the text-to-video model's, through a relative link (step 14 gives the
+#     image-to-video model its own). Run it after any step that
 #     changes text_encoder/ or the text-to-video transformer.
 I2V=$TINY/hunyuan-video-i2v-720p
 hunyuan-video tiny make-llava "$TINY/text_encoder" "$TINY/text_encoder_i2v" --image-size 64 --patch-size 8 --seed 0
@@ -185,7 +180,31 @@ hunyuan-video train configs/dit_tiny_i2v.json
 cp runs/dit_tiny_i2v/export/mp_rank_00_model_states.safetensors "$I2V/transformers/"
 python bench/tiny_i2v.py --out outputs/tiny_i2v --videos 100
 
-# 14. The example LoRA (hunyuan_video/assets/tiny/lora/): the new-concept world (pink, heart, moving in a circle)
+# 14. Light backgrounds for the image-to-video model, whose first frame is the user's picture: its own VAE, the
+#     text-to-video one (encoder and decoder) fine-tuned on the world's clips, half of them on white, light gray or
+#     light blue backgrounds, its latents anchored to step 9's encoder's (configs/vae_tiny_light.json, ~34 min with
+#     two threads), in place of the link to the text-to-video model's VAE; then the image-to-video transformer
+#     fine-tuned on its latents of the world's first 4000 clips, 30% of them on light backgrounds
+#     (configs/dit_tiny_i2v_light.json, ~15 min to cache and ~13 min to train on one thread). The text-to-video model
+#     keeps step 9's VAE: fine-tuned on the new VAE's latents (configs/dit_tiny_light.json), it loses 12 points of
+#     colour on the world's held-out captions (BENCHMARKS.md).
+hunyuan-video data synth data_cache/vae_light_train --clips 1600 --seed 0 --size 64 --frames 33 --light-prob 0.5
+hunyuan-video data synth data_cache/vae_light_val --clips 32 --seed 0 --split test --size 64 --frames 17 --light-prob 1
+hunyuan-video data synth data_cache/vae_wide_val --clips 32 --seed 0 --split test --size 64 --frames 17 --scenes 1
+OMP_NUM_THREADS=2 hunyuan-video train-vae configs/vae_tiny_light.json
+rm "$I2V/vae" && mkdir "$I2V/vae" && cp runs/vae_tiny_light/vae/config.json runs/vae_tiny_light/vae/model.safetensors "$I2V/vae/"
+hunyuan-video data synth data_cache/tiny_light_4000 --clips 4000 --seed 0 --size 64 --frames 17 --light-prob 0.3
+hunyuan-video cache configs/dit_tiny_i2v_light.json
+hunyuan-video train configs/dit_tiny_i2v_light.json
+cp runs/dit_tiny_i2v_light/export/mp_rank_00_model_states.safetensors "$I2V/transformers/"
+for v in vae_val vae_light_val vae_wide_val; do python bench/tiny_vae.py --vae "$I2V/vae" --val data_cache/$v; done
+python bench/tiny_i2v.py --out outputs/tiny_i2v --videos 100
+python bench/tiny_i2v.py --out outputs/tiny_i2v_light --videos 100 --light-prob 1
+# The text-to-video transformer on the same VAE and clips, measured, not shipped:
+# hunyuan-video cache configs/dit_tiny_light.json && hunyuan-video train configs/dit_tiny_light.json
+# python bench/tiny_quality.py --model FOLDER --light-prob 1    # FOLDER: the embedded one with both swapped in
+
+# 15. The example LoRA (hunyuan_video/assets/tiny/lora/): the new-concept world (pink, heart, moving in a circle)
 #     beside the default world's clips, ~3 min to cache and ~1.5 min to train; scored by bench/lora_concept.py.
 hunyuan-video data synth data_cache/concept_train --clips 300 --new-concepts
 hunyuan-video data synth data_cache/old_train --clips 200
