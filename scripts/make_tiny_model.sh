@@ -161,8 +161,8 @@ cp runs/words_light/text_encoder_2/* "$TINY/text_encoder_2/"
 #     states, 16 after the interleave of 4), its projector scaled to a word's norm. The transformer is the
 #     text-to-video one with a guidance embedding that adds nothing (the same function, the first latent frame
 #     modulated from t = 0). The VAE is the text-to-video model's, through a relative link (step 14 gives the
-#     image-to-video model its own). Run it after any step that
-#     changes text_encoder/ or the text-to-video transformer.
+#     image-to-video model its own). Run it after any step that changes text_encoder/ or the text-to-video
+#     transformer.
 I2V=$TINY/hunyuan-video-i2v-720p
 hunyuan-video tiny make-llava "$TINY/text_encoder" "$TINY/text_encoder_i2v" --image-size 64 --patch-size 8 --seed 0
 hunyuan-video tiny to-i2v "$MODEL/transformers/mp_rank_00_model_states.safetensors" \
