@@ -184,6 +184,13 @@ def test_evaluate_folder_and_cli(tmp_path):
     (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     report = evaluate_folder(tmp_path)
     assert report["n"] == 3 and report["colour_accuracy"] == 1.0 and report["motion_accuracy"] == 1.0
+    assert report["background_accuracy"] is None and "background_ok" not in report["clips"][0]
+    named = [{**row, "background": clip_background} for row, clip_background in
+             zip(rows, ["white", *(sample_clip(i, 0, "test", cfg).background for i in (1, 2))])]
+    (tmp_path / "named.jsonl").write_text("".join(json.dumps(r) + "\n" for r in named))
+    report = evaluate_folder(tmp_path, tmp_path / "named.jsonl")
+    assert [c["background_ok"] for c in report["clips"]] == [False, True, True]  # clip 0 is not on white
+    assert report["background_accuracy"] == pytest.approx(2 / 3)
     out = tmp_path / "eval.json"
     assert main(["data", "eval", str(tmp_path), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["motion_accuracy"] == 1.0

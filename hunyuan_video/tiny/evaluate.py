@@ -26,8 +26,8 @@ Reliable (100% on the world's own clips, also through H.264 and after blur and n
 the colours, the eight directions, still, grow, shrink, bounce, orbit, and speed. Rotation is the weakest: a square at
 45 degrees still overlaps itself by ~0.7-0.8, and on blurred, noisy clips still objects score 0.87-0.97, rotating
 ones 0.53-0.82, a narrow margin; a generator's wobbly still object can read as "rotate", and a blurred rotating
-square as "still". The evaluator does not judge size; `background_name` names the world's background (dark or
-light) nearest a video's, for a caption's background words.
+square as "still". The evaluator does not judge size. `background_name` names the world's background (dark or
+light) nearest a video's; `evaluate_folder` judges it where a manifest row names its background.
 
 The palette is the default world's colours; videos of the new-concept world are scored with `NEW_CONCEPT_PALETTE`,
 which adds its new colours (pink), so that a pink object counts as pink, not as the nearest old colour.
@@ -366,7 +366,8 @@ def evaluate_folder(
     """Score every video of a folder against its manifest row (default: the folder's own metadata.jsonl), telling
     the colours of `palette` apart.
 
-    Rows with `objects` use them; other rows are scored from their parsed caption. Writes the report as JSON
+    Rows with `objects` use them; other rows are scored from their parsed caption. A row that names its
+    `background` (as the world's manifests do) is also judged on it (`background_name`). Writes the report as JSON
     to `out` when given and returns it: accuracies, and per-motion counts of what was detected.
     """
     from hunyuan_video.video_io import read_video
@@ -377,7 +378,11 @@ def evaluate_folder(
     results = []
     for row in rows:
         objects = row.get("objects") or parse_caption(row["caption"])
-        results.append({"file": row["file"], **score(read_video(videos / row["file"]), objects, palette)})
+        frames = read_video(videos / row["file"])
+        result = {"file": row["file"], **score(frames, objects, palette)}
+        if row.get("background") is not None:
+            result["background_ok"] = background_name(frames) == row["background"]
+        results.append(result)
     report = summarize(results)
     report["clips"] = results
     if out:
@@ -391,6 +396,7 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         raise ValueError("no results to summarize")
     speeds = [r["speed_ok"] for r in results if r["speed_ok"] is not None]
     shapes = [r["shape_ok"] for r in results if r.get("shape_ok") is not None]
+    backgrounds = [r["background_ok"] for r in results if "background_ok" in r]
     confusion: dict[str, dict[str, int]] = {}
     for r in results:
         row = confusion.setdefault(r["motion"], {})
@@ -401,5 +407,6 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "motion_accuracy": float(np.mean([r["motion_ok"] for r in results])),
         "speed_accuracy": float(np.mean(speeds)) if speeds else None,
         "shape_accuracy": float(np.mean(shapes)) if shapes else None,
+        "background_accuracy": float(np.mean(backgrounds)) if backgrounds else None,
         "motion_confusion": confusion,
     }
